@@ -1,0 +1,238 @@
+"""FFCV ``.beton`` (layout v2) written in parallel: per-shard part files plus a merge.
+
+Why our own writer: ``ffcv.writer.DatasetWriter`` encodes every image itself in the
+processes of one machine. We encode each image once in a Ray task (the same bytes go
+into the WebDataset tar), so each task writes a *part*: a complete, valid .beton of its
+own samples. The driver then merges parts with :func:`merge_betons`, which copies data
+pages whole and shifts pointers; no image is decoded or encoded again.
+
+Layout (little-endian), as ``ffcv/types.py`` and ``ffcv/writer.py`` define it:
+header (24 B) | field descriptors (1041 B each) | metadata table (one row a sample) |
+zero pad to a page boundary | data pages (``page_size`` each; all allocations of one
+sample inside one page) | allocation table {sample_id, ptr, size} to EOF.
+Pointers are absolute file offsets. Zero-filled page tails are left as holes
+(sparse files): they cost no disk on filesystems that support them and read as zeros.
+
+Fields written: ``image`` (RGBImageField) and ``label`` (IntField), the two fields of
+FFCV's ImageNet example, so FFCV recipes read our files unchanged. Everything else about
+a sample (key, original size, checksums) lives in the parquet index, row ``i`` <->
+sample ``i``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+VERSION = 2
+DEFAULT_PAGE_SIZE = 1 << 23   # 8 MiB: FFCV's default
+MIN_PAGE_SIZE = 1 << 21       # 2 MiB: FFCV's lower bound
+
+HEADER = np.dtype([("version", "<u2"), ("num_fields", "<u2"), ("page_size", "<u4"),
+                   ("num_samples", "<u8"), ("alloc_table_ptr", "<u8")], align=True)
+FIELD_DESC = np.dtype([("type_id", "<u1"), ("name", ("<u1", 16)),
+                       ("arguments", ("<u1", 1024))], align=True)
+ALLOC = np.dtype([("sample_id", "<u8"), ("ptr", "<u8"), ("size", "<u8")])
+RGB_META = np.dtype([("mode", "<u1"), ("width", "<u2"), ("height", "<u2"), ("data_ptr", "<u8")])
+INT_META = np.dtype("<i8")
+# One aligned struct per sample: [image, label] -> 24 B rows, as ffcv.types.get_metadata_type.
+SAMPLE_META = np.dtype([("f0", RGB_META), ("f1", INT_META)], align=True)
+
+TYPE_INT = 1
+TYPE_RGB = 2
+FIELDS = (("image", TYPE_RGB), ("label", TYPE_INT))
+
+MODE_JPEG = 0
+MODE_RAW = 1
+
+
+class BetonError(ValueError):
+    """A .beton file that is not what this module writes or can merge."""
+
+
+@dataclass(frozen=True)
+class BetonSample:
+    """What one sample needs in a .beton: stored image bytes and their description."""
+
+    data: bytes
+    is_jpeg: bool
+    width: int
+    height: int
+    label: int
+
+
+def _round_up(x: int, multiple: int) -> int:
+    return (x + multiple - 1) // multiple * multiple
+
+
+def _field_descriptors() -> np.ndarray:
+    descs = np.zeros(len(FIELDS), dtype=FIELD_DESC)
+    for i, (name, type_id) in enumerate(FIELDS):
+        descs[i]["type_id"] = type_id
+        raw = name.encode("ascii")[:16]
+        descs[i]["name"][: len(raw)] = np.frombuffer(raw, np.uint8)
+    return descs
+
+
+def _metadata_start(num_fields: int) -> int:
+    return HEADER.itemsize + FIELD_DESC.itemsize * num_fields
+
+
+def check_page_size(page_size: int) -> None:
+    """Raise ValueError unless ``page_size`` is a power of two >= 2 MiB (FFCV's rule)."""
+    if page_size < MIN_PAGE_SIZE or page_size & (page_size - 1):
+        raise ValueError(f"page size {page_size} must be a power of two >= {MIN_PAGE_SIZE}")
+
+
+def write_beton(path: str, samples: Sequence[BetonSample],
+                page_size: int = DEFAULT_PAGE_SIZE) -> None:
+    """Write ``samples`` as one complete .beton at ``path`` (not atomic: callers rename)."""
+    check_page_size(page_size)
+    n = len(samples)
+    meta = np.zeros(n, dtype=SAMPLE_META)
+    data_start = _round_up(_metadata_start(len(FIELDS)) + meta.nbytes, page_size)
+    allocs = np.zeros(n, dtype=ALLOC)
+    page_base = data_start
+    used = 0
+    with open(path, "wb") as f:
+        f.seek(data_start)
+        for i, s in enumerate(samples):
+            size = len(s.data)
+            if size > page_size:
+                raise BetonError(f"sample {i} ({size} B) is larger than the page size "
+                                 f"{page_size}; raise the page size")
+            if used + size > page_size:
+                page_base += page_size
+                used = 0
+                f.seek(page_base)
+            ptr = page_base + used
+            f.write(s.data)
+            used += size
+            meta[i]["f0"] = (MODE_JPEG if s.is_jpeg else MODE_RAW, s.width, s.height, ptr)
+            meta[i]["f1"] = s.label
+            allocs[i] = (i, ptr, size)
+        alloc_ptr = page_base + page_size if n else data_start
+        _write_head(f, n, page_size, alloc_ptr, meta)
+        f.seek(alloc_ptr)
+        f.write(allocs.tobytes())
+        f.truncate(alloc_ptr + allocs.nbytes)
+
+
+def _write_head(f, n: int, page_size: int, alloc_ptr: int, meta: np.ndarray) -> None:
+    header = np.zeros(1, dtype=HEADER)
+    header[0] = (VERSION, len(FIELDS), page_size, n, alloc_ptr)
+    f.seek(0)
+    f.write(header.tobytes())
+    f.write(_field_descriptors().tobytes())
+    f.write(meta.tobytes())
+
+
+@dataclass(frozen=True)
+class BetonPart:
+    """The parsed head of a .beton written by :func:`write_beton`."""
+
+    path: str
+    num_samples: int
+    page_size: int
+    data_start: int
+    alloc_ptr: int
+    meta: np.ndarray
+    allocs: np.ndarray
+
+
+def read_part(path: str) -> BetonPart:
+    """Parse header, metadata and allocation table; raise :class:`BetonError` if invalid."""
+    file_size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        header = np.frombuffer(f.read(HEADER.itemsize), dtype=HEADER)
+        if len(header) != 1 or int(header[0]["version"]) != VERSION:
+            raise BetonError(f"{path}: not a .beton v{VERSION} file")
+        version, num_fields, page_size, n, alloc_ptr = (int(x) for x in header[0].tolist())
+        descs = np.frombuffer(f.read(FIELD_DESC.itemsize * num_fields), dtype=FIELD_DESC)
+        if not np.array_equal(descs, _field_descriptors()):
+            raise BetonError(f"{path}: fields differ from (image: RGBImage, label: Int)")
+        meta = np.frombuffer(f.read(SAMPLE_META.itemsize * n), dtype=SAMPLE_META).copy()
+        if alloc_ptr == 0 or alloc_ptr > file_size or len(meta) != n:
+            raise BetonError(f"{path}: incomplete file (writer did not finish)")
+        f.seek(alloc_ptr)
+        allocs = np.frombuffer(f.read(), dtype=ALLOC).copy()
+    if len(allocs) != n:
+        raise BetonError(f"{path}: allocation table has {len(allocs)} rows, expected {n}")
+    data_start = _round_up(_metadata_start(num_fields) + meta.nbytes, page_size)
+    return BetonPart(path, n, page_size, data_start, alloc_ptr, meta, allocs)
+
+
+def merge_betons(parts: Sequence[str], out_path: str) -> int:
+    """Merge part files (same page size) into one .beton at ``out_path``; return its samples.
+
+    Sample order is the order of ``parts``, then each part's own order. Data pages are
+    copied whole (page-aligned, so every sample stays inside one page); only the
+    pointers in the metadata and allocation table move. Not atomic: callers rename.
+    """
+    heads = [read_part(p) for p in parts]
+    page_sizes = {h.page_size for h in heads}
+    if len(page_sizes) > 1:
+        raise BetonError(f"parts have different page sizes {sorted(page_sizes)}; rebuild them "
+                         "with one --page-size")
+    page_size = page_sizes.pop() if page_sizes else DEFAULT_PAGE_SIZE
+    total = sum(h.num_samples for h in heads)
+    meta = np.zeros(total, dtype=SAMPLE_META)
+    allocs = np.zeros(total, dtype=ALLOC)
+    data_start = _round_up(_metadata_start(len(FIELDS)) + meta.nbytes, page_size)
+    cursor = data_start
+    first = 0
+    with open(out_path, "wb") as out:
+        for h in heads:
+            n = h.num_samples
+            region = h.alloc_ptr - h.data_start  # whole pages
+            shift = cursor - h.data_start
+            m = h.meta.copy()
+            m["f0"]["data_ptr"] += np.uint64(shift)
+            meta[first:first + n] = m
+            a = h.allocs.copy()
+            a["ptr"] += np.uint64(shift)
+            a["sample_id"] += np.uint64(first)
+            allocs[first:first + n] = a
+            if n:
+                _copy_used_pages(h, out, cursor)
+            cursor += region
+            first += n
+        _write_head(out, total, page_size, cursor, meta)
+        out.seek(cursor)
+        out.write(allocs.tobytes())
+        out.truncate(cursor + allocs.nbytes)
+    return total
+
+
+def _copy_used_pages(part: BetonPart, out, dest: int) -> None:
+    """Copy each page's used bytes (from its start to its last allocation's end)."""
+    ends: dict[int, int] = {}
+    for ptr, size in zip(part.allocs["ptr"].tolist(), part.allocs["size"].tolist(), strict=True):
+        page = (ptr - part.data_start) // part.page_size
+        ends[page] = max(ends.get(page, 0), ptr + size - part.data_start - page * part.page_size)
+    with open(part.path, "rb") as src:
+        for page in sorted(ends):
+            src.seek(part.data_start + page * part.page_size)
+            out.seek(dest + page * part.page_size)
+            out.write(src.read(ends[page]))
+
+
+def read_sample_bytes(path: str) -> list[bytes]:
+    """Every sample's stored image bytes, in order (for tests and verification)."""
+    head = read_part(path)
+    with open(path, "rb") as f:
+        out = []
+        for ptr, size in zip(head.meta["f0"]["data_ptr"].tolist(),
+                             _sizes_by_sample(head).tolist(), strict=True):
+            f.seek(ptr)
+            out.append(f.read(size))
+    return out
+
+
+def _sizes_by_sample(head: BetonPart) -> np.ndarray:
+    sizes = np.zeros(head.num_samples, dtype=np.uint64)
+    sizes[head.allocs["sample_id"].astype(np.int64)] = head.allocs["size"]
+    return sizes

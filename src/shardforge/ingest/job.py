@@ -1,0 +1,162 @@
+"""An ingest job: plan the source, build shards as Ray tasks, commit, summarise."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import sys
+import time
+from dataclasses import asdict
+from typing import TextIO
+
+import ray
+
+from shardforge.engine.cluster import ray_session
+from shardforge.engine.progress import Progress
+from shardforge.engine.runner import run_tasks
+from shardforge.ingest.commit import merge_split, split_stats, write_index, write_rejects
+from shardforge.ingest.config import (
+    FORMAT_VERSION,
+    SUMMARY_FILE,
+    IngestConfig,
+    ShardJob,
+    tar_name,
+)
+from shardforge.ingest.shard import ShardResult, build_shard, shard_paths
+from shardforge.sources import plan_source
+from shardforge.storage import resolve
+
+
+class RejectsInStrictMode(RuntimeError):
+    """Raised by a ``strict`` ingest that rejected inputs; nothing was committed."""
+
+
+def _job(config: IngestConfig) -> ShardJob:
+    return ShardJob(config.out, config.name, config.image, config.source_options,
+                    config.page_size)
+
+
+def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
+    """Ingest ``config.source`` into WebDataset shards, one .beton per split and an index.
+
+    Returns the summary (also written to ``OUT/summary.json``). Idempotent: shards already
+    complete are verified and reused; a finished job whose outputs verify is not redone.
+    Raises :class:`RejectsInStrictMode` when ``config.strict`` and any input was rejected.
+    """
+    log = log if log is not None else sys.stderr
+    started = time.monotonic()
+    plan = plan_source(config.source, config.source_options, config.source_kind)
+    job = _job(config)
+    job_hash = hashlib.sha256("".join(job.spec_hash(s) for s in plan.shards).encode()).hexdigest()
+    previous = _verified_summary(config, job_hash)
+    if previous is not None:
+        print(f"{config.name}: already built with these inputs and parameters "
+              f"({resolve(config.out).join(SUMMARY_FILE).url}); nothing to do", file=log)
+        return previous
+    print(f"{config.name}: {len(plan.shards)} shards from {plan.kind} source {config.source} "
+          f"-> {config.out}", file=log)
+    resolve(config.out).makedirs()
+    progress = Progress(f"ingest {config.name}", len(plan.shards), stream=log)
+    with ray_session(config.ray_address):
+        remote = ray.remote(num_cpus=1, max_retries=3)(build_shard)
+        results: list[ShardResult] = list(run_tasks(
+            remote, [(spec, job) for spec in plan.shards],
+            on_result=lambda r: progress.advance(r.num_samples, r.reused)))
+    rejects = [asdict(r) for r in plan.rejects]
+    for r in sorted(results, key=lambda r: (r.split, r.index)):
+        rejects.extend(r.rejects)
+    if config.strict and rejects:
+        shown = "\n".join(f"  {r['origin']}: {r['reason']}" for r in rejects[:10])
+        raise RejectsInStrictMode(
+            f"{len(rejects)} input(s) rejected and --strict is set; nothing was committed. "
+            f"Fix or remove them, or drop --strict:\n{shown}")
+    summary = _commit(config, job, plan, results, rejects, job_hash)
+    summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["images_per_second"] = round(progress.fresh_items / summary["seconds"], 1)
+    resolve(config.out).join(SUMMARY_FILE).write_bytes_atomic(
+        json.dumps(summary, indent=2, sort_keys=True).encode())
+    return summary
+
+
+def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult],
+            rejects: list[dict], job_hash: str) -> dict:
+    by_split: dict[str, list] = {}
+    for spec in plan.shards:
+        by_split.setdefault(spec.split, []).append(spec)
+    result_of = {(r.split, r.index): r for r in results}
+    wds = {}
+    for split, specs in by_split.items():
+        wds[split] = []
+        for spec in specs:
+            loc = shard_paths(job, spec)["tar"]
+            rec = result_of[(split, spec.index)].files["tar"]
+            wds[split].append({"url": loc.url, "size": rec["size"], "sha256": rec["sha256"],
+                               "samples": result_of[(split, spec.index)].num_samples})
+    betons = {split: merge_split(job, split, specs) for split, specs in by_split.items()}
+    index = write_index(job, plan.shards)
+    stats = split_stats(results)
+    wds_bytes = sum(r["size"] for recs in wds.values() for r in recs)
+    written = wds_bytes + sum(b["size"] for b in betons.values()) + index["size"]
+    total = sum(s["samples"] for s in stats.values())
+    return {
+        "name": config.name,
+        "source": config.source,
+        "source_kind": plan.kind,
+        "out": resolve(config.out).url,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "format_version": FORMAT_VERSION,
+        "job_hash": job_hash,
+        "params": {"image": asdict(config.image), "source": asdict(config.source_options),
+                   "page_size": config.page_size},
+        "classes": plan.classes,
+        "splits": stats,
+        "samples": total,
+        "formats": {"wds": wds, "beton": betons},
+        "index": index,
+        "rejects": write_rejects(config.out, rejects),
+        "bytes_written": written,
+        # .beton sizes include zero page tails (sparse on disk); the tar bytes are the
+        # honest per-sample storage cost.
+        "bytes_per_sample": round(wds_bytes / total, 1) if total else 0.0,
+        "shard_pattern": tar_name(config.name, "{split}", 0).replace("000000", "{index:06d}"),
+    }
+
+
+def _verified_summary(config: IngestConfig, job_hash: str) -> dict | None:
+    loc = resolve(config.out).join(SUMMARY_FILE)
+    try:
+        summary = json.loads(loc.read_bytes())
+    except (OSError, ValueError):
+        return None
+    if summary.get("job_hash") != job_hash:
+        return None
+    records = [r for recs in summary["formats"]["wds"].values() for r in recs]
+    records += list(summary["formats"]["beton"].values()) + [summary["index"]]
+    for rec in records:
+        f = resolve(rec["url"])
+        if f.size() != rec["size"] or f.sha256() != rec["sha256"]:
+            return None
+    return summary
+
+
+def format_summary(summary: dict) -> str:
+    """A human-readable multi-line summary of an ingest."""
+    lines = [f"dataset {summary['name']}: {summary['samples']:,} samples, "
+             f"{summary['rejects']['count']} rejected, {summary['bytes_written']:,} bytes "
+             f"({summary['bytes_per_sample']:,} B/sample in tars)"]
+    classes = summary.get("classes") or []
+    for split, s in sorted(summary["splits"].items()):
+        per_class = ", ".join(
+            f"{classes[int(k)] if int(k) < len(classes) else k}={v}"
+            for k, v in s["per_class"].items())
+        lines.append(f"  {split}: {s['samples']:,} samples in {s['shards']} shards, "
+                     f"{s['rejects']} rejected; per class: {per_class}")
+    if "seconds" in summary:
+        lines.append(f"  time {summary['seconds']:.1f} s, {summary['images_per_second']:,} img/s")
+    lines.append(f"  webdataset: {resolve(summary['out']).join('wds').url}/")
+    for split, b in sorted(summary["formats"]["beton"].items()):
+        lines.append(f"  beton[{split}]: {b['url']}")
+    lines.append(f"  index: {summary['index']['url']}")
+    lines.append(f"  rejects: {summary['rejects']['url']}")
+    return "\n".join(lines)

@@ -1,0 +1,160 @@
+"""Build one output shard: read, decode, resize, encode once, write both formats.
+
+Per shard spec this writes, each under a temporary name then renamed:
+``wds/NAME-SPLIT-NNNNNN.tar``, ``_work/SPLIT-NNNNNN.beton`` (a complete .beton part,
+merged later), ``_work/SPLIT-NNNNNN.parquet`` (its index rows) and, last,
+``_work/SPLIT-NNNNNN.json`` (the manifest: spec hash, file sizes and sha256, rejects).
+A shard counts as complete only when the manifest's spec hash matches and every file it
+names re-hashes to the recorded sha256, so a rerun skips exactly the finished shards.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shardforge.formats import beton
+from shardforge.formats.image import RejectedImage, process_image
+from shardforge.formats.wds import png_bytes, sample_members, write_tar
+from shardforge.ingest.config import WDS_DIR, WORK_DIR, ShardJob, tar_name
+from shardforge.sources import Reject, ShardSpec, read_shard
+from shardforge.storage import Location, resolve
+
+INDEX_SCHEMA = pa.schema([
+    ("key", pa.string()), ("label", pa.int64()), ("split", pa.string()),
+    ("shard", pa.string()), ("offset", pa.int64()), ("size", pa.int64()),
+    ("format", pa.string()), ("width", pa.int32()), ("height", pa.int32()),
+    ("orig_width", pa.int32()), ("orig_height", pa.int32()), ("sha256", pa.string()),
+    ("origin", pa.string()),
+])
+
+
+@dataclass
+class ShardResult:
+    """What a shard task reports back to the driver (small: no image data)."""
+
+    split: str
+    index: int
+    num_samples: int
+    rejects: list[dict]
+    class_counts: dict[int, int]
+    bytes_written: int
+    reused: bool = False
+    files: dict[str, dict] = field(default_factory=dict)
+
+
+def shard_paths(job: ShardJob, spec: ShardSpec) -> dict[str, Location]:
+    """Where a shard's files go."""
+    out = resolve(job.out)
+    return {
+        "tar": out.join(WDS_DIR, tar_name(job.name, spec.split, spec.index)),
+        "part": out.join(WORK_DIR, f"{spec.name}.beton"),
+        "index": out.join(WORK_DIR, f"{spec.name}.parquet"),
+        "manifest": out.join(WORK_DIR, f"{spec.name}.json"),
+    }
+
+
+def load_complete(job: ShardJob, spec: ShardSpec) -> ShardResult | None:
+    """The recorded result if this shard is complete and verified, else None."""
+    paths = shard_paths(job, spec)
+    try:
+        manifest = json.loads(paths["manifest"].read_bytes())
+    except (OSError, ValueError):
+        return None
+    if manifest.get("spec_hash") != job.spec_hash(spec):
+        return None
+    for role, rec in manifest["result"]["files"].items():
+        loc = paths[role]
+        if loc.size() != rec["size"] or loc.sha256() != rec["sha256"]:
+            return None
+    result = ShardResult(**manifest["result"])
+    result.class_counts = {int(k): v for k, v in result.class_counts.items()}
+    result.reused = True
+    return result
+
+
+def build_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
+    """Build (or verify and reuse) one shard; see the module docstring for the files."""
+    done = load_complete(job, spec)
+    if done is not None:
+        return done
+    cv2.setNumThreads(1)   # one Ray task = one core; OpenCV's pool would oversubscribe
+    members: list[tuple[str, bytes]] = []
+    samples: list[beton.BetonSample] = []
+    rows: list[dict] = []
+    rejects: list[dict] = []
+    for item in read_shard(spec, job.source_options):
+        if isinstance(item, Reject):
+            rejects.append(asdict(item))
+            continue
+        try:
+            img = process_image(item.data, item.key, job.image)
+        except RejectedImage as exc:
+            rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+            continue
+        stored = img.data if img.is_jpeg else png_bytes(img.pixels())
+        ext = "jpg" if img.is_jpeg else "png"
+        meta = {"key": item.key, "label": item.label, "origin": item.origin,
+                "orig_width": img.orig_width, "orig_height": img.orig_height,
+                "width": img.width, "height": img.height}
+        members.extend(sample_members(item.key, stored, ext, item.label, meta))
+        samples.append(beton.BetonSample(img.data, img.is_jpeg, img.width, img.height,
+                                         item.label))
+        rows.append({"key": item.key, "label": item.label, "split": spec.split,
+                     "format": ext, "width": img.width, "height": img.height,
+                     "orig_width": img.orig_width, "orig_height": img.orig_height,
+                     "sha256": hashlib.sha256(stored).hexdigest(), "origin": item.origin})
+    tar_bytes, offsets = write_tar(members)
+    image_members = offsets[0::3]
+    paths = shard_paths(job, spec)
+    for row, member in zip(rows, image_members, strict=True):
+        row.update(shard=paths["tar"].path.rsplit("/", 1)[-1], offset=member.offset,
+                   size=member.size)
+    index_bytes = _parquet_bytes(rows)
+    for loc in paths.values():
+        loc.parent().makedirs()
+    paths["tar"].write_bytes_atomic(tar_bytes)
+    paths["index"].write_bytes_atomic(index_bytes)
+    part_size, part_sha = _write_part(paths["part"], samples, job.page_size)
+    files = {
+        "tar": {"size": len(tar_bytes), "sha256": hashlib.sha256(tar_bytes).hexdigest()},
+        "index": {"size": len(index_bytes), "sha256": hashlib.sha256(index_bytes).hexdigest()},
+        "part": {"size": part_size, "sha256": part_sha},
+    }
+    result = ShardResult(spec.split, spec.index, len(samples), rejects,
+                         dict(Counter(s.label for s in samples)),
+                         len(tar_bytes) + part_size + len(index_bytes), False, files)
+    manifest = {"spec_hash": job.spec_hash(spec), "result": asdict(result)}
+    paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
+    return result
+
+
+def _parquet_bytes(rows: list[dict]) -> bytes:
+    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    sink = pa.BufferOutputStream()
+    pq.write_table(table, sink)
+    return sink.getvalue().to_pybytes()
+
+
+def _write_part(dest: Location, samples: list[beton.BetonSample], page_size: int) -> tuple[int, str]:
+    """Write a .beton part: straight into place on a local disk, via a temp file otherwise."""
+    if dest.is_local:
+        tmp = dest.tmp_sibling().path
+        beton.write_beton(tmp, samples, page_size)
+        size, sha = os.path.getsize(tmp), resolve(tmp).sha256()
+        os.replace(tmp, dest.path)
+        return size, sha
+    with tempfile.TemporaryDirectory() as d:
+        local = os.path.join(d, "part.beton")
+        beton.write_beton(local, samples, page_size)
+        size, sha = os.path.getsize(local), resolve(local).sha256()
+        dest.upload_file_atomic(local)
+    return size, sha

@@ -1,0 +1,49 @@
+"""Sources: class-folder trees, WebDataset shards and parquet files, local or s3://."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from shardforge.sources import folder, parquet, wds
+from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions, SourcePlan
+from shardforge.storage import resolve
+
+READERS = {folder.KIND: folder, wds.KIND: wds, parquet.KIND: parquet}
+KINDS = tuple(READERS)
+
+
+def detect_kind(url: str) -> str:
+    """``wds`` for .tar files, ``parquet`` for .parquet files, else ``folder``.
+
+    Raises ValueError naming the URL when nothing is there.
+    """
+    loc = resolve(url)
+    if not loc.exists():
+        raise ValueError(f"source {url!r} does not exist")
+    if url.endswith(".tar"):
+        return wds.KIND
+    if url.endswith(".parquet"):
+        return parquet.KIND
+    files = loc.list_files()
+    if files and all(f.endswith(".tar") for f in files):
+        return wds.KIND
+    if files and all(f.endswith(".parquet") for f in files):
+        return parquet.KIND
+    return folder.KIND
+
+
+def plan_source(url: str, options: SourceOptions, kind: str | None = None) -> SourcePlan:
+    """List a source and cut it into deterministic shard specs."""
+    kind = kind or detect_kind(url)
+    if kind not in READERS:
+        raise ValueError(f"unknown source kind {kind!r}; use one of {KINDS}")
+    return READERS[kind].plan(url, options)
+
+
+def read_shard(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:
+    """The raw samples (and read failures) of one shard spec."""
+    return READERS[spec.kind].read(spec, options)
+
+
+__all__ = ["KINDS", "RawSample", "Reject", "ShardSpec", "SourceOptions", "SourcePlan",
+           "detect_kind", "plan_source", "read_shard"]

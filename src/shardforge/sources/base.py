@@ -1,0 +1,103 @@
+"""What every source yields: deterministic shard specs and, per spec, raw samples."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+
+SPLIT_NAMES = ("train", "val", "validation", "test")
+KEY_SLUG_CHARS = 80
+
+
+@dataclass(frozen=True)
+class RawSample:
+    """One source sample before processing: encoded image bytes and its label."""
+
+    key: str
+    label: int
+    origin: str     # where it came from, for people: a relative path, TAR#member, FILE#row
+    data: bytes
+
+
+@dataclass(frozen=True)
+class Reject:
+    """A source item that did not become a sample, with the reason."""
+
+    origin: str
+    reason: str
+    split: str = ""
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """One output shard's worth of input, fully determined before any work starts.
+
+    ``kind`` names the source reader, ``source`` the source root URL, and ``items`` what
+    that reader needs, with paths relative to the root: folder: ((relpath, label), ...);
+    wds: (tar_relpath,); parquet: (relpath, start_row, stop_row).
+    """
+
+    kind: str
+    source: str
+    split: str
+    index: int
+    items: tuple
+
+    @property
+    def name(self) -> str:
+        return f"{self.split}-{self.index:06d}"
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    """How to read a source. Column names apply to parquet sources only."""
+
+    default_split: str = "train"
+    shard_size: int = 1000
+    seed: int | None = 0            # folder sources: shuffle before chunking (None: keep order)
+    image_column: str = "image"
+    label_column: str = "label"
+    key_column: str | None = None
+
+
+@dataclass
+class SourcePlan:
+    """A source listed and partitioned: class names, shard specs, and what was rejected."""
+
+    kind: str
+    url: str
+    classes: list[str]
+    shards: list[ShardSpec]
+    rejects: list[Reject] = field(default_factory=list)
+
+    def splits(self) -> list[str]:
+        return sorted({s.split for s in self.shards})
+
+
+def make_key(origin: str) -> str:
+    """A stable, dot-free, slash-free sample key derived from the origin path.
+
+    Readable prefix (non-alphanumerics -> ``_``, cut at 80 chars) plus 10 hex digits of
+    the SHA-1 of the full origin, so distinct paths never collide after slugging.
+    """
+    stem = origin.rsplit(".", 1)[0] if "." in origin.rsplit("/", 1)[-1] else origin
+    slug = re.sub(r"[^A-Za-z0-9_-]+", "_", stem).strip("_")[:KEY_SLUG_CHARS] or "sample"
+    digest = hashlib.sha1(origin.encode("utf-8")).hexdigest()[:10]
+    return f"{slug}-{digest}"
+
+
+def split_from_name(name: str, default: str) -> str:
+    """The split named by a path component or file-name token, else ``default``."""
+    tokens = re.split(r"[/\\_.\-]+", name.lower())
+    for split in SPLIT_NAMES:
+        if split in tokens:
+            return "val" if split == "validation" else split
+    return default
+
+
+def chunk(items: list, size: int) -> list[list]:
+    """Consecutive chunks of at most ``size`` items."""
+    if size < 1:
+        raise ValueError(f"shard size {size} must be >= 1")
+    return [items[i:i + size] for i in range(0, len(items), size)]

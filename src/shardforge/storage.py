@@ -14,9 +14,14 @@ import os
 import posixpath
 import uuid
 from dataclasses import dataclass
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
+
+# S3's CopyObject, which pyarrow's S3FileSystem.move issues, refuses sources over 5 GiB
+# ("The specified copy source is larger than the maximum allowable size"). Larger
+# objects are written straight to their key instead of via a temporary name.
+MAX_SERVER_COPY_BYTES = 5 * 1024**3
 
 
 @dataclass(frozen=True)
@@ -71,21 +76,59 @@ class Location:
         """Write ``data`` under a temporary name, then rename it into place.
 
         Readers never see a partial file: on a local disk the rename is atomic; on an
-        object store the temporary object is copied into place whole.
+        object store the temporary object is copied into place whole. S3 objects over
+        :data:`MAX_SERVER_COPY_BYTES` are written to their key directly (an S3 object
+        appears only when its upload completes). A failed write removes its temporary.
         """
+        if self._direct_write(len(data)):
+            with self.fs.open_output_stream(self.path) as f:
+                f.write(data)
+            return
+        self._ensure_parent()
         tmp = self.tmp_sibling()
-        with tmp.fs.open_output_stream(tmp.path) as f:
-            f.write(data)
-        self.fs.move(tmp.path, self.path)
+        try:
+            with tmp.fs.open_output_stream(tmp.path) as f:
+                f.write(data)
+            self.fs.move(tmp.path, self.path)
+        except BaseException:
+            tmp._discard()
+            raise
 
     def upload_file_atomic(self, local_path: str) -> None:
         """Copy a local file here under a temporary name, then rename it into place."""
         if self.is_local and os.path.abspath(local_path) == os.path.abspath(self.path):
             return
+        local = pafs.LocalFileSystem()
+        if self._direct_write(os.path.getsize(local_path)):
+            pafs.copy_files(local_path, self.path, source_filesystem=local,
+                            destination_filesystem=self.fs)
+            return
+        self._ensure_parent()
         tmp = self.tmp_sibling()
-        pafs.copy_files(local_path, tmp.path, source_filesystem=pafs.LocalFileSystem(),
-                        destination_filesystem=tmp.fs)
-        self.fs.move(tmp.path, self.path)
+        try:
+            pafs.copy_files(local_path, tmp.path, source_filesystem=local,
+                            destination_filesystem=tmp.fs)
+            self.fs.move(tmp.path, self.path)
+        except BaseException:
+            tmp._discard()
+            raise
+
+    def _direct_write(self, size: int) -> bool:
+        """Whether a ``size``-byte file must skip the temporary name (S3 copy limit)."""
+        return isinstance(self.fs, pafs.S3FileSystem) and size > MAX_SERVER_COPY_BYTES
+
+    def _ensure_parent(self) -> None:
+        """Create the parent directory on a local disk, so writes there need no
+        ``makedirs`` first, as on an object store (where directories are implicit)."""
+        if self.is_local:
+            self.fs.create_dir(posixpath.dirname(self.path), recursive=True)
+
+    def _discard(self) -> None:
+        """Best-effort removal of a temporary file after a failed write."""
+        try:
+            self.delete()
+        except OSError:
+            pass
 
     def tmp_sibling(self) -> Location:
         """A unique temporary name next to this location (same directory, same filesystem)."""
@@ -121,12 +164,18 @@ def resolve(url: str) -> Location:
         path = urlsplit(url).path if scheme == "file" else url
         path = os.path.abspath(os.path.expanduser(path))
         return Location(pafs.LocalFileSystem(), path, path)
+    if urlsplit(url).fragment or url.endswith("#"):
+        # pyarrow would drop everything after '#', the endpoint query included, and
+        # silently talk to AWS instead of the endpoint given.
+        raise ValueError(f"storage location {url!r} contains '#': write it as %23")
     try:
         fs, path = pafs.FileSystem.from_uri(url)
     except (ValueError, OSError) as exc:
         raise ValueError(f"cannot open storage location {url!r}: {exc}; "
                          "use a local path or an s3:// URL") from exc
-    return Location(fs, path.rstrip("/"), url.rstrip("/") if "?" not in url else url)
+    base, query = _split_query(url)
+    base = base.rstrip("/")
+    return Location(fs, path.rstrip("/"), f"{base}?{query}" if query else base)
 
 
 def _split_query(url: str) -> tuple[str, str]:
@@ -135,16 +184,21 @@ def _split_query(url: str) -> tuple[str, str]:
 
 
 def _join_url(url: str, *parts: str) -> str:
+    """``url`` with path ``parts`` appended; in a URL they are percent-encoded, so that
+    :func:`resolve` (which decodes) gives back exactly these path parts."""
     if "://" not in url:
         return os.path.join(url, *parts)
     base, query = _split_query(url)
-    joined = posixpath.join(base.rstrip("/"), *parts)
+    joined = posixpath.join(base.rstrip("/"), *(quote(p, safe="/") for p in parts))
     return f"{joined}?{query}" if query else joined
 
 
 def _parent_url(url: str) -> str:
     if "://" not in url:
         return os.path.dirname(url)
-    base, query = _split_query(url)
-    parent = posixpath.dirname(base.rstrip("/"))
-    return f"{parent}?{query}" if query else parent
+    parts = urlsplit(url)
+    # netloc and path together: the parent of s3://bucket is the store root s3://,
+    # matching the parent of its fs path 'bucket', which is ''.
+    full = posixpath.dirname(f"{parts.netloc}{parts.path}".rstrip("/"))
+    parent = f"{parts.scheme}://{full}"
+    return f"{parent}?{parts.query}" if parts.query else parent

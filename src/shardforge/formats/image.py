@@ -94,7 +94,10 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise RejectedImage("empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # ``max_pixels`` is the limit, checked below: PIL's warning at its global
+            # MAX_IMAGE_PIXELS must not reject images the caller allowed. (PIL still
+            # raises DecompressionBombError above twice its global limit.)
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
             if w * h > max_pixels:
@@ -103,8 +106,8 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             orientation = img.getexif().get(0x0112, 1)
             if draft_to is not None and img.format == "JPEG":
                 scale = max(w, h) // draft_to
-                if scale >= 2:
-                    img.draft(None, (w // scale, h // scale))
+                if scale >= 2:   # max(1, ..): a very thin image must not ask for 0 px
+                    img.draft(None, (max(1, w // scale), max(1, h // scale)))
             img.load()
             img = ImageOps.exif_transpose(img)
             pixels = _to_rgb(img)
@@ -131,8 +134,8 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     if mode == "F":
         gray = np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8)
         return np.repeat(gray[:, :, None], 3, axis=2)
-    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
-        mode == "P" and "transparency" in img.info)
+    # "transparency" in info: a palette's alpha, or a tRNS colour key in an L / RGB PNG.
+    has_alpha = mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in img.info
     if has_alpha:
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -140,15 +143,32 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
     return np.asarray(img.convert("RGB"))
 
 
-def resize_max_side(pixels: np.ndarray, max_resolution: int | None) -> np.ndarray:
-    """Shrink so the longest side is <= ``max_resolution`` (area interpolation, as FFCV)."""
-    if max_resolution is None:
-        return pixels
+def target_size(width: int, height: int, max_resolution: int | None) -> tuple[int, int]:
+    """``(width, height)`` after shrinking the longest side to ``max_resolution``.
+
+    FFCV's rule (``int(side * max_resolution / longest)``, never upscaling), computed in
+    integers: the longest side is exactly ``max_resolution``, where FFCV's float ratio
+    sometimes truncates it (or the short side) one pixel short (e.g. 322 px -> 255).
+    """
+    longest = max(width, height)
+    if max_resolution is None or longest <= max_resolution:
+        return width, height
+    return (max(1, width * max_resolution // longest),
+            max(1, height * max_resolution // longest))
+
+
+def resize_max_side(pixels: np.ndarray, max_resolution: int | None,
+                    size: tuple[int, int] | None = None) -> np.ndarray:
+    """Shrink so the longest side is <= ``max_resolution`` (area interpolation, as FFCV).
+
+    ``size``: the ``(width, height)`` to use instead of ``target_size`` of the array's own
+    size (process_image passes the target of the full-size source when the JPEG was
+    decoded at a reduced scale, so the stored size never depends on the draft).
+    """
     h, w = pixels.shape[:2]
-    ratio = max_resolution / max(h, w)
-    if ratio >= 1:
+    size = size or target_size(w, h, max_resolution)
+    if size == (w, h):
         return pixels
-    size = (max(1, int(w * ratio)), max(1, int(h * ratio)))
     return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
 
 
@@ -180,7 +200,12 @@ def choose_jpeg(params: ImageParams, key: str, raw_nbytes: int) -> bool:
 def process_image(data: bytes, key: str, params: ImageParams) -> StoredImage:
     """Decode, convert, resize and encode one source image (raises :class:`RejectedImage`)."""
     pixels, orig_w, orig_h = decode_rgb(data, params.max_pixels, draft_to=params.max_resolution)
-    pixels = resize_max_side(pixels, params.max_resolution)
+    # Target from the full (oriented) source size, so it is the same with or without the
+    # draft; from the pixels if they came out smaller than the header said (never upscale).
+    size = target_size(orig_w, orig_h, params.max_resolution)
+    if size[0] > pixels.shape[1] or size[1] > pixels.shape[0]:
+        size = None
+    pixels = resize_max_side(pixels, params.max_resolution, size)
     h, w = pixels.shape[:2]
     if choose_jpeg(params, key, pixels.nbytes):
         return StoredImage(encode_jpeg(pixels, params.jpeg_quality), True, w, h, orig_w, orig_h)

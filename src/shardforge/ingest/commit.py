@@ -18,15 +18,16 @@ from shardforge.sources import ShardSpec
 from shardforge.storage import Location, resolve
 
 
-def file_record(loc: Location) -> dict:
-    """``{url, size, sha256}`` of a written file."""
-    return {"url": loc.url, "size": loc.size(), "sha256": loc.sha256()}
+def file_record(loc: Location, path: str) -> dict:
+    """``{url, path, size, sha256}`` of a written file; ``path`` is relative to the output root."""
+    return {"url": loc.url, "path": path, "size": loc.size(), "sha256": loc.sha256()}
 
 
 def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
     """Merge a split's parts (in shard order) into ``beton/NAME-SPLIT.beton``; return its record."""
     out = resolve(job.out)
-    dest = out.join(BETON_DIR, beton_name(job.name, split))
+    rel = f"{BETON_DIR}/{beton_name(job.name, split)}"
+    dest = out.join(rel)
     dest.parent().makedirs()
     parts = [shard_paths(job, s)["part"] for s in specs]
     if dest.is_local:
@@ -44,7 +45,7 @@ def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
             merged = os.path.join(d, "merged.beton")
             merge_betons(local_parts, merged)
             dest.upload_file_atomic(merged)
-    return file_record(dest)
+    return file_record(dest, rel)
 
 
 def write_index(job: ShardJob, specs: Sequence[ShardSpec]) -> dict:
@@ -64,7 +65,7 @@ def write_index(job: ShardJob, specs: Sequence[ShardSpec]) -> dict:
     sink = pa.BufferOutputStream()
     pq.write_table(pa.concat_tables(tables), sink)
     dest.write_bytes_atomic(sink.getvalue().to_pybytes())
-    return file_record(dest)
+    return file_record(dest, INDEX_FILE)
 
 
 def write_rejects(out: str, rejects: list[dict]) -> dict:

@@ -19,6 +19,7 @@ from shardforge.ingest.commit import merge_split, split_stats, write_index, writ
 from shardforge.ingest.config import (
     FORMAT_VERSION,
     SUMMARY_FILE,
+    WDS_DIR,
     IngestConfig,
     ShardJob,
     tar_name,
@@ -72,6 +73,8 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
             f"{len(rejects)} input(s) rejected and --strict is set; nothing was committed. "
             f"Fix or remove them, or drop --strict:\n{shown}")
     summary = _commit(config, job, plan, results, rejects, job_hash)
+    summary["shards_reused"] = sum(r.reused for r in results)
+    summary["nodes"] = len({r.node for r in results if not r.reused})
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["images_per_second"] = round(progress.fresh_items / summary["seconds"], 1)
     resolve(config.out).join(SUMMARY_FILE).write_bytes_atomic(
@@ -91,7 +94,8 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
         for spec in specs:
             loc = shard_paths(job, spec)["tar"]
             rec = result_of[(split, spec.index)].files["tar"]
-            wds[split].append({"url": loc.url, "size": rec["size"], "sha256": rec["sha256"],
+            wds[split].append({"url": loc.url, "path": f"{WDS_DIR}/{loc.path.rsplit('/', 1)[-1]}",
+                               "size": rec["size"], "sha256": rec["sha256"],
                                "samples": result_of[(split, spec.index)].num_samples})
     betons = {split: merge_split(job, split, specs) for split, specs in by_split.items()}
     index = write_index(job, plan.shards)
@@ -133,8 +137,9 @@ def _verified_summary(config: IngestConfig, job_hash: str) -> dict | None:
         return None
     records = [r for recs in summary["formats"]["wds"].values() for r in recs]
     records += list(summary["formats"]["beton"].values()) + [summary["index"]]
+    root = resolve(config.out)
     for rec in records:
-        f = resolve(rec["url"])
+        f = root.join(rec["path"])
         if f.size() != rec["size"] or f.sha256() != rec["sha256"]:
             return None
     return summary

@@ -49,6 +49,7 @@ class ShardResult:
     bytes_written: int
     reused: bool = False
     files: dict[str, dict] = field(default_factory=dict)
+    node: str = ""           # Ray node id that built it ("" outside Ray)
 
 
 def shard_paths(job: ShardJob, spec: ShardSpec) -> dict[str, Location]:
@@ -131,10 +132,17 @@ def build_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     }
     result = ShardResult(spec.split, spec.index, len(samples), rejects,
                          dict(Counter(s.label for s in samples)),
-                         len(tar_bytes) + part_size + len(index_bytes), False, files)
+                         len(tar_bytes) + part_size + len(index_bytes), False, files,
+                         _node_id())
     manifest = {"spec_hash": job.spec_hash(spec), "result": asdict(result)}
     paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
     return result
+
+
+def _node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _parquet_bytes(rows: list[dict]) -> bytes:

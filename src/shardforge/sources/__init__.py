@@ -20,9 +20,9 @@ def detect_kind(url: str) -> str:
     loc = resolve(url)
     if not loc.exists():
         raise ValueError(f"source {url!r} does not exist")
-    if url.endswith(".tar"):
+    if loc.path.endswith(".tar"):
         return wds.KIND
-    if url.endswith(".parquet"):
+    if loc.path.endswith(".parquet"):
         return parquet.KIND
     files = loc.list_files()
     if files and all(f.endswith(".tar") for f in files):

@@ -55,6 +55,7 @@ CLASS_NAMES: tuple[str, ...] = (
 SPLITS: tuple[str, ...] = ("train", "val")
 TRAIN_TEXTURE_P = 0.8  # probability that a train image uses its own class's texture
 MAX_ASPECT = 1.5  # images range from 2:3 to 3:2 (like most photos)
+MAX_ROTATION_DEG = 30.0  # shapes are rotated uniformly in [-30, 30] degrees (mostly upright)
 _SPLIT_IDS = {"train": 0, "val": 1}
 _FILE_RE = re.compile(r"^[a-z]+_\d{6}\.JPEG$")
 _SUPERSAMPLE = 2  # shape masks are drawn at 2x and box-filtered down (anti-aliasing)
@@ -176,10 +177,10 @@ def _shape_mask(name: str, rng: np.random.Generator, w: int, h: int) -> np.ndarr
     """Float32 alpha mask (H, W) in [0, 1] of one randomly placed, scaled and rotated shape."""
     polys = _normalise(_shape_polys(name, rng))
     short = min(w, h)
-    radius = short * rng.uniform(0.3, 0.46)
+    radius = short * rng.uniform(0.35, 0.48)  # radius of the shape's bounding circle
     cx = rng.uniform(radius, w - radius)
     cy = rng.uniform(radius, h - radius)
-    theta = rng.uniform(0, 2 * math.pi)
+    theta = math.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
     flip = 1.0 if rng.random() < 0.5 else -1.0
     rot = np.array([[math.cos(theta), -math.sin(theta)], [math.sin(theta), math.cos(theta)]])
     ss = _SUPERSAMPLE
@@ -369,10 +370,10 @@ def _background(rng: np.random.Generator, w: int, h: int, grid: Grid) -> np.ndar
         bg = bg + (_smooth_noise(rng, w, h, min(w, h) / 3, 3) - 0.5) * 0.15
     else:  # clutter: colour value noise at two scales (kind 2 adds a busy fine scale)
         coarse = _smooth_noise(rng, w, h, min(w, h) / rng.uniform(2, 5), 3) - 0.5
-        bg = base + coarse * rng.uniform(0.3, 0.6)
+        bg = base + coarse * rng.uniform(0.12, 0.24)
         if kind == 2:
             fine = _smooth_noise(rng, w, h, rng.uniform(6, 16), 3) - 0.5
-            bg = bg + fine * rng.uniform(0.2, 0.4)
+            bg = bg + fine * rng.uniform(0.08, 0.16)
         bg = np.broadcast_to(bg, (h, w, 3))
     grain = rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(rng.uniform(0.01, 0.04))
     return bg + grain

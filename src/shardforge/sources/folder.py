@@ -52,14 +52,14 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
             classes.add(parts[-1])
     for rel in sorted(files):
         parts = rel.split("/")
-        split = parts[0] if split_dirs else options.default_split
         if split_dirs and parts[0] not in split_dirs:
             continue
+        split = parts[0] if split_dirs else options.default_split
+        split = "val" if split == "validation" else split
         if len(parts) != depth + 1:
             rejects.append(Reject(rel, "not directly inside a class folder", split))
             continue
-        by_split.setdefault("val" if split == "validation" else split, []).append(
-            (rel, parts[-2]))
+        by_split.setdefault(split, []).append((rel, parts[-2]))
     class_list = sorted(classes)
     index = {c: i for i, c in enumerate(class_list)}
     shards = []

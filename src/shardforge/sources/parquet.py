@@ -31,9 +31,9 @@ KIND = "parquet"
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """Shard specs of consecutive row ranges, per split, files in sorted path order."""
     root = resolve(url)
-    if url.endswith(".parquet") and root.size() is not None:
+    if root.path.endswith(".parquet") and root.size() is not None:
         files = [root.path]
-        root = resolve(url.rsplit("/", 1)[0])
+        root = root.parent()
     else:
         files = [p for p in root.list_files() if p.endswith(".parquet")]
     if not files:
@@ -46,10 +46,10 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
             pf = pq.ParquetFile(f)
             num_rows = pf.metadata.num_rows
             names = pf.schema_arrow.names
-        for column in (options.image_column, options.label_column):
-            if column not in names:
+        for column in (options.image_column, options.label_column, options.key_column):
+            if column is not None and column not in names:
                 raise ValueError(f"{root.join(rel).url}: no column {column!r} (has {names}); "
-                                 "name the columns with --image-column / --label-column")
+                                 "name the columns with --image-column / --label-column / --key-column")
         split = split_from_name(rel, options.default_split)
         for start in range(0, num_rows, options.shard_size):
             index = per_split.get(split, 0)

@@ -33,9 +33,9 @@ LABEL_EXTS = ("cls", "label", "target", "cls2")
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """One shard spec per input tar, numbered per split in sorted path order."""
     root = resolve(url)
-    if url.endswith(".tar") and root.size() is not None:
+    if root.path.endswith(".tar") and root.size() is not None:
         tars = [root.path]
-        root = resolve(posixpath.dirname(root.url) if "://" not in url else url.rsplit("/", 1)[0])
+        root = root.parent()
     else:
         tars = [p for p in root.list_files() if p.endswith(".tar")]
     if not tars:
@@ -107,5 +107,5 @@ def _label(parts: dict[str, bytes]) -> int | None:
             value = json.loads(parts["json"]).get("label")
         except (ValueError, AttributeError):
             return None
-        return value if isinstance(value, int) else None
+        return value if isinstance(value, int) and not isinstance(value, bool) else None
     return None

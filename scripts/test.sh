@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up everything, then run the test suite. Extra arguments go to pytest
+# (e.g. `bash scripts/test.sh -m slow` for the end-to-end Ray tests only).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src pipelines tests bench jobs
+exec .venv/bin/python -m pytest -q "$@"

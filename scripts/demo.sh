@@ -12,6 +12,8 @@ source .venv/bin/activate
 # Token authentication on (Ray's own mechanism): the token lives in ~/.ray/auth_token
 # and both `ray start` and `ray job submit` read it from there.
 export RAY_AUTH_MODE=token
+# Bind every Ray process to 127.0.0.1 (Ray otherwise swaps in the routable address).
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0
 ray get-auth-token --generate >/dev/null
 GCS_PORT=6390
 DASH_PORT=8290

@@ -5,4 +5,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
 .venv/bin/ruff check src pipelines tests bench jobs
+export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # Ray on 127.0.0.1 only (see tests/conftest.py)
 exec .venv/bin/python -m pytest -q "$@"

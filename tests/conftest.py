@@ -2,8 +2,15 @@
 
 from __future__ import annotations
 
-import pytest
-import ray
+import os
+
+# Keep every Ray process of the tests on 127.0.0.1: with this Ray setting, Ray does not
+# swap 127.0.0.1 for the machine's routable address (it must be set before `import ray`;
+# subprocesses such as `ray start` in the end-to-end tests inherit it).
+os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+
+import pytest  # noqa: E402
+import ray  # noqa: E402
 
 from shardforge.sources.demo import DemoSpec, generate_demo_data
 

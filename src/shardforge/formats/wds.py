@@ -35,7 +35,7 @@ class TarMember:
 
 def png_bytes(pixels: np.ndarray) -> bytes:
     """Lossless PNG of an RGB uint8 array (OpenCV, compression level 1: fast)."""
-    ok, buf = cv2.imencode(".png", np.ascontiguousarray(pixels[:, :, ::-1]),
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(pixels, cv2.COLOR_RGB2BGR),
                            [int(cv2.IMWRITE_PNG_COMPRESSION), 1])
     if not ok:
         raise ValueError("PNG encoding failed")

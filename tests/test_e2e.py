@@ -38,23 +38,29 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _kill_group(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM the process group we created, then SIGKILL what is left."""
+def _session_pids(sid: int) -> list[int]:
+    """Live processes of the session ``sid`` (started with ``start_new_session=True``)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
+    return [int(p) for p, s_, st in (ln.split() for ln in out.splitlines() if ln.strip())
+            if s_ == str(sid) and not st.startswith("Z")]
+
+
+def _kill_session(proc: subprocess.Popen, grace: float = 5.0) -> None:
+    """SIGTERM every process of the session we created, then SIGKILL what is left.
+
+    Ray puts each worker in its own process group, but all stay in this session, so
+    this stops exactly the Ray processes the test started and nothing else.
+    """
     for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            return
+        for pid in _session_pids(proc.pid):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
         deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _group_alive(proc.pid):
+        while time.monotonic() < deadline and _session_pids(proc.pid):
             time.sleep(0.2)
     proc.wait(timeout=10)
-
-
-def _group_alive(pgid: int) -> bool:
-    out = subprocess.run(["ps", "-eo", "pgid=,stat="], capture_output=True, text=True).stdout
-    return any(line.split()[0] == str(pgid) and not line.split()[1].startswith("Z")
-               for line in out.splitlines() if line.strip())
 
 
 def _reference(src: str, tmp_path) -> str:
@@ -117,7 +123,7 @@ def test_ray_job_submit_to_local_head(demo_tree, tmp_path):
         _check_outputs(demo_tree, out)
         assert file_bytes(out) == file_bytes(_reference(demo_tree, tmp_path))
     finally:
-        _kill_group(head)
+        _kill_session(head)
 
 
 def test_multi_node_cluster_same_bytes(demo_tree, tmp_path):
@@ -187,7 +193,7 @@ def test_kill_driver_then_rerun_gives_identical_bytes(big_tree, tmp_path):
     with open(tmp_path / "victim.log", "wb") as log:
         victim = _driver(big_tree, out, log)
         _wait(lambda: _manifests(out) >= 10, 240, "10 shards")
-        _kill_group(victim, grace=0.0)
+        _kill_session(victim, grace=0.0)
     done_before = _manifests(out)
     assert 10 <= done_before < total, done_before
     assert not os.path.exists(os.path.join(out, "summary.json"))
@@ -208,20 +214,26 @@ def test_kill_worker_mid_job_still_identical(big_tree, tmp_path):
         job = _driver(big_tree, out, log)
         try:
             _wait(lambda: _manifests(out) >= 5, 240, "5 shards")
-            killed = _kill_one_worker(job.pid)
-            assert killed, "no build_shard worker found in the job's process group"
+            killed = False
+            deadline = time.monotonic() + 60
+            while not killed and time.monotonic() < deadline and job.poll() is None:
+                killed = _kill_one_worker(job.pid)
+                time.sleep(0.02)
+            assert killed, "no build_shard worker found in the job's session"
             assert job.wait(timeout=300) == 0
         finally:
-            _kill_group(job, grace=2.0)
+            _kill_session(job, grace=2.0)
     assert file_bytes(out) == file_bytes(ref)
 
 
-def _kill_one_worker(pgid: int) -> bool:
-    out = subprocess.run(["ps", "-eo", "pid=,pgid=,args="], capture_output=True,
+def _kill_one_worker(sid: int) -> bool:
+    """SIGKILL one build_shard worker of the driver's session (Ray gives each worker its
+    own process group, but they stay in the session the driver was started in)."""
+    out = subprocess.run(["ps", "-eo", "pid=,sid=,args="], capture_output=True,
                          text=True).stdout
     for line in out.splitlines():
-        pid, group, args = line.split(None, 2)
-        if group == str(pgid) and args.startswith("ray::build_shard"):
+        pid, session, args = line.split(None, 2)
+        if session == str(sid) and args.startswith("ray::build_shard"):
             os.kill(int(pid), signal.SIGKILL)
             return True
     return False

@@ -90,6 +90,8 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
                    help="any rejected input fails the job (exit 1) and commits nothing")
     p.add_argument("--ray-address", help="Ray cluster to use (default: the job's cluster "
                                          "under `ray job submit`, else a local Ray)")
+    p.add_argument("--keep-parts", action="store_true",
+                   help="keep the per-shard .beton parts in OUT/_work after merging")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
 
 
@@ -108,7 +110,7 @@ def ingest_config_from_args(args: argparse.Namespace):
     return IngestConfig(source=args.source, name=args.name, out=args.out, image=image,
                         source_options=options, source_kind=args.source_kind,
                         page_size=args.page_size, strict=args.strict,
-                        ray_address=args.ray_address)
+                        ray_address=args.ray_address, keep_parts=args.keep_parts)
 
 
 def run_ingest_command(args: argparse.Namespace) -> int:

@@ -17,7 +17,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything that decides an ingest's output (``ray_address`` and ``strict`` do not)."""
+    """Everything that decides an ingest's output (``ray_address``, ``strict`` and
+    ``keep_parts`` do not)."""
 
     source: str
     name: str
@@ -28,6 +29,7 @@ class IngestConfig:
     page_size: int = DEFAULT_PAGE_SIZE
     strict: bool = False
     ray_address: str | None = None
+    keep_parts: bool = False      # keep _work/*.beton after the merge (debugging)
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):

@@ -79,7 +79,16 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     summary["images_per_second"] = round(progress.fresh_items / summary["seconds"], 1)
     resolve(config.out).join(SUMMARY_FILE).write_bytes_atomic(
         json.dumps(summary, indent=2, sort_keys=True).encode())
+    if not config.keep_parts:
+        _delete_parts(job, plan.shards)
     return summary
+
+
+def _delete_parts(job: ShardJob, specs) -> None:
+    """Drop the per-shard .beton parts once merged: they would double the .beton's disk
+    use. A later rerun that finds damage rebuilds those shards (same bytes)."""
+    for spec in specs:
+        shard_paths(job, spec)["part"].delete()
 
 
 def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult],

@@ -311,7 +311,9 @@ def _expected_labels(root: str) -> dict[str, int]:
 
 
 def _config(source: str, out: str) -> IngestConfig:
-    return IngestConfig(source=source, name="s3demo", out=out,
+    # keep_parts: the rerun below checks that verified shards on S3 are reused, which
+    # needs their .beton parts (dropped after the merge by default).
+    return IngestConfig(source=source, name="s3demo", out=out, keep_parts=True,
                         source_options=SourceOptions(shard_size=SHARD_SIZE))
 
 

@@ -6,6 +6,8 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from shardforge.storage import Location, resolve
+
 SPLIT_NAMES = ("train", "val", "validation", "test")
 KEY_SLUG_CHARS = 80
 
@@ -73,6 +75,22 @@ class SourcePlan:
 
     def splits(self) -> list[str]:
         return sorted({s.split for s in self.shards})
+
+
+def list_inputs(url: str, suffix: str) -> tuple[Location, list[str]]:
+    """``(root, files)``: the one file ``url`` names, or every ``*suffix`` file below it.
+
+    ``root`` is the directory the files' relative paths are taken from. Raises ValueError
+    naming the URL when there is no such file.
+    """
+    root = resolve(url)
+    if root.path.endswith(suffix) and root.size() is not None:
+        return root.parent(), [root.path]
+    files = [p for p in root.list_files() if p.endswith(suffix)]
+    if not files:
+        raise ValueError(f"source {url!r} holds no {suffix} files; give one {suffix} file "
+                         f"or a directory of them")
+    return root, files
 
 
 def make_key(origin: str) -> str:

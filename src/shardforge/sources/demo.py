@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+from PIL import Image, ImageChops, ImageDraw
 
 __all__ = ["CLASS_NAMES", "DemoSpec", "generate_demo_data", "render_demo_image"]
 
@@ -173,8 +173,8 @@ def _normalise(polys: Poly) -> Poly:
     return [((p - centre) / radius, fill) for p, fill in polys]
 
 
-def _shape_mask(name: str, rng: np.random.Generator, w: int, h: int) -> np.ndarray:
-    """Float32 alpha mask (H, W) in [0, 1] of one randomly placed, scaled and rotated shape."""
+def _shape_mask(name: str, rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    """Anti-aliased alpha mask ("L", W x H) of one randomly placed, scaled and rotated shape."""
     polys = _normalise(_shape_polys(name, rng))
     short = min(w, h)
     radius = short * rng.uniform(0.35, 0.48)  # radius of the shape's bounding circle
@@ -189,8 +189,7 @@ def _shape_mask(name: str, rng: np.random.Generator, w: int, h: int) -> np.ndarr
     for pts, fill in polys:
         p = (pts * [flip, 1.0]) @ rot.T * radius + [cx, cy]
         draw.polygon([tuple(q) for q in (p * ss).tolist()], fill=255 if fill else 0)
-    mask = mask.reduce(ss)
-    return np.asarray(mask, dtype=np.float32) * (1.0 / 255.0)
+    return mask.reduce(ss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -206,17 +205,28 @@ def _rotated(g: Grid, theta: float) -> tuple[np.ndarray, np.ndarray]:
     return xs * c + ys * s, ys * c - xs * s
 
 
+def _frac(v: np.ndarray) -> np.ndarray:
+    return v - np.floor(v)
+
+
 def _square_wave(v: np.ndarray, sharp: float = 3.0) -> np.ndarray:
     return np.clip(0.5 + sharp * np.sin(v), 0.0, 1.0)
 
 
-def _smooth_noise(rng: np.random.Generator, w: int, h: int, cell: float, channels: int = 0
-                  ) -> np.ndarray:
-    """Value noise in [0, 1]: a coarse random grid upsampled bicubically to (H, W[, C])."""
+def _noise_image(rng: np.random.Generator, w: int, h: int, cell: float, channels: int = 0,
+                 centre: float | np.ndarray = 0.5, amp: float = 1.0) -> Image.Image:
+    """Value noise ``centre + amp * U(-0.5, 0.5)`` (0..1 scale) on a coarse grid of ``cell``
+    pixels, upsampled bicubically to a W x H "L" (channels=0) or "RGB" (channels=3) image."""
     gw, gh = max(2, round(w / cell) + 2), max(2, round(h / cell) + 2)
     shape = (gh, gw, channels) if channels else (gh, gw)
-    small = Image.fromarray((rng.random(shape) * 255).astype(np.uint8))
-    return np.asarray(small.resize((w, h), Image.BICUBIC), dtype=np.float32) * (1.0 / 255.0)
+    small = (centre + amp * (rng.random(shape) - 0.5)) * 255.0 + 0.5
+    img = Image.fromarray(np.clip(small, 0, 255).astype(np.uint8))
+    return img.resize((w, h), Image.BICUBIC)
+
+
+def _smooth_noise(rng: np.random.Generator, w: int, h: int, cell: float) -> np.ndarray:
+    """Value noise field (H, W) in [0, 1] with features of about ``cell`` pixels."""
+    return np.asarray(_noise_image(rng, w, h, cell), dtype=np.float32) * np.float32(1.0 / 255.0)
 
 
 def _tex_stripes(rng, g, p, w, h):
@@ -232,8 +242,8 @@ def _tex_checker(rng, g, p, w, h):
 
 def _tex_dots(rng, g, p, w, h):
     u, v = _rotated(g, rng.uniform(0, math.pi / 2))
-    fu = (u / p) % 1.0 - 0.5
-    fv = (v / p) % 1.0 - 0.5
+    fu = _frac(u / p) - 0.5
+    fv = _frac(v / p) - 0.5
     r = rng.uniform(0.25, 0.35)
     return np.clip((r * r - (fu * fu + fv * fv)) * 40 + 0.5, 0.0, 1.0)
 
@@ -258,8 +268,8 @@ def _tex_rings(rng, g, p, w, h):
 
 def _tex_grid(rng, g, p, w, h):
     u, v = _rotated(g, rng.uniform(0, math.pi / 2))
-    fu = np.abs((u / p) % 1.0 - 0.5)
-    fv = np.abs((v / p) % 1.0 - 0.5)
+    fu = np.abs(_frac(u / p) - 0.5)
+    fv = np.abs(_frac(v / p) - 0.5)
     return np.clip((np.maximum(fu, fv) - 0.38) * 30, 0.0, 1.0)
 
 
@@ -271,7 +281,7 @@ def _tex_mosaic(rng, g, p, w, h):
 
 def _tex_zigzag(rng, g, p, w, h):
     u, v = _rotated(g, rng.uniform(0, math.pi))
-    tri = np.abs((v / p) % 1.0 - 0.5) * p
+    tri = np.abs(_frac(v / p) - 0.5) * p
     return _square_wave((u + tri) * np.float32(2 * math.pi / p))
 
 
@@ -303,21 +313,22 @@ def _tex_hatch(rng, g, p, w, h):
 def _tex_sunburst(rng, g, p, w, h):
     xs, ys = g
     ang = np.arctan2(ys - rng.uniform(0, h), xs - rng.uniform(0, w))
-    return _square_wave(ang * rng.integers(10, 18) + rng.uniform(0, 2 * math.pi))
+    return _square_wave(ang * np.float32(rng.integers(10, 18)) + rng.uniform(0, 2 * math.pi))
 
 
 def _tex_bricks(rng, g, p, w, h):
     u, v = _rotated(g, rng.choice([0.0, math.pi / 2]) + rng.uniform(-0.2, 0.2))
-    row = np.floor(v / (p * 0.5))
-    fu = ((u / p) + 0.5 * (row % 2)) % 1.0
-    fv = (v / (p * 0.5)) % 1.0
+    rows = v / (p * 0.5)
+    row = np.floor(rows)
+    fu = _frac(u / p + 0.5 * (row - 2 * np.floor(row * 0.5)))
+    fv = rows - row
     mortar = (fu < 0.08) | (fv < 0.16)
     return 1.0 - mortar.astype(np.float32)
 
 
 def _tex_sawtooth(rng, g, p, w, h):
     u, _ = _rotated(g, rng.uniform(0, math.pi))
-    return (u / p) % 1.0
+    return _frac(u / p)
 
 
 _TEXTURES: tuple[Callable[..., np.ndarray], ...] = (
@@ -344,39 +355,54 @@ _PALETTES: tuple[tuple[float, float], ...] = tuple(
 )
 
 
-def _texture_rgb(tex_id: int, rng: np.random.Generator, w: int, h: int, period: float,
-                 grid: Grid) -> np.ndarray:
-    """Class texture ``tex_id`` as float32 RGB (H, W, 3) in [0, 1]."""
-    t = np.asarray(_TEXTURES[tex_id](rng, grid, period, w, h), dtype=np.float32)
-    t = np.broadcast_to(t, (h, w))
+def _ramp_image(t: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> Image.Image:
+    """Map a field t (H, W) in [0, 1] to RGB by the ramp c0 -> c1 (colours in 0..1)."""
+    t8 = (t * np.float32(255.0) + np.float32(0.5)).astype(np.uint8)  # fields are within [0, 1]
+    ramp = np.linspace(0.0, 1.0, 256, dtype=np.float32)[:, None]
+    palette = np.clip((c0 + (c1 - c0) * ramp) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    img = Image.fromarray(t8, "L")
+    img.putpalette(palette.tobytes())  # "L" + palette -> "P"
+    return img.convert("RGB")
+
+
+def _texture_image(tex_id: int, rng: np.random.Generator, w: int, h: int, period: float,
+                   grid: Grid) -> Image.Image:
+    """Class texture ``tex_id`` (pattern and class palette) as an RGB image."""
+    t = np.broadcast_to(np.asarray(_TEXTURES[tex_id](rng, grid, period, w, h)), (h, w))
     hue, offset = _PALETTES[tex_id]
     hue += rng.uniform(-0.03, 0.03)
     dark = _hsv(hue, rng.uniform(0.75, 1.0), rng.uniform(0.15, 0.35))
     light = _hsv(hue + offset, rng.uniform(0.5, 0.9), rng.uniform(0.8, 1.0))
     if rng.random() < 0.5:
         dark, light = light, dark
-    return dark + (light - dark) * t[..., None]
+    return _ramp_image(t, dark, light)
 
 
-def _background(rng: np.random.Generator, w: int, h: int, grid: Grid) -> np.ndarray:
+def _add_centred(img: Image.Image, delta: Image.Image) -> Image.Image:
+    """img + (delta - 128), clipped: adds a zero-centred perturbation stored around 128."""
+    return ImageChops.add(img, delta, scale=1.0, offset=-128)
+
+
+def _background(rng: np.random.Generator, w: int, h: int, grid: Grid) -> Image.Image:
     """Muted, cluttered background: gradient and/or multi-scale colour noise, plus grain."""
     kind = rng.integers(3)
     base = _hsv(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.35, 0.8))
-    if kind == 0:  # linear gradient between two muted colours
+    if kind == 0:  # linear gradient between two muted colours, lightly mottled
         other = _hsv(rng.random(), rng.uniform(0.0, 0.35), rng.uniform(0.3, 0.85))
         u, _ = _rotated(grid, rng.uniform(0, 2 * math.pi))
-        t = (u - u.min()) / max(float(u.max() - u.min()), 1.0)
-        bg = base + (other - base) * t[..., None]
-        bg = bg + (_smooth_noise(rng, w, h, min(w, h) / 3, 3) - 0.5) * 0.15
-    else:  # clutter: colour value noise at two scales (kind 2 adds a busy fine scale)
-        coarse = _smooth_noise(rng, w, h, min(w, h) / rng.uniform(2, 5), 3) - 0.5
-        bg = base + coarse * rng.uniform(0.12, 0.24)
+        u = np.broadcast_to(u, (h, w))
+        lo, hi = float(u.min()), float(u.max())
+        bg = _ramp_image((u - np.float32(lo)) * np.float32(1.0 / max(hi - lo, 1.0)), base, other)
+        bg = _add_centred(bg, _noise_image(rng, w, h, min(w, h) / 3, 3, amp=0.15))
+    else:  # clutter: colour value noise around the base colour (kind 2 adds a busy fine scale)
+        cell = min(w, h) / rng.uniform(2, 5)
+        bg = _noise_image(rng, w, h, cell, 3, centre=base, amp=rng.uniform(0.12, 0.24))
         if kind == 2:
-            fine = _smooth_noise(rng, w, h, rng.uniform(6, 16), 3) - 0.5
-            bg = bg + fine * rng.uniform(0.08, 0.16)
-        bg = np.broadcast_to(bg, (h, w, 3))
-    grain = rng.standard_normal((h, w, 1), dtype=np.float32) * np.float32(rng.uniform(0.01, 0.04))
-    return bg + grain
+            fine = _noise_image(rng, w, h, rng.uniform(6, 16), 3, amp=rng.uniform(0.08, 0.16))
+            bg = _add_centred(bg, fine)
+    a = int(rng.integers(3, 11))  # uniform per-pixel grain in [-a, a] grey levels
+    grain = rng.integers(128 - a, 128 + a + 1, size=(h, w), dtype=np.uint8)
+    return _add_centred(bg, Image.fromarray(grain, "L").convert("RGB"))
 
 
 def _image_size(rng: np.random.Generator, spec: DemoSpec) -> tuple[int, int]:
@@ -416,13 +442,10 @@ def render_demo_image(spec: DemoSpec, split: str, class_name: str, index: int
 
     mask = _shape_mask(class_name, rng, w, h)
     period = min(w, h) * rng.uniform(0.06, 0.12)
-    fg = _texture_rgb(tex_id, rng, w, h, period, grid)
+    fg = _texture_image(tex_id, rng, w, h, period, grid)
     bg = _background(rng, w, h, grid)
-    a = mask[..., None]
-    img = bg + (fg - bg) * a
-    arr = np.clip(img * 255.0 + 0.5, 0, 255).astype(np.uint8)
     meta = {"shape": class_name, "texture": CLASS_NAMES[tex_id], "size": (w, h)}
-    return Image.fromarray(arr, "RGB"), meta
+    return Image.composite(fg, bg, mask), meta
 
 
 def _encode_jpeg(img: Image.Image, quality: int) -> bytes:

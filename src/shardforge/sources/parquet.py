@@ -20,6 +20,7 @@ from shardforge.sources.base import (
     ShardSpec,
     SourceOptions,
     SourcePlan,
+    list_inputs,
     make_key,
     split_from_name,
 )
@@ -30,14 +31,7 @@ KIND = "parquet"
 
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """Shard specs of consecutive row ranges, per split, files in sorted path order."""
-    root = resolve(url)
-    if root.path.endswith(".parquet") and root.size() is not None:
-        files = [root.path]
-        root = root.parent()
-    else:
-        files = [p for p in root.list_files() if p.endswith(".parquet")]
-    if not files:
-        raise ValueError(f"source {url!r} holds no .parquet files")
+    root, files = list_inputs(url, ".parquet")
     per_split: dict[str, int] = {}
     shards = []
     for path in files:

@@ -20,6 +20,7 @@ from shardforge.sources.base import (
     ShardSpec,
     SourceOptions,
     SourcePlan,
+    list_inputs,
     make_key,
     split_from_name,
 )
@@ -32,15 +33,7 @@ LABEL_EXTS = ("cls", "label", "target", "cls2")
 
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """One shard spec per input tar, numbered per split in sorted path order."""
-    root = resolve(url)
-    if root.path.endswith(".tar") and root.size() is not None:
-        tars = [root.path]
-        root = root.parent()
-    else:
-        tars = [p for p in root.list_files() if p.endswith(".tar")]
-    if not tars:
-        raise ValueError(f"source {url!r} holds no .tar files; give a directory of "
-                         "WebDataset shards or one .tar")
+    root, tars = list_inputs(url, ".tar")
     per_split: dict[str, int] = {}
     shards = []
     for path in tars:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 # Keep every Ray process of the tests on 127.0.0.1: with this Ray setting, Ray does not
 # swap 127.0.0.1 for the machine's routable address (it must be set before `import ray`;
 # subprocesses such as `ray start` in the end-to-end tests inherit it).
 os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+# Builds made by tests register in a throwaway catalog, never in the user's ~/.shardforge.
+os.environ["SHARDFORGE_HOME"] = tempfile.mkdtemp(prefix="shardforge-test-home-")
 
 import pytest  # noqa: E402
 import ray  # noqa: E402

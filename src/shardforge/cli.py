@@ -17,6 +17,9 @@ from shardforge.sources import KINDS
 from shardforge.sources.base import SourceOptions
 
 EXIT_USAGE = 2
+EPILOG = ("The catalog (`shardforge catalog`, `shardforge build`, and the registration of "
+          "every ingest) lives in SHARDFORGE_HOME: the environment variable when set, else "
+          "~/.shardforge; --home overrides it per command.")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,6 +96,10 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--keep-parts", action="store_true",
                    help="keep the per-shard .beton parts in OUT/_work after merging")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--home", help="catalog home to register the build in (default: "
+                                  "$SHARDFORGE_HOME, else ~/.shardforge)")
+    p.add_argument("--no-register", action="store_true",
+                   help="do not register the build in the catalog")
 
 
 def ingest_config_from_args(args: argparse.Namespace):
@@ -110,11 +117,13 @@ def ingest_config_from_args(args: argparse.Namespace):
     return IngestConfig(source=args.source, name=args.name, out=args.out, image=image,
                         source_options=options, source_kind=args.source_kind,
                         page_size=args.page_size, strict=args.strict,
-                        ray_address=args.ray_address, keep_parts=args.keep_parts)
+                        ray_address=args.ray_address, keep_parts=args.keep_parts,
+                        catalog_home=args.home, register=not args.no_register)
 
 
 def run_ingest_command(args: argparse.Namespace) -> int:
     """Run an ingest from parsed arguments; print the summary; return the exit code."""
+    from shardforge.catalog import RegistrationError
     from shardforge.ingest.job import RejectsInStrictMode, format_summary, run_ingest
     from shardforge.storage import resolve
 
@@ -129,6 +138,9 @@ def run_ingest_command(args: argparse.Namespace) -> int:
         summary = run_ingest(config)
     except RejectsInStrictMode as exc:
         print(f"shardforge ingest: {exc}", file=sys.stderr)
+        return 1
+    except RegistrationError as exc:
+        print(f"shardforge ingest: error: {exc}", file=sys.stderr)
         return 1
     except ValueError as exc:
         print(f"shardforge ingest: error: {exc}", file=sys.stderr)
@@ -151,7 +163,9 @@ def _demo_data(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     """The full ``shardforge`` argument parser."""
-    parser = _Parser(prog="shardforge", description=__doc__.splitlines()[0])
+    from shardforge.catalog.cli import add_catalog_commands
+
+    parser = _Parser(prog="shardforge", description=__doc__.splitlines()[0], epilog=EPILOG)
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
     ingest = sub.add_parser("ingest", help="build .beton + WebDataset shards from a source")
     add_ingest_arguments(ingest)
@@ -161,6 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--train-per-class", type=_positive, default=80)
     demo.add_argument("--val-per-class", type=_positive, default=20)
     demo.add_argument("--seed", type=int, default=0)
+    add_catalog_commands(sub, _Parser)
     return parser
 
 
@@ -171,6 +186,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_ingest_command(args)
     if args.command == "demo-data":
         return _demo_data(args)
+    if args.command in ("catalog", "build"):
+        from shardforge.catalog.cli import run_catalog_command
+
+        return run_catalog_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

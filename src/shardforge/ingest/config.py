@@ -17,8 +17,12 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything that decides an ingest's output (``ray_address``, ``strict`` and
-    ``keep_parts`` do not)."""
+    """Everything that decides an ingest's output (``ray_address``, ``strict``,
+    ``keep_parts``, ``catalog_home`` and ``register`` do not).
+
+    ``register``: record the finished build in the catalog at ``catalog_home`` (None: the
+    default home, ``$SHARDFORGE_HOME`` or ``~/.shardforge``) as ``NAME@vN``.
+    """
 
     source: str
     name: str
@@ -29,6 +33,8 @@ class IngestConfig:
     page_size: int = DEFAULT_PAGE_SIZE
     strict: bool = False
     ray_address: str | None = None
+    catalog_home: str | None = None
+    register: bool = True
     keep_parts: bool = False      # keep _work/*.beton after the merge (debugging)
 
     def __post_init__(self) -> None:

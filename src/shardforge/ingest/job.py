@@ -54,7 +54,7 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     if previous is not None:
         print(f"{config.name}: already built with these inputs and parameters "
               f"({resolve(config.out).join(SUMMARY_FILE).url}); nothing to do", file=log)
-        return previous
+        return _register(config, previous, log)
     print(f"{config.name}: {len(plan.shards)} shards from {plan.kind} source {config.source} "
           f"-> {config.out}", file=log)
     resolve(config.out).makedirs()
@@ -81,7 +81,24 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
         json.dumps(summary, indent=2, sort_keys=True).encode())
     if not config.keep_parts:
         _delete_parts(job, plan.shards)
-    return summary
+    return _register(config, summary, log)
+
+
+def _register(config: IngestConfig, summary: dict, log: TextIO) -> dict:
+    """Register the committed build in the catalog (unless ``config.register`` is off);
+    the returned summary carries its ``NAME@vN`` under ``"catalog"``."""
+    if not config.register:
+        return summary
+    from shardforge.catalog import RegistrationError, register_build
+
+    try:
+        build = register_build(config.catalog_home, config.name, summary)
+    except RegistrationError as exc:
+        raise RegistrationError(
+            f"{exc} (the data is committed at {summary['out']}: register it later with "
+            f"`shardforge catalog register {summary['out']}`)") from exc
+    print(f"{config.name}: registered in the catalog as {build.ref}", file=log)
+    return {**summary, "catalog": build.ref}
 
 
 def _delete_parts(job: ShardJob, specs) -> None:

@@ -1,0 +1,353 @@
+"""``shardforge build NAME``: build a card's dataset, its missing parents first, reusing builds.
+
+For each card on the way from the requested dataset up to its source:
+
+1. resolve the card: parameters with defaults, ``${VAR}`` expanded, secrets read;
+   the *card hash* covers what decides the output (pipeline, parameters, formats, source
+   kind and demo spec or parent name, secret fingerprints), not description, licence or
+   citation, and not the source location;
+2. resolve what it is built from (its *origin*): the parent's build (built first when
+   missing), or the source location (``--source`` override, else the card's path);
+3. reuse the latest catalog build with the same name, card hash and origin whose files are
+   all present with their recorded sizes; otherwise run the pipeline into
+   ``OUT_ROOT/datasets/NAME/KEY`` (``KEY`` from card hash and origin, so an interrupted
+   build resumes in place) and register the result.
+
+Ray starts (a private loopback runtime, unless ``ray_address``/``RAY_ADDRESS`` name a
+cluster) only when something is actually built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from shardforge.catalog.cards import Card, expand, find_cards_dir, load_cards
+from shardforge.catalog.entry import Build, parse_ref
+from shardforge.catalog.errors import (
+    CardError,
+    CatalogError,
+    PipelineNotImplemented,
+    UnknownDataset,
+    did_you_mean,
+)
+from shardforge.catalog.home import resolve_home
+from shardforge.catalog.lookup import get
+from shardforge.catalog.pipelines import Pipeline, get_pipeline
+from shardforge.catalog.register import register_build
+from shardforge.catalog.secrets import MIN_SECRET_CHARS, Secrets
+from shardforge.catalog.store import Store
+from shardforge.catalog.verifier import verify_build
+
+CARD_HASH_VERSION = 1
+DEMO_MARKER = ".demo-spec.json"
+
+
+@dataclass(frozen=True)
+class ResolvedCard:
+    """A card ready to build: what a pipeline's build function receives.
+
+    ``params``: every parameter (defaults applied, ``${VAR}`` expanded). ``secrets``:
+    secret values by name (``repr`` shows fingerprints only). ``source_url``: the location
+    to read for ``path`` and ``demo`` sources, None for ``dataset`` sources (the parent
+    build is passed separately).
+    """
+
+    card: Card
+    params: dict
+    secrets: Secrets
+    source_url: str | None
+    card_hash: str
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+
+def build_dataset(name: str, *, home: str | os.PathLike | None = None,
+                  cards_dir: str | os.PathLike | None = None,
+                  sources: Mapping[str, str] | None = None, out_root: str | None = None,
+                  ray_address: str | None = None, rebuild: bool = False,
+                  dry_run: bool = False, log: TextIO | None = None) -> Build | None:
+    """Build (or reuse) the dataset of card ``name`` and return its catalog entry.
+
+    ``sources`` maps card names to source locations, overriding their ``source.path``.
+    ``out_root`` (default: the catalog home) receives ``datasets/NAME/KEY``. ``rebuild``
+    runs the named card's pipeline even when a build can be reused (parents are still
+    reused). ``dry_run`` builds nothing and returns the build that would be reused, or
+    None when something would be built. Raises :class:`CardError`,
+    :class:`PipelineNotImplemented` or :class:`UnknownDataset` before any work when the
+    request cannot be served.
+    """
+    cards = load_cards(find_cards_dir(cards_dir))
+    sources = dict(sources or {})
+    for card_name in sources:
+        if card_name not in cards:
+            raise UnknownDataset(f"--source {card_name}=...: no card {card_name!r}"
+                                 f"{did_you_mean(card_name, cards)}")
+        card = cards[card_name]
+        if card.source_kind != "path":
+            raise CardError(card.file, f"source.{card.source_kind}",
+                            "is not a path, so --source cannot replace it",
+                            "give --source only for cards with 'source: {path: ...}'")
+    home_path = resolve_home(home)
+    builder = _Builder(cards, home_path, sources, out_root or str(home_path), ray_address,
+                       log if log is not None else sys.stderr)
+    builder.dry_run = dry_run
+    with builder.ray:
+        return builder.ensure(name, (), top=True, dry=dry_run, rebuild=rebuild)
+
+
+class _Builder:
+    def __init__(self, cards: dict[str, Card], home: Path, sources: dict[str, str],
+                 out_root: str, ray_address: str | None, log: TextIO) -> None:
+        self.cards, self.home, self.sources = cards, home, sources
+        self.out_root, self.ray_address, self.log = out_root, ray_address, log
+        self.store = Store(home)
+        self.ray = contextlib.ExitStack()
+        self._ray_started = False
+        self.dry_run = False
+
+    def ensure(self, name: str, chain: tuple[str, ...], *, top: bool, dry: bool,
+               rebuild: bool = False) -> Build | None:
+        """The build of card ``name``: reused, or built (None in ``dry`` mode when a build
+        would be needed)."""
+        if name in chain:
+            raise CatalogError(f"cards form a cycle: {' -> '.join((*chain, name))}; "
+                               "fix the source.dataset fields")
+        card = self._card(name)
+        pipeline = get_pipeline(card.pipeline)
+        if pipeline.implemented:
+            return self._ensure(card, pipeline, chain, top=top, dry=dry, rebuild=rebuild)
+        try:
+            return self._ensure(card, pipeline, chain, top=top, dry=True)
+        except PipelineNotImplemented:
+            raise
+        except CatalogError:   # say first that it cannot be built: fixing this would not help
+            return self._cannot_build(card, pipeline)
+
+    def _ensure(self, card: Card, pipeline: Pipeline, chain: tuple[str, ...], *, top: bool,
+                dry: bool, rebuild: bool = False) -> Build | None:
+        name = card.name
+        resolved_params = self._params(card, pipeline)
+        secrets = _read_secrets(card)
+        card_hash = _card_hash(card, resolved_params, secrets)
+        parent: Build | None = None
+        source_url: str | None = None
+        if card.source_kind == "dataset":
+            parent = self._parent(card, chain, dry)
+            if parent is None:      # would be built first: we plan only
+                return self._cannot_build(card, pipeline)
+            origin = parent.ref
+        elif card.source_kind == "demo":
+            source_url = _demo_dir(self.home, card.source)
+            origin = source_url
+        else:
+            source_url = self._source_path(card, top)
+            if source_url is None:  # unresolved parent source: use its latest build
+                return self._latest_of_card(card, card_hash)
+            origin = source_url
+        existing = self.store.find_card_build(name, card_hash, origin)
+        if existing is not None and not rebuild:
+            missing = verify_build(existing, rehash=False)
+            if missing.ok:
+                print(f"{name}: reusing {existing.ref} (built {existing.created}; same card "
+                      f"and {'parent' if parent else 'source'})", file=self.log)
+                return existing
+            print(f"{name}: {existing.ref} has {len(missing.problems)} missing or resized "
+                  f"file(s) (first: {missing.problems[0].url}); building again", file=self.log)
+        if dry:
+            return self._cannot_build(card, pipeline)
+        return self._run(card, pipeline, ResolvedCard(card, resolved_params, secrets,
+                                                      source_url, card_hash), parent, origin)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _card(self, name: str) -> Card:
+        try:
+            return self.cards[name]
+        except KeyError:
+            raise UnknownDataset(f"no dataset card {name!r}{did_you_mean(name, self.cards)} "
+                                 "(`shardforge catalog cards` lists them)") from None
+
+    def _params(self, card: Card, pipeline: Pipeline) -> dict:
+        params = pipeline.with_defaults(card.params)
+        return {k: expand(v, card.file, f"pipeline.params.{k}") if isinstance(v, str) else v
+                for k, v in params.items()}
+
+    def _parent(self, card: Card, chain: tuple[str, ...], dry: bool) -> Build | None:
+        ref = card.parent
+        assert ref is not None
+        if ref.version is not None:
+            try:
+                return get(ref, self.home)
+            except UnknownDataset as exc:
+                raise UnknownDataset(f"{card.file}: source.dataset: {exc}") from None
+        if ref.name in self.cards:
+            return self.ensure(ref.name, (*chain, card.name), top=False, dry=dry)
+        latest = self.store.get(ref.name)
+        if latest is None:
+            raise CardError(card.file, "source.dataset", f"{ref.name!r} has neither a card "
+                            f"nor a catalog build{did_you_mean(ref.name, self.cards)}",
+                            f"add datasets/{ref.name}.yaml or ingest it with "
+                            f"`shardforge ingest SRC --name {ref.name} --out URL`")
+        return latest
+
+    def _source_path(self, card: Card, top: bool) -> str | None:
+        """The source location of a ``path`` card, or None for a parent whose path is not
+        given (the caller then uses the parent's latest build of this card)."""
+        fix = f"pass --source {'' if top else card.name + '='}PATH to `shardforge build`"
+        if card.name in self.sources:
+            url = self.sources[card.name]
+        elif card.source is None:
+            if not top:
+                return None
+            raise CardError(card.file, "source.path", "is not set: this card's source is "
+                            "given at build time", fix)
+        else:
+            try:
+                url = expand(card.source, card.file, "source.path",
+                             fix + " or export the variable")
+            except CardError:
+                if not top:
+                    return None
+                raise
+        url = _normalise(url)
+        from shardforge.storage import resolve
+
+        try:
+            exists = resolve(url).exists()
+        except (ValueError, OSError) as exc:
+            raise CardError(card.file, "source.path", f"{url!r} cannot be opened ({exc})",
+                            fix) from None
+        if not exists:
+            raise CardError(card.file, "source.path", f"{url!r} does not exist", fix)
+        return url
+
+    def _latest_of_card(self, card: Card, card_hash: str) -> Build:
+        found = self.store.find_card_build(card.name, card_hash, None)
+        if found is None:
+            raise CardError(card.file, "source.path", "is not given and no build of this card "
+                            "exists yet", f"pass --source {card.name}=PATH to build it first")
+        print(f"{card.name}: using {found.ref} (built from {found.source}; pass --source "
+              f"{card.name}=PATH to build from another source)", file=self.log)
+        return found
+
+    def _cannot_build(self, card: Card, pipeline: Pipeline) -> None:
+        """Planning only: raise for a pipeline that is not implemented, else report (in a
+        dry run) that the card would be built."""
+        if not pipeline.implemented:
+            raise PipelineNotImplemented(
+                f"{card.file}: pipeline {pipeline.name!r} is not implemented yet; it comes "
+                f"with {pipeline.planned or 'a later release'}. {card.name} cannot be built "
+                "until then; nothing was built")
+        if self.dry_run:
+            print(f"{card.name}: would build with pipeline {pipeline.name}", file=self.log)
+        return None
+
+    def _run(self, card: Card, pipeline: Pipeline, resolved: ResolvedCard,
+             parent: Build | None, origin: str) -> Build:
+        from shardforge.engine.cluster import ray_session
+        from shardforge.storage import resolve
+
+        key = hashlib.sha256(f"{resolved.card_hash}\0{origin}".encode()).hexdigest()[:12]
+        out = resolve(self.out_root).join("datasets", card.name, key).url
+        if card.source_kind == "demo":
+            _materialise_demo(resolved.source_url, card.source, self.log)
+        if not self._ray_started:
+            self.ray.enter_context(ray_session(self.ray_address))
+            self._ray_started = True
+        print(f"{card.name}: building with pipeline {pipeline.name} from {origin} -> {out}",
+              file=self.log)
+        assert pipeline.build is not None
+        summary = pipeline.build(resolved, parent, out, self.ray_address)
+        summary = _only_formats(card, summary)
+        build = register_build(self.home, card.name, summary, card_hash=resolved.card_hash,
+                               parent=parent.ref if parent else None, pipeline=pipeline.name,
+                               params=resolved.params, secret_params=resolved.secrets,
+                               card=card.meta(),
+                               source=summary.get("source") if parent else origin)
+        print(f"{card.name}: registered {build.ref} ({build.samples:,} samples)", file=self.log)
+        return build
+
+
+# -- helpers ---------------------------------------------------------------------------
+
+def _read_secrets(card: Card) -> Secrets:
+    values = {}
+    for name, ref in card.secrets.items():
+        where = f"pipeline.secrets.{name}"
+        if ref.env:
+            value = os.environ.get(ref.env, "")
+            if not value:
+                raise CardError(card.file, where, f"environment variable {ref.env} is not set",
+                                f"export {ref.env}=SECRET (at least {MIN_SECRET_CHARS} random "
+                                "characters) before building")
+        else:
+            path = Path(os.path.expanduser(ref.file or ""))
+            try:
+                value = path.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise CardError(card.file, where, f"cannot read {path} ({exc.strerror})",
+                                "create the file with the secret, readable by you only") from None
+        if len(value) < MIN_SECRET_CHARS:
+            raise CardError(card.file, where, f"the secret from {ref.describe()} has "
+                            f"{len(value)} characters", f"use at least {MIN_SECRET_CHARS} random "
+                            "characters (a short secret's fingerprint can be brute-forced)")
+        values[name] = value
+    return Secrets(values)
+
+
+def _card_hash(card: Card, params: dict, secrets: Secrets) -> str:
+    if card.source_kind == "demo":
+        source = {"kind": "demo", "spec": card.source}
+    elif card.source_kind == "dataset":
+        source = {"kind": "dataset", "name": parse_ref(card.source).name}
+    else:
+        source = {"kind": "path"}
+    blob = json.dumps({"v": CARD_HASH_VERSION, "pipeline": card.pipeline, "params": params,
+                       "formats": sorted(card.formats), "source": source,
+                       "secrets": secrets.fingerprints()}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _demo_dir(home: Path, spec: dict) -> str:
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    return str(home / "sources" / "demo" / key)
+
+
+def _materialise_demo(root: str | None, spec: dict, log: TextIO) -> None:
+    """Generate the demo images into ``root`` unless a finished generation is recorded."""
+    from shardforge.sources.demo import DemoSpec, generate_demo_data
+
+    assert root is not None
+    marker = Path(root) / DEMO_MARKER
+    blob = json.dumps(spec, sort_keys=True)
+    if marker.is_file() and marker.read_text() == blob:
+        return
+    print(f"demo source: generating {root}", file=log)
+    generate_demo_data(root, DemoSpec(**spec))
+    tmp = marker.with_name(f"{marker.name}.tmp{os.getpid()}")
+    tmp.write_text(blob)
+    os.replace(tmp, marker)
+
+
+def _only_formats(card: Card, summary: dict) -> dict:
+    formats = summary.get("formats") or {}
+    missing = [f for f in card.formats if not formats.get(f)]
+    if missing:
+        raise CatalogError(f"pipeline {card.pipeline} wrote no {', '.join(missing)} files for "
+                           f"{card.name}, which its card lists ({card.file}: formats)")
+    return {**summary, "formats": {f: formats[f] for f in card.formats}}
+
+
+def _normalise(url: str) -> str:
+    return url if "://" in url else os.path.abspath(os.path.expanduser(url))
+

@@ -1,0 +1,81 @@
+"""Where the catalog lives (``SHARDFORGE_HOME``) and which code version built an entry."""
+
+from __future__ import annotations
+
+import os
+from importlib import metadata
+from pathlib import Path
+
+from shardforge.catalog.errors import CatalogError
+
+HOME_ENV = "SHARDFORGE_HOME"
+DEFAULT_HOME = "~/.shardforge"
+DB_FILE = "catalog.db"
+
+
+def default_home() -> Path:
+    """``$SHARDFORGE_HOME`` when set, else ``~/.shardforge`` (not created here)."""
+    return Path(os.path.expanduser(os.environ.get(HOME_ENV) or DEFAULT_HOME)).absolute()
+
+
+def resolve_home(home: str | os.PathLike | None = None) -> Path:
+    """The catalog home: ``home`` when given, else :func:`default_home`.
+
+    The home holds the SQLite catalog, so it must be a local directory (SQLite needs
+    working file locks; object stores and most network filesystems lack them). Shards
+    themselves may live anywhere :mod:`shardforge.storage` reaches.
+    """
+    if home is None:
+        return default_home()
+    text = os.fspath(home)
+    if "://" in text and not text.startswith("file://"):
+        raise CatalogError(f"catalog home {text!r} is a URL; the catalog is a SQLite file and "
+                           "needs a local directory: give a local path (shards may still go to "
+                           "s3:// with --out-root)")
+    if text.startswith("file://"):
+        text = text[len("file://"):]
+    return Path(os.path.expanduser(text)).absolute()
+
+
+def code_version() -> str:
+    """``shardforge VERSION`` plus ``+gCOMMIT`` when running from a git checkout.
+
+    The commit is read from the checkout's ``.git`` files (no ``git`` process); a
+    working tree with uncommitted changes is not detected.
+    """
+    try:
+        version = metadata.version("shardforge")
+    except metadata.PackageNotFoundError:
+        version = "unknown"
+    commit = _git_commit(Path(__file__).resolve().parents[3])
+    return f"shardforge {version}" + (f"+g{commit[:12]}" if commit else "")
+
+
+def _git_commit(repo: Path) -> str | None:
+    """The commit ``HEAD`` points at in ``repo``'s ``.git``, or None (not a checkout)."""
+    git = repo / ".git"
+    try:
+        if git.is_file():  # a worktree or submodule: "gitdir: PATH"
+            text = git.read_text().strip()
+            if not text.startswith("gitdir:"):
+                return None
+            git = (repo / text.split(":", 1)[1].strip()).resolve()
+        head = (git / "HEAD").read_text().strip()
+        if not head.startswith("ref:"):
+            return head or None
+        ref = head.split(":", 1)[1].strip()
+        common = git
+        if (git / "commondir").is_file():
+            common = (git / (git / "commondir").read_text().strip()).resolve()
+        for base in (git, common):
+            if (base / ref).is_file():
+                return (base / ref).read_text().strip() or None
+        packed = common / "packed-refs"
+        if packed.is_file():
+            for line in packed.read_text().splitlines():
+                parts = line.split()
+                if len(parts) == 2 and parts[1] == ref:
+                    return parts[0]
+    except OSError:
+        return None
+    return None

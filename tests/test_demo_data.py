@@ -54,7 +54,9 @@ def test_rerun_skips_identical_and_prunes_stale(tmp_path: Path) -> None:
         dirs = sorted(p.name for p in (tmp_path / split).iterdir())
         assert dirs == summary["classes"]  # classes dropped from the spec are removed
     assert sorted(p.name for p in (tmp_path / "train" / "circle").iterdir()) == [
-        "circle_000000.JPEG", "circle_000001.JPEG", "notes.txt"
+        "circle_000000.JPEG",
+        "circle_000001.JPEG",
+        "notes.txt",
     ]
 
 
@@ -66,7 +68,8 @@ def test_structure(tmp_path: Path) -> None:
     classes = summary["classes"]
     assert len(classes) >= 10 and classes == sorted(CLASS_NAMES[:10])
     assert summary["counts"] == {
-        "train": dict.fromkeys(classes, 3), "val": dict.fromkeys(classes, 2)
+        "train": dict.fromkeys(classes, 3),
+        "val": dict.fromkeys(classes, 2),
     }
     ratios = set()
     for split, n in (("train", 3), ("val", 2)):
@@ -153,14 +156,23 @@ def _train_and_eval(root: Path, classes: list[str], epochs: int = 16, seed: int 
     xtr, xva = (xtr - mean) / std, (xva - mean) / std
 
     def block(cin: int, cout: int) -> nn.Module:
-        return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False),
-                             nn.BatchNorm2d(cout), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        return nn.Sequential(
+            nn.Conv2d(cin, cout, 3, padding=1, bias=False),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),
+        )
 
     net = nn.Sequential(
-        nn.Conv2d(3, 16, 5, stride=2, padding=2, bias=False), nn.BatchNorm2d(16),
+        nn.Conv2d(3, 16, 5, stride=2, padding=2, bias=False),
+        nn.BatchNorm2d(16),
         nn.ReLU(inplace=True),  # 32x32
-        block(16, 32), block(32, 64), block(64, 128),  # 4x4
-        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(128, len(classes)),
+        block(16, 32),
+        block(32, 64),
+        block(64, 128),  # 4x4
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(128, len(classes)),
     )
     bs = 64
     steps = epochs * ((len(xtr) + bs - 1) // bs)

@@ -75,7 +75,9 @@ class DemoSpec:
 
     def __post_init__(self) -> None:
         if not 2 <= self.num_classes <= len(CLASS_NAMES):
-            raise ValueError(f"num_classes must be in [2, {len(CLASS_NAMES)}], got {self.num_classes}")
+            raise ValueError(
+                f"num_classes must be in [2, {len(CLASS_NAMES)}], got {self.num_classes}"
+            )
         if self.train_per_class < 0 or self.val_per_class < 0:
             raise ValueError("train_per_class and val_per_class must be >= 0")
         if self.seed < 0:
@@ -98,13 +100,16 @@ class DemoSpec:
 Poly = list[tuple[np.ndarray, bool]]
 
 
-def _ngon(n: int, r: float = 1.0, start: float = -math.pi / 2, cx: float = 0.0,
-          cy: float = 0.0) -> np.ndarray:
+def _ngon(
+    n: int, r: float = 1.0, start: float = -math.pi / 2, cx: float = 0.0, cy: float = 0.0
+) -> np.ndarray:
     a = start + np.arange(n) * (2 * math.pi / n)
     return np.stack([cx + r * np.cos(a), cy + r * np.sin(a)], axis=1)
 
 
-def _circle(r: float = 1.0, cx: float = 0.0, cy: float = 0.0, ry: float | None = None) -> np.ndarray:
+def _circle(
+    r: float = 1.0, cx: float = 0.0, cy: float = 0.0, ry: float | None = None
+) -> np.ndarray:
     a = np.linspace(0, 2 * math.pi, 120, endpoint=False)
     return np.stack([cx + r * np.cos(a), cy + (r if ry is None else ry) * np.sin(a)], axis=1)
 
@@ -117,14 +122,29 @@ def _shape_polys(name: str, rng: np.random.Generator) -> Poly:
     if name == "triangle":
         return [(_ngon(3), True)]
     if name == "star":
-        outer, inner = _ngon(5), _ngon(5, r=rng.uniform(0.38, 0.48), start=-math.pi / 2 + math.pi / 5)
+        outer, inner = (
+            _ngon(5),
+            _ngon(5, r=rng.uniform(0.38, 0.48), start=-math.pi / 2 + math.pi / 5),
+        )
         pts = np.empty((10, 2))
         pts[0::2], pts[1::2] = outer, inner
         return [(pts, True)]
     if name == "cross":
         w = rng.uniform(0.26, 0.34)
-        pts = [(-w, -1), (w, -1), (w, -w), (1, -w), (1, w), (w, w), (w, 1), (-w, 1), (-w, w),
-               (-1, w), (-1, -w), (-w, -w)]
+        pts = [
+            (-w, -1),
+            (w, -1),
+            (w, -w),
+            (1, -w),
+            (1, w),
+            (w, w),
+            (w, 1),
+            (-w, 1),
+            (-w, w),
+            (-1, w),
+            (-1, -w),
+            (-w, -w),
+        ]
         return [(np.array(pts, dtype=float), True)]
     if name == "ring":
         return [(_circle(), True), (_circle(rng.uniform(0.5, 0.62)), False)]
@@ -141,7 +161,10 @@ def _shape_polys(name: str, rng: np.random.Generator) -> Poly:
         b = 1.0 / rng.uniform(1.8, 2.2)
         return [(np.array([(0, -1), (b, 0), (0, 1), (-b, 0)], dtype=float), True)]
     if name == "crescent":
-        return [(_circle(), True), (_circle(rng.uniform(0.8, 0.9), cx=rng.uniform(0.4, 0.5)), False)]
+        return [
+            (_circle(), True),
+            (_circle(rng.uniform(0.8, 0.9), cx=rng.uniform(0.4, 0.5)), False),
+        ]
     if name == "arrow":
         s, h = rng.uniform(0.18, 0.24), rng.uniform(0.55, 0.65)
         pts = [(-1, -s), (0.15, -s), (0.15, -h), (1, 0), (0.15, h), (0.15, s), (-1, s)]
@@ -213,8 +236,15 @@ def _square_wave(v: np.ndarray, sharp: float = 3.0) -> np.ndarray:
     return np.clip(0.5 + sharp * np.sin(v), 0.0, 1.0)
 
 
-def _noise_image(rng: np.random.Generator, w: int, h: int, cell: float, channels: int = 0,
-                 centre: float | np.ndarray = 0.5, amp: float = 1.0) -> Image.Image:
+def _noise_image(
+    rng: np.random.Generator,
+    w: int,
+    h: int,
+    cell: float,
+    channels: int = 0,
+    centre: float | np.ndarray = 0.5,
+    amp: float = 1.0,
+) -> Image.Image:
     """Value noise ``centre + amp * U(-0.5, 0.5)`` (0..1 scale) on a coarse grid of ``cell``
     pixels, upsampled bicubically to a W x H "L" (channels=0) or "RGB" (channels=3) image."""
     gw, gh = max(2, round(w / cell) + 2), max(2, round(h / cell) + 2)
@@ -332,9 +362,22 @@ def _tex_sawtooth(rng, g, p, w, h):
 
 
 _TEXTURES: tuple[Callable[..., np.ndarray], ...] = (
-    _tex_stripes, _tex_checker, _tex_dots, _tex_blotches, _tex_waves, _tex_rings, _tex_grid,
-    _tex_mosaic, _tex_zigzag, _tex_plaid, _tex_marble, _tex_veins, _tex_hatch, _tex_sunburst,
-    _tex_bricks, _tex_sawtooth,
+    _tex_stripes,
+    _tex_checker,
+    _tex_dots,
+    _tex_blotches,
+    _tex_waves,
+    _tex_rings,
+    _tex_grid,
+    _tex_mosaic,
+    _tex_zigzag,
+    _tex_plaid,
+    _tex_marble,
+    _tex_veins,
+    _tex_hatch,
+    _tex_sunburst,
+    _tex_bricks,
+    _tex_sawtooth,
 )
 assert len(_TEXTURES) == len(CLASS_NAMES)
 
@@ -343,8 +386,9 @@ def _hsv(h: float, s: float, v: float) -> np.ndarray:
     h = (h % 1.0) * 6
     i, f = int(h) % 6, h - int(h)
     p, q, t = v * (1 - s), v * (1 - s * f), v * (1 - s * (1 - f))
-    return np.array([(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i],
-                    dtype=np.float32)
+    return np.array(
+        [(v, t, p), (q, v, p), (p, v, t), (p, q, v), (t, p, v), (v, p, q)][i], dtype=np.float32
+    )
 
 
 # Class-specific palettes: hues spread by a golden-ratio walk; one dark and one light colour,
@@ -365,8 +409,9 @@ def _ramp_image(t: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> Image.Image:
     return img.convert("RGB")
 
 
-def _texture_image(tex_id: int, rng: np.random.Generator, w: int, h: int, period: float,
-                   grid: Grid) -> Image.Image:
+def _texture_image(
+    tex_id: int, rng: np.random.Generator, w: int, h: int, period: float, grid: Grid
+) -> Image.Image:
     """Class texture ``tex_id`` (pattern and class palette) as an RGB image."""
     t = np.broadcast_to(np.asarray(_TEXTURES[tex_id](rng, grid, period, w, h)), (h, w))
     hue, offset = _PALETTES[tex_id]
@@ -427,8 +472,9 @@ def _texture_for(rng: np.random.Generator, split: str, cls_id: int, num_classes:
     return other + (other >= cls_id)
 
 
-def render_demo_image(spec: DemoSpec, split: str, class_name: str, index: int
-                      ) -> tuple[Image.Image, dict]:
+def render_demo_image(
+    spec: DemoSpec, split: str, class_name: str, index: int
+) -> tuple[Image.Image, dict]:
     """Render one image deterministically; returns it and its metadata (shape, texture, size)."""
     if split not in _SPLIT_IDS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")

@@ -1,0 +1,39 @@
+"""Streaming a shardforge dataset into training.
+
+* :func:`open_dataset` / :func:`open_shards` / :func:`resolve_dataset`
+  (:mod:`.dataset`): summary + index of an ingest output, local or ``s3://``;
+* :func:`make_loader`, :class:`WdsStream`, :class:`WdsLoader` (:mod:`.wds_loader`):
+  WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch;
+* :class:`RandomResizedCrop`, :class:`CenterCrop` (:mod:`.decode`): crop-first decoding
+  with DCT-domain downscaling.
+
+Names are imported lazily, so ``import shardforge.stream`` does not import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "DatasetRef": "dataset", "SplitIndex": "dataset", "open_dataset": "dataset",
+    "open_shards": "dataset", "resolve_dataset": "dataset",
+    "DatasetNotFoundError": "dataset", "DatasetIndexError": "dataset",
+    "WdsStream": "wds_loader", "WdsLoader": "wds_loader", "make_loader": "wds_loader",
+    "IntegrityError": "wds_loader",
+    "RandomResizedCrop": "decode", "CenterCrop": "decode", "DecodeError": "decode",
+    "ShardReadError": "reader",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -139,3 +139,24 @@ def write_section(md_path: str | os.PathLike, name: str, body: str,
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def tree_cpu_seconds(include_reaped: bool = False) -> float:
+    """User + system CPU seconds of this process and its live descendants (Ray daemons and
+    workers, DataLoader workers); with ``include_reaped``, also of children already reaped."""
+    import resource
+
+    import psutil
+
+    total = 0.0
+    me = psutil.Process()
+    for proc in [me, *me.children(recursive=True)]:
+        try:
+            t = proc.cpu_times()
+            total += t.user + t.system
+        except psutil.Error:
+            pass
+    if include_reaped:
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        total += kids.ru_utime + kids.ru_stime
+    return total

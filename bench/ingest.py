@@ -198,21 +198,6 @@ def _reap_new_children(before: set) -> None:
             child.join()
 
 
-def _tree_cpu() -> float:
-    """CPU seconds of this process and all its live descendants (Ray's daemons and workers)."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    return total
-
-
 def _disk_bytes(paths) -> int:
     """Bytes allocated on disk (like ``du``: .beton page tails are sparse holes)."""
     return sum(p.stat().st_blocks * 512 for p in paths)
@@ -308,9 +293,9 @@ def _shardforge_server(conn, workers: int) -> None:
     try:
         while (job := conn.recv()) is not None:
             try:
-                cpu0 = _tree_cpu()
+                cpu0 = common.tree_cpu_seconds()
                 seconds, info = run_shardforge(*job)
-                info["cpu_s"] = _tree_cpu() - cpu0
+                info["cpu_s"] = common.tree_cpu_seconds() - cpu0
                 conn.send((seconds, info))
             except Exception as exc:  # noqa: BLE001 - reported to the parent
                 conn.send(exc)

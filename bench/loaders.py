@@ -24,7 +24,6 @@ import argparse
 import io
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -135,26 +134,9 @@ def imagefolder_loader(folder: Path, args):
                                        num_workers=args.workers, persistent_workers=True)
 
 
-def _cpu_seconds() -> float:
-    """User + system CPU of this process, its live descendants (persistent DataLoader
-    workers) and its reaped children."""
-    import psutil
-
-    total = 0.0
-    me = psutil.Process()
-    for proc in [me, *me.children(recursive=True)]:
-        try:
-            t = proc.cpu_times()
-            total += t.user + t.system
-        except psutil.Error:
-            pass
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return total + kids.ru_utime + kids.ru_stime
-
-
 def time_epoch(loader, expect: int, size: int) -> tuple[float, float]:
     """Wall seconds and CPU seconds of one full epoch; checks count and shape."""
-    cpu0, t0 = _cpu_seconds(), time.perf_counter()
+    cpu0, t0 = common.tree_cpu_seconds(include_reaped=True), time.perf_counter()
     seen = 0
     for images, labels in loader:
         if tuple(images.shape[-3:]) not in ((size, size, 3), (3, size, size)):
@@ -163,7 +145,7 @@ def time_epoch(loader, expect: int, size: int) -> tuple[float, float]:
     wall = time.perf_counter() - t0
     if seen != expect:
         raise RuntimeError(f"an epoch yielded {seen} samples, expected {expect}")
-    return wall, _cpu_seconds() - cpu0
+    return wall, common.tree_cpu_seconds(include_reaped=True) - cpu0
 
 
 # --------------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("args, needle", [
     (["ingest", "/nonexistent/src", "--name", "x", "--out", "/tmp/o"], "does not exist"),
-    (["ingest", ".", "--name", "x", "--out", "/tmp/o", "--jpeg-quality", "101"], "outside 1..100"),
+    (["ingest", ".", "--name", "x", "--out", "/tmp/o", "--jpeg-quality", "101"], "101 is not an integer in 1..100"),
     (["ingest", ".", "--name", "x", "--out", "/tmp/o", "--jpeg-quality", "high"], "not an integer"),
     (["ingest", ".", "--name", "x", "--out", "/tmp/o", "--write-mode", "png"], "invalid choice"),
     (["ingest", ".", "--name", "x", "--out", "/tmp/o", "--source-kind", "zip"], "invalid choice"),

@@ -29,34 +29,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def _quality(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer in 1..100") from None
-    if not 1 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{value} is outside 1..100")
-    return value
+def _bounded(kind: type, lo: float, hi: float | None, what: str):
+    """An argparse type: ``kind(text)`` within [lo, hi], else an error naming ``what``."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < lo or (hi is not None and value > hi):
+            raise argparse.ArgumentTypeError(f"{value} is not {what}")
+        return value
+
+    return parse
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not a positive integer")
-    return value
-
-
-def _probability(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number in [0, 1]") from None
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{value} is outside [0, 1]")
-    return value
+_quality = _bounded(int, 1, 100, "an integer in 1..100")
+_positive = _bounded(int, 1, None, "a positive integer")
+_probability = _bounded(float, 0.0, 1.0, "a number in [0, 1]")
 
 
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:

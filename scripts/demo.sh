@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up everything, start a local Ray head on 127.0.0.1 (reused when already up),
-# submit the demo pipeline with `ray job submit`, and print where the outputs are.
-# DATA_DIR (first argument, default ./data, git-ignored) holds sources and outputs.
+# submit the demo pipeline with `ray job submit` (build the demo dataset, train a small
+# model on it, print its validation accuracy), and print where the outputs are.
+# DATA_DIR (first argument, default ./data, git-ignored) is the catalog home: sources,
+# datasets, the catalog database and training runs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -26,9 +28,7 @@ fi
 ray job submit --address "http://127.0.0.1:$DASH_PORT" --working-dir . \
   -- python pipelines/demo.py --root "$DATA_DIR"
 echo
-echo "[demo] outputs:"
-echo "  source images:      $DATA_DIR/sources/demo/{train,val}/CLASS/*.JPEG"
-echo "  WebDataset shards:  $DATA_DIR/datasets/demo/wds/demo-{train,val}-NNNNNN.tar"
-echo "  FFCV .beton:        $DATA_DIR/datasets/demo/beton/demo-{train,val}.beton"
-echo "  index / rejects:    $DATA_DIR/datasets/demo/index.parquet, rejects.jsonl"
-echo "  summary:            $DATA_DIR/datasets/demo/summary.json"
+echo "[demo] outputs (catalog home $DATA_DIR):"
+shardforge catalog show demo --home "$DATA_DIR"
+echo "  demo source images:  $DATA_DIR/sources/demo/KEY/{train,val}/CLASS/*.JPEG"
+echo "  training run:        $DATA_DIR/runs/demo_cpu (checkpoints, metrics.jsonl)"

@@ -166,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--val-per-class", type=_positive, default=20)
     demo.add_argument("--seed", type=int, default=0)
     add_catalog_commands(sub, _Parser)
+    from shardforge.cli_eval import add_eval_parser
+
+    add_eval_parser(sub)
     return parser
 
 
@@ -180,6 +183,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shardforge.catalog.cli import run_catalog_command
 
         return run_catalog_command(args)
+    if args.command == "eval":
+        from shardforge.cli_eval import run_eval_command
+
+        return run_eval_command(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -1,0 +1,81 @@
+"""The dataset a training run reads: an ingest output directory described by its summary."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+
+from shardforge.ingest.config import SUMMARY_FILE
+from shardforge.storage import resolve
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training needs to know about a dataset, small enough to ship to every worker.
+
+    ``url``: the dataset root (path or URL); ``betons``: split -> location of
+    ``beton/NAME-SPLIT.beton``; ``tars``: split -> WebDataset tar locations in shard order;
+    ``counts``: split -> number of samples. Locations are derived from ``url`` and the
+    relative paths in ``summary.json``, so a copied dataset still resolves.
+    """
+
+    url: str
+    name: str
+    classes: tuple[str, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+    betons: dict[str, str] = field(default_factory=dict)
+    tars: dict[str, tuple[str, ...]] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def require_split(self, split: str) -> None:
+        """Raise ValueError naming the splits there are when ``split`` is missing."""
+        if split not in self.counts:
+            raise ValueError(f"dataset {self.name!r} ({self.url}) has no {split!r} split; it has "
+                             f"{sorted(self.counts)}. Ingest a source with train/ and val/ folders")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetInfo:
+        return cls(url=data["url"], name=data["name"], classes=tuple(data["classes"]),
+                   counts=dict(data["counts"]), betons=dict(data["betons"]),
+                   tars={k: tuple(v) for k, v in data["tars"].items()})
+
+
+def dataset_location(ref: str) -> str:
+    """The location of the dataset ``ref`` names: a catalog name or an ingest output directory.
+
+    Uses ``shardforge.stream.resolve_dataset`` when that exists (it resolves catalog names);
+    otherwise ``ref`` must be a directory or URL holding ``summary.json``. Raises
+    FileNotFoundError (or the resolver's error) naming ``ref`` when nothing is there.
+    """
+    try:
+        from shardforge.stream import resolve_dataset  # type: ignore[attr-defined]
+    except ImportError:
+        resolve_dataset = None
+    if resolve_dataset is not None:
+        return str(resolve_dataset(ref))
+    if not resolve(ref).join(SUMMARY_FILE).exists():
+        raise FileNotFoundError(f"--data {ref!r} is not a shardforge dataset (no {SUMMARY_FILE}); "
+                                "give the --out directory of a finished `shardforge ingest`")
+    return ref
+
+
+def load_dataset_info(ref: str) -> DatasetInfo:
+    """Resolve ``ref`` (:func:`dataset_location`) and read its ``summary.json``."""
+    root = resolve(dataset_location(ref))
+    summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
+    classes = tuple(summary.get("classes") or ())
+    if not classes:
+        raise ValueError(f"{root.url}/{SUMMARY_FILE} lists no classes; re-run the ingest")
+    formats = summary.get("formats", {})
+    betons = {split: root.join(rec["path"]).url for split, rec in formats.get("beton", {}).items()}
+    tars = {split: tuple(root.join(r["path"]).url for r in recs)
+            for split, recs in formats.get("wds", {}).items()}
+    counts = {split: int(s["samples"]) for split, s in summary.get("splits", {}).items()}
+    return DatasetInfo(url=root.url, name=summary.get("name", ""), classes=classes,
+                       counts=counts, betons=betons, tars=tars)

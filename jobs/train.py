@@ -1,13 +1,8 @@
-"""Train an image classifier on a shardforge dataset with Ray Train.
+"""Ray job entry: train an image classifier on a shardforge dataset (Ray Train).
 
-    python jobs/train.py --config jobs/configs/rn50_16ep.yaml --data OUT_DIR_OR_NAME
-    ray job submit --working-dir . -- python jobs/train.py --config ... --data s3://...
+    ray job submit --working-dir . -- python jobs/train.py --config jobs/configs/rn50_16ep.yaml --data imagenet
 
-The run lives in ``RUN.STORAGE_PATH/NAME`` (``--storage``, ``--name``): checkpoints every
-epoch and ``metrics.jsonl``. ``--resume`` continues a run from its newest checkpoint.
-``--backend local`` runs the same loop as local processes without Ray (debugging; machines
-without the ray[train] extra). Exit codes: 0 done, 1 training failed, 2 bad arguments.
-See docs/training.md.
+Arguments and behaviour: ``python jobs/train.py --help``, shardforge.train.job, docs/training.md.
 """
 
 import os

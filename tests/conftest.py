@@ -29,6 +29,26 @@ def demo_tree(tmp_path_factory) -> str:
     return str(root)
 
 
+@pytest.fixture(scope="session")
+def demo_dataset(demo_tree, tmp_path_factory) -> str:
+    """``demo_tree`` ingested at max-res 96 in shards of 16: the dataset's OUT directory.
+
+    Built once per session (with a private loopback Ray when none is running).
+    """
+    import io
+
+    from shardforge.formats.image import ImageParams
+    from shardforge.ingest.config import IngestConfig
+    from shardforge.ingest.job import run_ingest
+    from shardforge.sources.base import SourceOptions
+
+    out = str(tmp_path_factory.mktemp("demo-dataset") / "out")
+    run_ingest(IngestConfig(source=demo_tree, name="demo", out=out,
+                            image=ImageParams(max_resolution=96),
+                            source_options=SourceOptions(shard_size=16)), log=io.StringIO())
+    return out
+
+
 @pytest.fixture(scope="module")
 def ray_local():
     """A private 2-CPU Ray for this test module, on loopback; shut down after the module.

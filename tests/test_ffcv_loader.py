@@ -8,21 +8,13 @@ import pytest
 import torch
 from helpers import ffcv_labels
 
-from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import run_ingest
-from shardforge.sources.base import SourceOptions
 from shardforge.stream.ffcv_loader import IMAGENET_MEAN, IMAGENET_STD, make_ffcv_loader
 
 
 @pytest.fixture(scope="module")
-def tiny(demo_tree, ray_local, tmp_path_factory) -> str:
+def tiny(demo_dataset) -> str:
     """The session demo tree (10 classes, 60 train / 20 val) ingested at max-res 96."""
-    out = str(tmp_path_factory.mktemp("tiny") / "out")
-    run_ingest(IngestConfig(source=demo_tree, name="demo", out=out,
-                            image=ImageParams(max_resolution=96),
-                            source_options=SourceOptions(shard_size=16)))
-    return out
+    return demo_dataset
 
 
 def _beton(out: str, split: str) -> str:

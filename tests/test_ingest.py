@@ -28,10 +28,9 @@ def _config(src: str, out: str, **kw) -> IngestConfig:
 
 
 @pytest.fixture(scope="module")
-def built(demo_tree, tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("ingest") / "out")
-    summary = run_ingest(_config(demo_tree, out))
-    return demo_tree, out, summary
+def built(demo_tree, demo_dataset):
+    with open(os.path.join(demo_dataset, "summary.json")) as f:
+        return demo_tree, demo_dataset, json.load(f)
 
 
 def test_counts_keys_and_labels_match_source(built):

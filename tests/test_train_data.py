@@ -14,10 +14,6 @@ import pytest
 import torch
 
 from shardforge.cli_eval import add_eval_parser
-from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import run_ingest
-from shardforge.sources.base import SourceOptions
 from shardforge.stream.ray_data import decode_wds_sample, preprocess_batch, to_model_input
 from shardforge.train.checkpoint import (
     STATE_FORMAT,
@@ -31,12 +27,9 @@ from shardforge.train.models import build_model
 
 
 @pytest.fixture(scope="module")
-def tiny(demo_tree, ray_local, tmp_path_factory) -> str:
-    out = str(tmp_path_factory.mktemp("tiny-eval") / "out")
-    run_ingest(IngestConfig(source=demo_tree, name="demo", out=out,
-                            image=ImageParams(max_resolution=96),
-                            source_options=SourceOptions(shard_size=16)))
-    return out
+def tiny(demo_dataset) -> str:
+    """The session demo tree (10 classes, 60 train / 20 val) ingested at max-res 96."""
+    return demo_dataset
 
 
 def _fake_run(run_dir: str, classes: list[str], epochs: int = 2) -> None:

@@ -47,22 +47,12 @@ class DatasetInfo:
 
 
 def dataset_location(ref: str) -> str:
-    """The location of the dataset ``ref`` names: a catalog name or an ingest output directory.
+    """The location of the dataset ``ref`` names: a catalog name ``NAME[@vN]`` or an ingest
+    output directory/URL (see :func:`shardforge.stream.resolve_dataset`, whose
+    ``DatasetNotFoundError`` names ``ref`` when neither finds it)."""
+    from shardforge.stream.dataset import resolve_dataset
 
-    Uses ``shardforge.stream.resolve_dataset`` when that exists (it resolves catalog names);
-    otherwise ``ref`` must be a directory or URL holding ``summary.json``. Raises
-    FileNotFoundError (or the resolver's error) naming ``ref`` when nothing is there.
-    """
-    try:
-        from shardforge.stream import resolve_dataset  # type: ignore[attr-defined]
-    except ImportError:
-        resolve_dataset = None
-    if resolve_dataset is not None:
-        return str(resolve_dataset(ref))
-    if not resolve(ref).join(SUMMARY_FILE).exists():
-        raise FileNotFoundError(f"--data {ref!r} is not a shardforge dataset (no {SUMMARY_FILE}); "
-                                "give the --out directory of a finished `shardforge ingest`")
-    return ref
+    return str(resolve_dataset(ref))
 
 
 def load_dataset_info(ref: str) -> DatasetInfo:

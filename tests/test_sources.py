@@ -451,3 +451,13 @@ def test_parquet_no_files(tmp_path):
 ])
 def test_split_from_name(name, split):
     assert split_from_name(name, "other") == split
+
+
+def test_auto_shard_size_depends_on_split_size_only():
+    from shardforge.sources.base import auto_shard_size, shard_size_for
+
+    assert auto_shard_size(10) == 64                 # small splits: one or few shards
+    assert auto_shard_size(3000) == 94               # ~32 shards
+    assert auto_shard_size(1_281_167) == 1000        # ImageNet train: capped at 1000
+    assert shard_size_for(SourceOptions(shard_size=7), 3000) == 7
+    assert shard_size_for(SourceOptions(), 3000) == 94

@@ -68,8 +68,9 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
                    help="raw bytes above which --write-mode smart stores JPEG")
     p.add_argument("--max-pixels", type=_positive, default=DEFAULT_MAX_PIXELS,
                    help="reject larger images as decompression bombs")
-    p.add_argument("--shard-size", type=_positive, default=1000,
-                   help="samples per output shard (default 1000)")
+    p.add_argument("--shard-size", type=_positive, default=None,
+                   help="samples per output shard (default: about 32 shards per split, "
+                        "64..1000 samples each; a function of the split size only)")
     p.add_argument("--seed", type=int, default=0,
                    help="shuffle seed for class-folder sources before sharding")
     p.add_argument("--no-shuffle", action="store_true", help="keep class-folder order")

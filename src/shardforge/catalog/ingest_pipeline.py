@@ -28,7 +28,8 @@ PARAMS = {
     "smart_threshold": Param((int,), None, nullable=True,
                              help="raw bytes above which write_mode smart stores JPEG"),
     "max_pixels": Param((int,), DEFAULT_MAX_PIXELS, help="larger images are rejected"),
-    "shard_size": Param((int,), 1000, help="samples per output shard"),
+    "shard_size": Param((int,), None, nullable=True,
+                        help="samples per output shard; null: about 32 per split, 64..1000"),
     "seed": Param((int,), 0, nullable=True,
                   help="shuffle seed for class-folder sources; null keeps folder order"),
     "split": Param((str,), "train", help="split name for sources without splits"),
@@ -50,7 +51,7 @@ def _image(p: dict) -> ImageParams:
 
 
 def _options(p: dict) -> SourceOptions:
-    if p["shard_size"] < 1:
+    if p["shard_size"] is not None and p["shard_size"] < 1:
         raise ValueError(f"shard_size {p['shard_size']} must be >= 1")
     return SourceOptions(default_split=p["split"], shard_size=p["shard_size"], seed=p["seed"],
                          image_column=p["image_column"], label_column=p["label_column"],

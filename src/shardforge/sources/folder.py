@@ -24,6 +24,7 @@ from shardforge.sources.base import (
     SourcePlan,
     chunk,
     make_key,
+    shard_size_for,
 )
 from shardforge.storage import resolve
 
@@ -31,7 +32,7 @@ KIND = "folder"
 
 
 def plan(url: str, options: SourceOptions) -> SourcePlan:
-    """List a class-folder tree and cut each split into shards of ``options.shard_size``."""
+    """List a class-folder tree and cut each split into shards (``shard_size_for``)."""
     root = resolve(url)
     infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
     dirs, files = [], []
@@ -67,7 +68,8 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
         items = [(rel, index[cls]) for rel, cls in by_split[split]]
         if options.seed is not None:
             random.Random(f"{options.seed}:{split}").shuffle(items)
-        for i, group in enumerate(chunk(items, options.shard_size)):
+        size = shard_size_for(options, len(items))
+        for i, group in enumerate(chunk(items, size)):
             shards.append(ShardSpec(KIND, url, split, i, tuple(group)))
     if not shards:
         raise ValueError(f"source {url!r} has no files in class folders; expected "

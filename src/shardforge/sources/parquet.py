@@ -2,7 +2,7 @@
 
 The image column holds encoded image bytes, or a struct with a ``bytes`` member (the
 Hugging Face ``datasets`` Image layout). Rows are cut into shards of
-``options.shard_size`` in stored order (row counts come from the file footers, so
+``options.shard_size`` (or the automatic size for the split) in stored order (row counts come from the file footers, so
 planning reads no data). The split is taken from each file's path when it names one
 (``train-00000.parquet``, ``val/part.parquet``), else ``--split``.
 """
@@ -22,6 +22,7 @@ from shardforge.sources.base import (
     SourcePlan,
     list_inputs,
     make_key,
+    shard_size_for,
     split_from_name,
 )
 from shardforge.storage import resolve
@@ -33,7 +34,7 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
     """Shard specs of consecutive row ranges, per split, files in sorted path order."""
     root, files = list_inputs(url, ".parquet")
     per_split: dict[str, int] = {}
-    shards = []
+    counted = []   # (rel, split, rows): footers first, so the auto shard size sees the split
     for path in files:
         rel = posixpath.relpath(path, root.path)
         with root.fs.open_input_file(path) as f:
@@ -44,12 +45,20 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
             if column is not None and column not in names:
                 raise ValueError(f"{root.join(rel).url}: no column {column!r} (has {names}); "
                                  "name the columns with --image-column / --label-column / --key-column")
-        split = split_from_name(rel, options.default_split)
-        for start in range(0, num_rows, options.shard_size):
+        counted.append((rel, split_from_name(rel, options.default_split), num_rows))
+    split_rows: dict[str, int] = {}
+    for _rel, split, rows in counted:
+        split_rows[split] = split_rows.get(split, 0) + rows
+    shards = []
+    for rel, split, num_rows in counted:
+        size = shard_size_for(options, split_rows[split])
+        if size < 1:
+            raise ValueError(f"shard size {size} must be >= 1")
+        for start in range(0, num_rows, size):
             index = per_split.get(split, 0)
             per_split[split] = index + 1
-            stop = min(num_rows, start + options.shard_size)
-            shards.append(ShardSpec(KIND, root.url, split, index, (rel, start, stop)))
+            shards.append(ShardSpec(KIND, root.url, split, index,
+                                    (rel, start, min(num_rows, start + size))))
     return SourcePlan(KIND, url, [], shards, [])
 
 

@@ -252,7 +252,7 @@ def run_wds(files: list[tuple[str, int]], out: Path, res: int, quality: int, wor
 
 
 def run_shardforge(root: Path, out: Path, res: int, quality: int,
-                   shard_size: int) -> tuple[float, dict]:
+                   shard_size: str) -> tuple[float, dict]:
     """shardforge run_ingest (Ray already initialised by the caller): tars + .beton + index."""
     from shardforge.formats.image import ImageParams
     from shardforge.ingest.config import IngestConfig
@@ -261,7 +261,8 @@ def run_shardforge(root: Path, out: Path, res: int, quality: int,
 
     config = IngestConfig(source=str(root), name="bench", out=str(out),
                           image=ImageParams(max_resolution=res, jpeg_quality=quality),
-                          source_options=SourceOptions(shard_size=shard_size))
+                          source_options=SourceOptions(
+                              shard_size=None if shard_size == "auto" else int(shard_size)))
     t0 = time.perf_counter()
     summary = run_ingest(config, log=io.StringIO())
     seconds = time.perf_counter() - t0
@@ -320,8 +321,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2, help="worker processes for every method")
     p.add_argument("--resolutions", default="256,512", help="max resolutions, comma-separated")
     p.add_argument("--quality", type=int, default=90, help="output JPEG quality")
-    p.add_argument("--shard-sizes", default="1000,250",
-                   help="shardforge shard sizes to time (1000 is the CLI default)")
+    p.add_argument("--shard-sizes", default="auto,1000",
+                   help="shardforge shard sizes to time; auto = the default (about 32 shards "
+                        "per split)")
     p.add_argument("--repeats", type=int, default=3,
                    help="rounds; each round runs every method once (interleaved); best counts")
     p.add_argument("--decode-sample", type=int, default=200,
@@ -330,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out-md", help="write the results into this markdown file's section")
     args = p.parse_args(argv)
     resolutions = [int(r) for r in args.resolutions.split(",") if r]
-    shard_sizes = [int(s) for s in args.shard_sizes.split(",") if s]
+    shard_sizes = [s for s in args.shard_sizes.split(",") if s]
     work = Path(args.work)
     runs_dir = work / "runs"
     wall0 = time.perf_counter()
@@ -368,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{entry['cpu'][-1]:.1f} CPU s, loadavg {results['loadavg'][-1]:.1f}",
               file=sys.stderr)
 
-    def shardforge(res: int, size: int, out: Path):
+    def shardforge(res: int, size: str, out: Path):
         conn.send((root, out, res, args.quality, size))
         reply = conn.recv()
         if isinstance(reply, Exception):
@@ -417,7 +419,7 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def render_markdown(args, results: dict, shard_sizes: list[int]) -> str:
+def render_markdown(args, results: dict, shard_sizes: list[str]) -> str:
     data, n, w = results["data"], results["data"]["images"], results["workers"]
     lines = ["## Ingest", "",
              "Throughput of writing a JPEG class-folder tree into training formats. "

@@ -11,6 +11,7 @@ import json
 import sys
 from collections.abc import Sequence
 
+from shardforge.engine import RAY_ADDRESS_HELP
 from shardforge.formats.beton import DEFAULT_PAGE_SIZE
 from shardforge.formats.image import DEFAULT_MAX_PIXELS, WRITE_MODES, ImageParams
 from shardforge.sources import KINDS
@@ -82,8 +83,7 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
                    help=".beton page size in bytes (power of two >= 2 MiB)")
     p.add_argument("--strict", action="store_true",
                    help="any rejected input fails the job (exit 1) and commits nothing")
-    p.add_argument("--ray-address", help="Ray cluster to use (default: the job's cluster "
-                                         "under `ray job submit`, else a local Ray)")
+    p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     p.add_argument("--keep-parts", action="store_true",
                    help="keep the per-shard .beton parts in OUT/_work after merging")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")

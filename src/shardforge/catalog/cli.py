@@ -13,6 +13,7 @@ import sys
 from collections.abc import Sequence
 
 from shardforge.catalog.home import DEFAULT_HOME, HOME_ENV
+from shardforge.engine import RAY_ADDRESS_HELP
 
 EXIT_PROBLEM = 1
 EXIT_USAGE = 2
@@ -60,8 +61,7 @@ def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) ->
     b.add_argument("--cards", metavar="DIR", help="cards directory (default ./datasets)")
     b.add_argument("--out-root", metavar="URL",
                    help="where datasets/NAME/KEY is written (default: the catalog home)")
-    b.add_argument("--ray-address", help="Ray cluster (default: the job's cluster under "
-                                         "`ray job submit`, else a private local Ray)")
+    b.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     b.add_argument("--rebuild", action="store_true",
                    help="run the pipeline even when a build can be reused (parents reused)")
     b.add_argument("--dry-run", action="store_true", help="say what would be built; build "

@@ -17,6 +17,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shardforge.engine import RAY_ADDRESS_HELP
+
 EXIT_USAGE = 2
 
 
@@ -33,8 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="continue the run from its newest checkpoint")
     p.add_argument("--backend", choices=("ray", "local"), default="ray",
                    help="ray: Ray Train TorchTrainer (default); local: processes on this machine")
-    p.add_argument("--ray-address", help="Ray cluster (default: the job's cluster under "
-                                         "`ray job submit`, else a private local Ray)")
+    p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     p.add_argument("--num-workers", type=int, help="override scaling.num_workers")
     p.add_argument("--cpu", action="store_true", help="scaling.use_gpu=false")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SEC.KEY=VAL",

@@ -151,3 +151,7 @@ def _load_builtins() -> None:
 
     for pipeline in (ingest_pipeline.PIPELINE, *planned_pipelines.PIPELINES):
         _REGISTRY.setdefault(pipeline.name, pipeline)
+    from shardforge.variants.registry import variant_pipelines
+
+    for pipeline in variant_pipelines():   # implemented variants replace planned schemas
+        _REGISTRY[pipeline.name] = pipeline

@@ -1,0 +1,76 @@
+"""The contract between a variant and the engine that runs it over a parent dataset.
+
+The engine (``shardforge.ingest`` with ``IngestConfig.variant``) plans one output shard per
+parent tar, or per (split, class) when ``group_by_class``; decodes each shard's samples
+(keys and labels kept from the parent); calls the variant's transform once per shard on
+the decoded samples of the splits in ``splits``; encodes the result with ``image``
+(lossless by default) into both formats. Splits outside ``splits`` are copied with the
+parent's stored bytes unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from shardforge.formats.image import ImageParams
+
+#: Variant outputs are stored losslessly by default: raw pixels in the .beton, PNG in the
+#: tars (a JPEG re-encode would blur away perturbations such as CUDA's filters).
+LOSSLESS = ImageParams(max_resolution=None, write_mode="raw")
+
+
+@dataclass
+class Decoded:
+    """One decoded sample: RGB ``uint8`` pixels (H x W x 3), its parent key and label.
+
+    ``meta``: extra JSON-able per-sample fields written to the sample's ``.json`` member
+    (e.g. the style id of a stylized image, whether a sample was poisoned).
+    """
+
+    key: str
+    label: int
+    pixels: np.ndarray
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+class Transform(Protocol):
+    """What a variant's ``make_transform()`` returns: whole shard in, whole shard out.
+
+    ``split`` is the split the samples come from. The output may differ in length (a
+    group-by-class variant returns its distilled images); keys must be unique, dot-free
+    and deterministic, labels must be the class indices.
+    """
+
+    def __call__(self, samples: list[Decoded], split: str) -> list[Decoded]: ...
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """Everything the engine needs to run a variant.
+
+    ``params``: JSON-able parameters that decide the output bytes (they go into the shards'
+    spec hashes, so changing one rebuilds; never put a secret here, only its fingerprint).
+    ``make_transform``: picklable zero-argument callable, called once per Ray task or once
+    per actor (load models there). ``num_gpus`` > 0 or ``use_actors``: shards run on a pool
+    of ``num_actors`` actors (default: one per GPU, else one per CPU) that keep the
+    transform loaded; otherwise each shard is a Ray task that calls ``make_transform``.
+    """
+
+    name: str
+    params: dict[str, Any]
+    make_transform: Callable[[], Transform]
+    splits: tuple[str, ...] = ("train",)
+    group_by_class: bool = False
+    image: ImageParams = LOSSLESS
+    use_actors: bool = False
+    num_gpus: float = 0.0
+    num_cpus: float = 1.0
+    num_actors: int | None = None
+
+    def transforms(self, split: str) -> bool:
+        """Whether samples of ``split`` go through the transform (else they are copied)."""
+        return split in self.splits

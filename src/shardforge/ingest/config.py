@@ -6,10 +6,14 @@ import hashlib
 import json
 import re
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 from shardforge.formats.beton import DEFAULT_PAGE_SIZE, check_page_size
 from shardforge.formats.image import ImageParams
 from shardforge.sources.base import ShardSpec, SourceOptions
+
+if TYPE_CHECKING:
+    from shardforge.variants.base import VariantSpec
 
 FORMAT_VERSION = 1   # bump when shard bytes would change for the same inputs and parameters
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -36,6 +40,7 @@ class IngestConfig:
     catalog_home: str | None = None
     register: bool = True
     keep_parts: bool = False      # keep _work/*.beton after the merge (debugging)
+    variant: VariantSpec | None = None   # transform the source (a parent dataset) on the way
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):
@@ -53,13 +58,23 @@ class ShardJob:
     image: ImageParams
     source_options: SourceOptions
     page_size: int
+    variant: VariantSpec | None = None
 
     def spec_hash(self, spec: ShardSpec) -> str:
         """Hash of everything that determines the shard's bytes: resume checks it."""
-        blob = json.dumps({"v": FORMAT_VERSION, "spec": asdict(spec), "image": asdict(self.image),
-                           "src": asdict(self.source_options), "page": self.page_size,
-                           "name": self.name}, sort_keys=True, default=str)
+        fields = {"v": FORMAT_VERSION, "spec": asdict(spec), "image": asdict(self.image),
+                  "src": asdict(self.source_options), "page": self.page_size, "name": self.name}
+        if self.variant is not None:
+            fields["variant"] = _variant_id(self.variant)
+        blob = json.dumps(fields, sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def _variant_id(variant: VariantSpec | None) -> dict | None:
+    if variant is None:
+        return None
+    return {"name": variant.name, "params": variant.params, "splits": sorted(variant.splits),
+            "group_by_class": variant.group_by_class}
 
 
 def tar_name(name: str, split: str, index: int) -> str:

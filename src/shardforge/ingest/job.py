@@ -15,6 +15,7 @@ import ray
 from shardforge.engine.cluster import ray_session
 from shardforge.engine.progress import Progress
 from shardforge.engine.runner import run_tasks
+from shardforge.ingest.actors import run_on_actors
 from shardforge.ingest.commit import merge_split, split_stats, write_index, write_rejects
 from shardforge.ingest.config import (
     FORMAT_VERSION,
@@ -35,7 +36,7 @@ class RejectsInStrictMode(RuntimeError):
 
 def _job(config: IngestConfig) -> ShardJob:
     return ShardJob(config.out, config.name, config.image, config.source_options,
-                    config.page_size)
+                    config.page_size, config.variant)
 
 
 def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
@@ -47,7 +48,7 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     """
     log = log if log is not None else sys.stderr
     started = time.monotonic()
-    plan = plan_source(config.source, config.source_options, config.source_kind)
+    plan = _plan(config)
     job = _job(config)
     job_hash = hashlib.sha256("".join(job.spec_hash(s) for s in plan.shards).encode()).hexdigest()
     previous = _verified_summary(config, job_hash)
@@ -60,10 +61,8 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     resolve(config.out).makedirs()
     progress = Progress(f"ingest {config.name}", len(plan.shards), stream=log)
     with ray_session(config.ray_address):
-        remote = ray.remote(num_cpus=1, max_retries=3)(build_shard)
-        results: list[ShardResult] = list(run_tasks(
-            remote, [(spec, job) for spec in plan.shards],
-            on_result=lambda r: progress.advance(r.num_samples, r.reused)))
+        results = _build_all(job, plan.shards,
+                             on_result=lambda r: progress.advance(r.num_samples, r.reused))
     rejects = [asdict(r) for r in plan.rejects]
     for r in sorted(results, key=lambda r: (r.split, r.index)):
         rejects.extend(r.rejects)
@@ -73,6 +72,9 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
             f"{len(rejects)} input(s) rejected and --strict is set; nothing was committed. "
             f"Fix or remove them, or drop --strict:\n{shown}")
     summary = _commit(config, job, plan, results, rejects, job_hash)
+    if config.variant is not None:
+        summary["variant"] = {"name": config.variant.name, "params": config.variant.params,
+                              "splits": sorted(config.variant.splits)}
     summary["shards_reused"] = sum(r.reused for r in results)
     summary["nodes"] = len({r.node for r in results if not r.reused})
     summary["seconds"] = round(time.monotonic() - started, 3)
@@ -82,6 +84,27 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     if not config.keep_parts:
         _delete_parts(job, plan.shards)
     return _register(config, summary, log)
+
+
+def _plan(config: IngestConfig):
+    """The source's shard specs; a variant's parent per tar, or per class where it groups."""
+    variant = config.variant
+    if variant is None:
+        return plan_source(config.source, config.source_options, config.source_kind)
+    from shardforge.sources import dataset
+
+    return dataset.plan(config.source, config.source_options,
+                        by_class=variant.splits if variant.group_by_class else ())
+
+
+def _build_all(job: ShardJob, specs: list, on_result) -> list[ShardResult]:
+    """Build every shard: one Ray task each, or on a pool of actors that keep a variant's
+    transform (its model) loaded when the variant asks for actors or GPUs."""
+    variant = job.variant
+    if variant is None or not (variant.use_actors or variant.num_gpus > 0):
+        remote = ray.remote(num_cpus=1, max_retries=3)(build_shard)
+        return list(run_tasks(remote, [(spec, job) for spec in specs], on_result=on_result))
+    return list(run_on_actors(job, specs, on_result))
 
 
 def _register(config: IngestConfig, summary: dict, log: TextIO) -> dict:

@@ -11,22 +11,40 @@ names re-hashes to the recorded sha256, so a rerun skips exactly the finished sh
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import tempfile
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+from PIL import Image
 
 from shardforge.formats import beton
-from shardforge.formats.image import RejectedImage, process_image
+from shardforge.formats.image import (
+    ImageParams,
+    RejectedImage,
+    StoredImage,
+    choose_jpeg,
+    decode_rgb,
+    encode_jpeg,
+    process_image,
+    resize_max_side,
+)
 from shardforge.formats.wds import png_bytes, sample_members, write_tar
 from shardforge.ingest.config import WDS_DIR, WORK_DIR, ShardJob, tar_name
-from shardforge.sources import Reject, ShardSpec, read_shard
+from shardforge.sources import RawSample, Reject, ShardSpec, read_shard
 from shardforge.storage import Location, resolve
+from shardforge.variants.base import Decoded
+
+if TYPE_CHECKING:
+    from shardforge.variants.base import Transform
 
 INDEX_SCHEMA = pa.schema([
     ("key", pa.string()), ("label", pa.int64()), ("split", pa.string()),
@@ -82,8 +100,25 @@ def load_complete(job: ShardJob, spec: ShardSpec) -> ShardResult | None:
     return result
 
 
-def build_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
-    """Build (or verify and reuse) one shard; see the module docstring for the files."""
+@dataclass
+class EncodedSample:
+    """One sample ready to write: tar image bytes + extension, the .beton sample, metadata."""
+
+    key: str
+    label: int
+    origin: str
+    image: StoredImage      # what goes into the .beton (JPEG bytes or raw pixels)
+    tar_image: bytes        # what goes into the tar (the JPEG, or a PNG of raw pixels)
+    ext: str                # "jpg" | "png"
+    meta: dict
+
+
+def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = None) -> ShardResult:
+    """Build (or verify and reuse) one shard; see the module docstring for the files.
+
+    With ``job.variant``, ``transform`` is the variant's loaded transform (an actor passes
+    the one it keeps; None: made here with ``job.variant.make_transform()`` when needed).
+    """
     done = load_complete(job, spec)
     if done is not None:
         return done
@@ -92,27 +127,18 @@ def build_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     samples: list[beton.BetonSample] = []
     rows: list[dict] = []
     rejects: list[dict] = []
-    for item in read_shard(spec, job.source_options):
-        if isinstance(item, Reject):
-            rejects.append(asdict(item))
-            continue
-        try:
-            img = process_image(item.data, item.key, job.image)
-        except RejectedImage as exc:
-            rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
-            continue
-        stored = img.data if img.is_jpeg else png_bytes(img.pixels())
-        ext = "jpg" if img.is_jpeg else "png"
-        meta = {"key": item.key, "label": item.label, "origin": item.origin,
+    for enc in _encoded(spec, job, transform, rejects):
+        img = enc.image
+        meta = {"key": enc.key, "label": enc.label, "origin": enc.origin,
                 "orig_width": img.orig_width, "orig_height": img.orig_height,
-                "width": img.width, "height": img.height}
-        members.extend(sample_members(item.key, stored, ext, item.label, meta))
+                "width": img.width, "height": img.height, **enc.meta}
+        members.extend(sample_members(enc.key, enc.tar_image, enc.ext, enc.label, meta))
         samples.append(beton.BetonSample(img.data, img.is_jpeg, img.width, img.height,
-                                         item.label))
-        rows.append({"key": item.key, "label": item.label, "split": spec.split,
-                     "format": ext, "width": img.width, "height": img.height,
+                                         enc.label))
+        rows.append({"key": enc.key, "label": enc.label, "split": spec.split,
+                     "format": enc.ext, "width": img.width, "height": img.height,
                      "orig_width": img.orig_width, "orig_height": img.orig_height,
-                     "sha256": hashlib.sha256(stored).hexdigest(), "origin": item.origin})
+                     "sha256": hashlib.sha256(enc.tar_image).hexdigest(), "origin": enc.origin})
     tar_bytes, offsets = write_tar(members)
     image_members = offsets[0::3]
     paths = shard_paths(job, spec)
@@ -137,6 +163,100 @@ def build_shard(spec: ShardSpec, job: ShardJob) -> ShardResult:
     manifest = {"spec_hash": job.spec_hash(spec), "result": asdict(result)}
     paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
     return result
+
+
+def _encoded(spec: ShardSpec, job: ShardJob, transform: Transform | None,
+             rejects: list[dict]) -> Iterator[EncodedSample]:
+    """The shard's samples, encoded: ingested, copied from a parent, or through a variant."""
+    variant = job.variant
+    raws = _raw_samples(spec, job, rejects)
+    if variant is None:
+        for item in raws:
+            try:
+                img = process_image(item.data, item.key, job.image)
+            except RejectedImage as exc:
+                rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+                continue
+            yield _encode_stored(item.key, item.label, item.origin, img, {})
+        return
+    if not variant.transforms(spec.split):
+        for item in raws:
+            try:
+                yield copy_parent_sample(item)
+            except RejectedImage as exc:
+                rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+        return
+    decoded, origins = [], {}
+    for item in raws:
+        try:
+            pixels, _, _ = decode_rgb(item.data, job.image.max_pixels)
+        except RejectedImage as exc:
+            rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+            continue
+        decoded.append(Decoded(item.key, item.label, pixels))
+        origins[item.key] = item.origin
+    if not decoded:
+        return
+    transform = transform if transform is not None else variant.make_transform()
+    outputs = transform(decoded, spec.split)
+    check_outputs(variant.name, spec, outputs)
+    for d in outputs:
+        yield encode_decoded(d, origins.get(d.key, f"{variant.name}:{d.key}"), job.image)
+
+
+def _raw_samples(spec: ShardSpec, job: ShardJob, rejects: list[dict]) -> Iterator[RawSample]:
+    for item in read_shard(spec, job.source_options):
+        if isinstance(item, Reject):
+            rejects.append(asdict(item))
+        else:
+            yield item
+
+
+def _encode_stored(key: str, label: int, origin: str, img: StoredImage,
+                   meta: dict) -> EncodedSample:
+    if img.is_jpeg:
+        return EncodedSample(key, label, origin, img, img.data, "jpg", meta)
+    return EncodedSample(key, label, origin, img, png_bytes(img.pixels()), "png", meta)
+
+
+def encode_decoded(d: Decoded, origin: str, params: ImageParams) -> EncodedSample:
+    """Store a variant's output image with ``params`` (resized only if ``max_resolution``)."""
+    pixels = resize_max_side(np.ascontiguousarray(d.pixels), params.max_resolution)
+    h, w = pixels.shape[:2]
+    if choose_jpeg(params, d.key, pixels.nbytes):
+        img = StoredImage(encode_jpeg(pixels, params.jpeg_quality), True, w, h, w, h)
+        return EncodedSample(d.key, d.label, origin, img, img.data, "jpg", d.meta)
+    img = StoredImage(pixels.tobytes(), False, w, h, w, h)
+    return EncodedSample(d.key, d.label, origin, img, png_bytes(pixels), "png", d.meta)
+
+
+def copy_parent_sample(item: RawSample) -> EncodedSample:
+    """A parent sample unchanged: its tar bytes verbatim (a JPEG stays the same JPEG in the
+    .beton too; a PNG becomes raw pixels there, as the parent stored it)."""
+    if item.data[:3] == b"\xff\xd8\xff":
+        with Image.open(io.BytesIO(item.data)) as im:
+            w, h = im.size
+        img = StoredImage(item.data, True, w, h, w, h)
+        return EncodedSample(item.key, item.label, item.origin, img, item.data, "jpg", {})
+    pixels, w, h = decode_rgb(item.data)
+    img = StoredImage(np.ascontiguousarray(pixels).tobytes(), False, w, h, w, h)
+    return EncodedSample(item.key, item.label, item.origin, img, item.data, "png", {})
+
+
+def check_outputs(variant: str, spec: ShardSpec, outputs: list[Decoded]) -> None:
+    """Raise ValueError naming the variant and sample when a transform's output is unusable."""
+    seen: set[str] = set()
+    for d in outputs:
+        where = f"variant {variant!r}, shard {spec.name}, sample {d.key!r}"
+        if d.key in seen:
+            raise ValueError(f"{where}: the transform returned this key twice; keys must be "
+                             "unique within a dataset")
+        seen.add(d.key)
+        px = d.pixels
+        if not (isinstance(px, np.ndarray) and px.dtype == np.uint8 and px.ndim == 3
+                and px.shape[2] == 3):
+            got = f"{type(px).__name__} {getattr(px, 'dtype', '')} {getattr(px, 'shape', '')}"
+            raise ValueError(f"{where}: pixels must be a uint8 H x W x 3 numpy array, got {got}")
 
 
 def _node_id() -> str:

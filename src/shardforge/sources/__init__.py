@@ -1,14 +1,15 @@
-"""Sources: class-folder trees, WebDataset shards and parquet files, local or s3://."""
+"""Sources: class-folder trees, WebDataset shards, parquet files and shardforge datasets
+(a variant's parent), local or s3://."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from shardforge.sources import folder, parquet, wds
+from shardforge.sources import dataset, folder, parquet, wds
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions, SourcePlan
 from shardforge.storage import resolve
 
-READERS = {folder.KIND: folder, wds.KIND: wds, parquet.KIND: parquet}
+READERS = {folder.KIND: folder, wds.KIND: wds, parquet.KIND: parquet, dataset.KIND: dataset}
 KINDS = tuple(READERS)
 
 

@@ -1,0 +1,84 @@
+"""A shardforge dataset as a source (what variants read): samples by byte range, keys kept.
+
+Unlike the ``wds`` source (which treats tars as foreign and derives new keys), this reads
+a parent dataset through its ``index.parquet``, so every sample keeps its parent key and
+label: a variant's samples line up with the parent's by key. Specs come in two shapes:
+
+* per tar (:func:`plan`): one output shard per parent tar, samples in index order;
+* per class (:func:`plan_by_class`): one output shard per (split, class), for variants
+  that work on a class at a time (RDED); shard ``index`` is the class index.
+
+Each spec's ``items`` are ``(tar_name, offset, size, key, label)`` tuples; ``source`` is
+the parent dataset's root URL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Iterator
+
+import numpy as np
+
+from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions, SourcePlan
+
+KIND = "dataset"
+
+
+def _open(url: str):
+    from shardforge.stream.dataset import open_dataset, resolve_dataset
+
+    return open_dataset(resolve_dataset(url))
+
+
+def _items(index, rows: np.ndarray) -> tuple:
+    names = [u.rsplit("/", 1)[-1] for u in index.shard_urls]
+    return tuple((names[int(index.shard[r])], int(index.offset[r]), int(index.size[r]),
+                  str(index.key[r]), int(index.label[r])) for r in rows)
+
+
+def plan(url: str, options: SourceOptions, by_class: Collection[str] = ()) -> SourcePlan:
+    """One spec per parent tar; splits named in ``by_class`` get one spec per class instead.
+
+    ``url``: a dataset directory or catalog reference. The plan's classes are the parent's.
+    """
+    ref = _open(url)
+    shards: list[ShardSpec] = []
+    for split, index in sorted(ref.splits.items()):
+        if split in by_class:
+            for label in np.unique(index.label).tolist():
+                rows = np.flatnonzero(index.label == label)
+                shards.append(ShardSpec(KIND, ref.url, split, int(label), _items(index, rows)))
+            continue
+        for shard_id in range(len(index.shard_urls)):
+            rows = np.flatnonzero(index.shard == shard_id)
+            shards.append(ShardSpec(KIND, ref.url, split, shard_id, _items(index, rows)))
+    return SourcePlan(KIND, ref.url, list(ref.classes), shards, [])
+
+
+def plan_by_class(url: str, options: SourceOptions, splits: Collection[str]) -> SourcePlan:
+    """:func:`plan` with one spec per (split, class) for the splits in ``splits``."""
+    return plan(url, options, by_class=splits)
+
+
+def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:
+    """The spec's samples, read by byte range from the parent's tars, in spec order."""
+    from shardforge.storage import resolve
+    from shardforge.stream.reader import RangeReader
+
+    if not spec.items:
+        return
+    names = sorted({item[0] for item in spec.items})
+    root = resolve(spec.source).join("wds")
+    reader = RangeReader([root.join(n).url for n in names])
+    sid = {n: i for i, n in enumerate(names)}
+    try:
+        blobs = reader.read(np.array([sid[it[0]] for it in spec.items], np.int64),
+                            np.array([it[1] for it in spec.items], np.int64),
+                            np.array([it[2] for it in spec.items], np.int64))
+    except OSError as exc:
+        for name, _, _, key, _ in spec.items:
+            yield Reject(f"{name}#{key}", f"unreadable parent shard: {exc}", spec.split)
+        return
+    finally:
+        reader.close()
+    for (name, _, _, key, label), blob in zip(spec.items, blobs, strict=True):
+        yield RawSample(key, label, f"{name}#{key}", bytes(blob))

@@ -473,9 +473,13 @@ def _texture_for(rng: np.random.Generator, split: str, cls_id: int, num_classes:
 
 
 def render_demo_image(
-    spec: DemoSpec, split: str, class_name: str, index: int
+    spec: DemoSpec, split: str, class_name: str, index: int, texture: str | None = None
 ) -> tuple[Image.Image, dict]:
-    """Render one image deterministically; returns it and its metadata (shape, texture, size)."""
+    """Render one image deterministically; returns it and its metadata (shape, texture, size).
+
+    ``texture``: a class name whose texture replaces the drawn one (cue-conflict stimuli);
+    everything else is as in the split's image ``index``.
+    """
     if split not in _SPLIT_IDS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     cls_id = CLASS_NAMES.index(class_name)
@@ -484,6 +488,8 @@ def render_demo_image(
     rng = _image_rng(spec, split, class_name, index)
     w, h = _image_size(rng, spec)
     tex_id = _texture_for(rng, split, cls_id, spec.num_classes)
+    if texture is not None:
+        tex_id = CLASS_NAMES.index(texture)
     grid = (np.arange(w, dtype=np.float32)[None, :], np.arange(h, dtype=np.float32)[:, None])
 
     mask = _shape_mask(class_name, rng, w, h)

@@ -50,7 +50,7 @@ def test_repository_cards_validate():
 
 def test_only_ingest_is_implemented():
     assert get_pipeline("ingest").implemented
-    for name in ("unlearnable", "reinforce", "distill", "stylize"):
+    for name in ("unlearnable", "reinforce", "stylize"):
         assert not get_pipeline(name).implemented
     with pytest.raises(CatalogError, match="did you mean: distill"):
         get_pipeline("distil")
@@ -152,8 +152,7 @@ def test_build_imagenet_without_source_names_card_field_and_fix(tmp_path, monkey
 
 @pytest.mark.parametrize("name, pipeline", [("demo-cuda", "unlearnable"),
                                             ("imagenet-plus", "reinforce"),
-                                            ("stylized-imagenet", "stylize"),
-                                            ("demo-rded-ipc10", "distill")])
+                                            ("stylized-imagenet", "stylize")])
 def test_build_of_planned_pipeline_fails_naming_it(tmp_path, monkeypatch, name, pipeline):
     monkeypatch.delenv("SHARDFORGE_DEMO_CUDA_KEY", raising=False)
     with pytest.raises(PipelineNotImplemented, match=f"pipeline '{pipeline}' is not implemented"):

@@ -233,3 +233,74 @@ def test_make_variant_pins_observer(tmp_path):
     assert spec.make_transform()(_class_samples(0, 4), "train")[0].meta == out[0].meta
     random_spec = make_variant({"ipc": 1, "size": 32, "method": "random"}, {})
     assert not random_spec.use_actors and "observer" not in random_spec.params
+
+
+# -- end to end: the Ray job over an ingested dataset -------------------------------------
+
+
+def _parent_classes(out: str) -> list[str]:
+    import json
+    import os
+
+    with open(os.path.join(out, "summary.json")) as f:
+        return json.load(f)["classes"]
+
+
+def _tar_images(out: str, split: str) -> dict[str, bytes]:
+    import glob
+    import os
+    import tarfile
+
+    images = {}
+    for path in sorted(glob.glob(os.path.join(out, "wds", f"*-{split}-*.tar"))):
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith((".jpg", ".png")):
+                    images[m.name.split(".", 1)[0]] = tar.extractfile(m).read()
+    return images
+
+
+@pytest.mark.slow
+def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
+    import io
+    import os
+
+    from helpers import ffcv_labels, file_bytes, wds_samples
+
+    from shardforge.variants.distill import distill
+
+    classes = _parent_classes(demo_dataset)
+    run_dir = tmp_path / "observer"
+    _save_checkpoint(run_dir / "checkpoint_epoch0003", _tiny_observer(len(classes)), classes)
+    params = {"ipc": 1, "size": 32, "factor": 2, "mipc": 6, "num_crop": 2, "seed": 0,
+              "observer": str(run_dir)}
+    out = str(tmp_path / "rded")
+    summary = distill(demo_dataset, params, "demo-rded", out, register=False,
+                      num_actors=1, log=io.StringIO())
+    train = wds_samples(out, "demo-rded", "train")
+    assert sorted(k for k, _, _ in train) == [f"rded-{c:04d}-0000" for c in range(10)]
+    assert summary["splits"]["train"]["samples"] == 10
+    assert all(len(meta["patches"]) == 4 for _, _, meta in train)
+    beton = os.path.join(out, "beton", "demo-rded-train.beton")
+    assert sorted(ffcv_labels(beton)) == list(range(10))
+    assert _tar_images(out, "val") == _tar_images(demo_dataset, "val")   # val copied
+    vparams = summary["variant"]["params"]
+    assert vparams["observer_file"].endswith("checkpoint_epoch0003/state.pt")
+    assert len(vparams["observer_sha256"]) == 64
+    # the same seed again (a fresh output, other worker count) gives the same bytes
+    out2 = str(tmp_path / "rded2")
+    distill(demo_dataset, params, "demo-rded", out2, register=False, num_actors=2,
+            log=io.StringIO())
+    assert file_bytes(out2) == file_bytes(out)
+
+
+def test_distill_refuses_mismatched_class_order(demo_dataset, tmp_path):
+    from shardforge.variants.distill import distill_variant
+
+    classes = _parent_classes(demo_dataset)
+    _save_checkpoint(tmp_path / "checkpoint_epoch0001", _tiny_observer(len(classes)),
+                     classes[::-1])
+    with pytest.raises(ValueError, match="class order mismatch") as exc:
+        distill_variant({"ipc": 1, "size": 32, "observer": str(tmp_path)}, tuple(classes),
+                        "demo", num_gpus=0)
+    assert classes[0] in str(exc.value) and classes[-1] in str(exc.value)

@@ -8,6 +8,7 @@ import importlib
 from shardforge.catalog.pipelines import Pipeline
 
 VARIANT_MODULES: tuple[str, ...] = (
+    "shardforge.variants.cuda",
     "shardforge.variants.distill",
 )
 

@@ -1,0 +1,350 @@
+"""CUDA unlearnable datasets: filters, the transform against a direct reference, the poison
+decision, and the variant end to end (both formats read back, val untouched, worker-count
+independence, the key never stored)."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import os
+import sqlite3
+import tarfile
+
+import numpy as np
+import pytest
+from helpers import ffcv_labels, file_bytes, index_rows, wds_samples
+
+from shardforge.catalog.secrets import MIN_SECRET_CHARS, fingerprint
+from shardforge.variants import cuda
+from shardforge.variants.base import Decoded
+from shardforge.variants.cuda import (
+    apply_cuda,
+    class_filter,
+    class_filters,
+    default_params,
+    is_poisoned,
+    make_variant,
+    secrets_of,
+)
+
+KEY = "correct-horse-battery-staple-42"
+OTHER_KEY = "another-private-key-0123456789"
+
+
+def reference_cuda(pixels: np.ndarray, filt: np.ndarray, grayscale: bool = False) -> np.ndarray:
+    """The paper's steps written out directly: x in [0, 1], zero-padded depthwise
+    cross-correlation (one filter, every channel), optional channel mean, / global max,
+    x255, clip, truncate. float64 throughout."""
+    k = filt.shape[0]
+    r = k // 2
+    h, w, _ = pixels.shape
+    x = np.zeros((h + 2 * r, w + 2 * r, 3))
+    x[r:r + h, r:r + w] = pixels / 255.0
+    y = np.zeros((h, w, 3))
+    for i in range(k):
+        for j in range(k):
+            y += filt[i, j] * x[i:i + h, j:j + w]
+    if grayscale:
+        y = np.repeat(y.mean(axis=2, keepdims=True), 3, axis=2)
+    y = y / y.max() * 255.0
+    return np.clip(y, 0, 255).astype(np.uint8)
+
+
+# -- filters -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k,pb", [(3, 0.3), (9, 0.06), (5, 1.0)])
+def test_filters_have_the_papers_form(k, pb):
+    filters = class_filters(KEY, 10, k, pb)
+    assert filters.shape == (10, k, k)
+    for f in filters:
+        ones = np.argwhere(f == 1.0)
+        assert len(ones) == 1                       # exactly one position set to 1
+        rest = np.delete(f.ravel(), ones[0][0] * k + ones[0][1])
+        assert rest.min() >= 0.0 and rest.max() <= pb
+        assert np.all(rest * 2 ** cuda.WEIGHT_BITS == np.round(rest * 2 ** cuda.WEIGHT_BITS))
+    # the 1.0 is not always in the same place, and weights look uniform on [0, pb]
+    assert len({tuple(np.argwhere(f == 1.0)[0]) for f in class_filters(KEY, 50, k, pb)}) > 1
+    weights = np.concatenate([f[f != 1.0] for f in class_filters(KEY, 200, k, pb)])
+    assert abs(weights.mean() - pb / 2) < 0.05 * pb
+
+
+def test_same_key_same_filters_other_key_other_filters():
+    a = class_filters(KEY, 10, 3, 0.3)
+    assert np.array_equal(a, class_filters(KEY, 10, 3, 0.3))
+    assert np.array_equal(a[3], class_filter(KEY, 3, 3, 0.3))    # independent of num_classes
+    b = class_filters(OTHER_KEY, 10, 3, 0.3)
+    assert all(not np.array_equal(a[c], b[c]) for c in range(10))
+    assert all(not np.array_equal(a[c], a[c + 1]) for c in range(9))   # class-wise
+
+
+def test_default_params_by_resolution():
+    assert default_params(32) == (3, 0.3) == default_params(64)
+    assert default_params(224) == (9, 0.06) == default_params(256)
+    with pytest.raises(ValueError, match="resolution"):
+        default_params(0)
+
+
+@pytest.mark.parametrize("k,pb", [(2, 0.3), (17, 0.3), (3, 0.0), (3, 1.5)])
+def test_bad_filter_params_are_named(k, pb):
+    with pytest.raises(ValueError, match="kernel_size" if pb in (0.3,) else "pb"):
+        class_filter(KEY, 0, k, pb)
+
+
+# -- the transform -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("k", [1, 3, 9, 15])
+@pytest.mark.parametrize("shape", [(5, 7, 3), (1, 1, 3), (33, 20, 3)])
+@pytest.mark.parametrize("grayscale", [False, True])
+def test_apply_cuda_matches_a_direct_reference(k, shape, grayscale):
+    rng = np.random.default_rng(k * 100 + shape[0])
+    img = rng.integers(0, 256, shape, dtype=np.uint8)
+    filt = class_filter(KEY, 1, k, 0.5)
+    got = apply_cuda(img, filt, grayscale)
+    want = reference_cuda(img, filt, grayscale)
+    assert got.dtype == np.uint8 and got.shape == img.shape
+    diff = np.abs(got.astype(int) - want.astype(int))
+    # the reference rounds; apply_cuda is exact: one grey level at most, and rarely
+    assert diff.max() <= 1 and (diff > 0).mean() < 0.01
+    assert got.max() == 255                         # divided by the global max
+    if grayscale:
+        assert np.array_equal(got[:, :, 0], got[:, :, 1])
+
+
+def test_apply_cuda_is_exact_on_integer_math():
+    """floor(255 * y / max y) with y the convolution in exact integer arithmetic."""
+    rng = np.random.default_rng(7)
+    img = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
+    filt = class_filter(KEY, 4, 3, 0.3)
+    m = np.round(filt * 2 ** cuda.WEIGHT_BITS).astype(object)      # Python ints
+    pad = np.zeros((14, 11, 3), dtype=object)
+    pad[1:13, 1:10] = img.astype(object)
+    y = sum(m[i, j] * pad[i:i + 12, j:j + 9] for i in range(3) for j in range(3))
+    top = max(y.ravel())
+    want = np.vectorize(lambda v: (255 * v) // top)(y).astype(np.uint8)
+    assert np.array_equal(apply_cuda(img, filt), want)
+
+
+def test_black_image_stays_black_and_bad_input_is_named():
+    black = np.zeros((4, 4, 3), np.uint8)
+    assert np.array_equal(apply_cuda(black, class_filter(KEY, 0, 3, 0.3)), black)
+    with pytest.raises(ValueError, match="uint8 H x W x 3"):
+        apply_cuda(np.zeros((4, 4), np.uint8), class_filter(KEY, 0, 3, 0.3))
+
+
+def test_poison_decision_is_deterministic_and_about_p():
+    keys = [f"sample_{i:06d}" for i in range(4000)]
+    for p in (0.25, 0.5, 0.75):
+        chosen = [is_poisoned(KEY, k, p) for k in keys]
+        assert chosen == [is_poisoned(KEY, k, p) for k in keys]
+        assert abs(np.mean(chosen) - p) < 0.03
+    assert all(is_poisoned(KEY, k, 1.0) for k in keys)
+    assert not any(is_poisoned(KEY, k, 0.0) for k in keys)
+    # nested: a sample poisoned at p is poisoned at every larger p (one draw per sample)
+    assert all(is_poisoned(KEY, k, 0.75) for k in keys if is_poisoned(KEY, k, 0.25))
+    assert [is_poisoned(KEY, k, 0.5) for k in keys] != [is_poisoned(OTHER_KEY, k, 0.5)
+                                                        for k in keys]
+
+
+def test_transform_uses_the_samples_class_filter_and_marks_poisoned():
+    rng = np.random.default_rng(3)
+    samples = [Decoded(f"s{i:03d}", i % 4, rng.integers(0, 256, (40, 30, 3), dtype=np.uint8))
+               for i in range(40)]
+    variant = make_variant({"p": 0.5}, secrets_of(KEY))
+    out = variant.make_transform()(samples, "train")
+    assert [o.key for o in out] == [s.key for s in samples]
+    for s, o in zip(samples, out, strict=True):
+        assert o.meta["poisoned"] == is_poisoned(KEY, s.key, 0.5)
+        want = apply_cuda(s.pixels, class_filter(KEY, s.label, 3, 0.3)) \
+            if o.meta["poisoned"] else s.pixels          # 40 px: small-image defaults
+        assert np.array_equal(o.pixels, want)
+    assert 0 < sum(o.meta["poisoned"] for o in out) < 40
+
+
+def test_variant_params_hold_the_fingerprint_never_the_key():
+    variant = make_variant({"kernel_size": 3, "pb": 0.3}, secrets_of(KEY))
+    assert variant.name == "unlearnable" and variant.splits == ("train",)
+    assert variant.params["key_fingerprint"] == fingerprint(KEY)
+    assert KEY not in json.dumps(variant.params) and KEY not in repr(variant)
+    with pytest.raises(ValueError, match=f"at least {MIN_SECRET_CHARS}"):
+        make_variant({}, {"private_key": "short"})
+    with pytest.raises(ValueError, match="private_key"):
+        make_variant({}, {})
+    with pytest.raises(ValueError, match="poison fraction"):
+        make_variant({"p": 1.5}, secrets_of(KEY))
+
+
+def test_pipeline_is_registered_with_the_card_schema():
+    from shardforge.catalog.pipelines import get_pipeline
+
+    pipeline = get_pipeline("unlearnable")
+    assert pipeline.implemented and pipeline.secrets == ("private_key",)
+    assert set(pipeline.params) == {"method", "kernel_size", "pb", "p", "grayscale",
+                                    "num_classes"}
+
+
+# -- the job's key handling ----------------------------------------------------------------
+
+def _job():
+    import importlib.util
+
+    path = os.path.join(os.path.dirname(__file__), "..", "pipelines", "unlearnable.py")
+    spec = importlib.util.spec_from_file_location("unlearnable_job", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_key_from_file_or_env_never_from_the_command_line(tmp_path, monkeypatch, capsys):
+    from shardforge.variants.cuda_job import read_key
+
+    key_file = tmp_path / "key"
+    key_file.write_text(KEY + "\n")
+    assert read_key(key_file=str(key_file)) == KEY
+    monkeypatch.setenv("SF_TEST_CUDA_KEY", KEY)
+    assert read_key(key_env="SF_TEST_CUDA_KEY") == KEY
+    with pytest.raises(ValueError, match="SF_TEST_UNSET.*not set"):
+        read_key(key_env="SF_TEST_UNSET")
+    short = tmp_path / "short"
+    short.write_text("abc")
+    with pytest.raises(ValueError, match="has 3 characters"):
+        read_key(key_file=str(short))
+    job = _job()
+    with pytest.raises(SystemExit) as exc:
+        job.parse_args(["--source", "demo", "--name", "x", "--key", KEY])
+    assert exc.value.code == 2 and "shell history" in capsys.readouterr().err
+    with pytest.raises(SystemExit):     # a key source is required
+        job.parse_args(["--source", "demo", "--name", "x"])
+
+
+# -- end to end ----------------------------------------------------------------------------
+
+def _tar_images(out: str) -> dict[str, bytes]:
+    images = {}
+    for rel in sorted(os.listdir(os.path.join(out, "wds"))):
+        with tarfile.open(os.path.join(out, "wds", rel)) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith((".jpg", ".png")):
+                    images[m.name.split(".", 1)[0]] = tar.extractfile(m).read()
+    return images
+
+
+def _pixels(data: bytes) -> np.ndarray:
+    from PIL import Image
+
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
+
+
+@pytest.fixture(scope="module")
+def cuda_build(demo_dataset, ray_local, tmp_path_factory):
+    """demo (session fixture, 96 px) through the job's main() at p=0.5, key from a file."""
+    home = tmp_path_factory.mktemp("cuda-home")
+    key_file = home / "key"
+    key_file.write_text(KEY)
+    from shardforge.catalog import register_build
+
+    with open(os.path.join(demo_dataset, "summary.json")) as f:
+        register_build(str(home), "demo", json.load(f))
+    out = str(home / "demo-cuda")
+    rc = _job().main(["--source", "demo", "--name", "demo-cuda", "--key-file", str(key_file),
+                      "--p", "0.5", "--home", str(home), "--out", out])
+    assert rc == 0
+    with open(os.path.join(out, "summary.json")) as f:
+        return demo_dataset, out, str(home), json.load(f)
+
+
+def test_end_to_end_both_formats_val_untouched(cuda_build):
+    parent, out, home, summary = cuda_build
+    parent_rows = {r["key"]: r for r in index_rows(parent)}
+    rows = index_rows(out)
+    assert sorted(r["key"] for r in rows) == sorted(parent_rows)
+    parent_img, child_img = _tar_images(parent), _tar_images(out)
+    train = wds_samples(out, "demo-cuda", "train")
+    assert len(train) == 60 == summary["splits"]["train"]["samples"]
+    poisoned = {k: meta["poisoned"] for k, _, meta in train}
+    assert poisoned == {k: is_poisoned(KEY, k, 0.5) for k in poisoned}
+    assert 0 < sum(poisoned.values()) < 60
+    for r in rows:
+        if r["split"] == "val":
+            assert child_img[r["key"]] == parent_img[r["key"]]        # byte for byte
+            continue
+        src = _pixels(parent_img[r["key"]])
+        want = apply_cuda(src, class_filter(KEY, r["label"], *default_params(max(src.shape))))
+        got = _pixels(child_img[r["key"]])
+        assert np.array_equal(got, want if poisoned[r["key"]] else src)
+    for split in ("train", "val"):
+        beton = os.path.join(out, "beton", f"demo-cuda-{split}.beton")
+        expected = [r["label"] for r in sorted((r for r in rows if r["split"] == split),
+                                                key=lambda r: r["beton_index"])]
+        assert ffcv_labels(beton) == expected
+    assert summary["variant"]["params"]["key_fingerprint"] == fingerprint(KEY)
+
+
+def test_key_never_stored_fingerprint_is(cuda_build):
+    _parent, out, home, summary = cuda_build
+    from shardforge import catalog
+
+    build = catalog.get("demo-cuda", home=home)
+    assert build.parent == "demo@v1" and build.pipeline == "unlearnable"
+    assert build.secrets == {"private_key": fingerprint(KEY)}
+    assert build.params["key_fingerprint"] == fingerprint(KEY)
+    stored = [os.path.join(out, "summary.json"), os.path.join(out, "index.parquet"),
+              os.path.join(home, "catalog.db")]
+    stored += [os.path.join(out, d, f) for d in ("wds", "beton") for f in
+               os.listdir(os.path.join(out, d))]
+    for path in stored:
+        with open(path, "rb") as f:
+            assert KEY.encode() not in f.read(), path
+    with sqlite3.connect(os.path.join(home, "catalog.db")) as db:
+        dump = "\n".join(db.iterdump())
+    assert KEY not in dump and fingerprint(KEY) in dump
+
+
+def test_one_worker_and_two_workers_give_the_same_bytes(cuda_build, tmp_path):
+    """The same key: the module build (tasks on a 2-CPU Ray) vs one actor doing every shard."""
+    from shardforge.variants.run import run_variant
+
+    parent, out, _home, _summary = cuda_build
+    variant = make_variant({"p": 0.5}, secrets_of(KEY))
+    one = dataclasses.replace(variant, use_actors=True, num_actors=1)
+    single = str(tmp_path / "one")
+    run_variant(parent, one, "demo-cuda", single, register=False, log=io.StringIO())
+    assert file_bytes(single) == file_bytes(out)
+    other = str(tmp_path / "other-key")
+    run_variant(parent, make_variant({"p": 0.5}, secrets_of(OTHER_KEY)), "demo-cuda", other,
+                register=False, log=io.StringIO())
+    mine, theirs = _tar_images(out), _tar_images(other)
+    rows = index_rows(out)
+    train = [r["key"] for r in rows if r["split"] == "train"]
+    val = [r["key"] for r in rows if r["split"] == "val"]
+    both = [k for k in train if is_poisoned(KEY, k, 0.5) and is_poisoned(OTHER_KEY, k, 0.5)]
+    assert both and all(mine[k] != theirs[k] for k in both)
+    assert all(mine[k] == theirs[k] for k in val)
+
+
+def test_rerun_reuses_the_build(cuda_build):
+    parent, out, home, summary = cuda_build
+    before = file_bytes(out)
+    key_file = os.path.join(home, "key")
+    rc = _job().main(["--source", "demo", "--name", "demo-cuda", "--key-file", key_file,
+                      "--p", "0.5", "--home", home, "--out", out])
+    assert rc == 0 and file_bytes(out) == before
+    from shardforge import catalog
+
+    assert catalog.get("demo-cuda", home=home).version == 1
+
+
+def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_local, tmp_path):
+    from shardforge.variants.run import run_variant
+
+    out = str(tmp_path / "sub")
+    variant = make_variant({"num_classes": 3}, secrets_of(KEY))
+    summary = run_variant(demo_dataset, variant, "sub", out, register=False, log=io.StringIO())
+    rows = index_rows(out)
+    assert {r["label"] for r in rows} == {0, 1, 2}
+    assert summary["splits"]["train"]["samples"] == 18 and summary["splits"]["val"]["samples"] == 6
+    val = wds_samples(out, "sub", "val")
+    assert not any(meta["poisoned"] for _, _, meta in val)
+    parent_img, child_img = _tar_images(demo_dataset), _tar_images(out)
+    for key, _, _ in val:      # clean pixels, re-encoded losslessly
+        assert np.array_equal(_pixels(child_img[key]), _pixels(parent_img[key]))

@@ -79,9 +79,14 @@ class OptimConfig:
     nesterov: bool = False
     weight_decay: float = 5e-5
     label_smoothing: float = 0.1
+    name: str = "sgd"             # sgd | adamw (RDED recipe)
+    schedule: str = "triangular"  # triangular (ffcv-imagenet) | half_cosine (RDED: lr -> lr/2)
 
     def __post_init__(self) -> None:
         _check(self.lr > 0, f"optim.lr must be > 0, got {self.lr}")
+        _check(self.name in ("sgd", "adamw"), f"optim.name must be sgd or adamw, got {self.name!r}")
+        _check(self.schedule in ("triangular", "half_cosine"),
+               f"optim.schedule must be triangular or half_cosine, got {self.schedule!r}")
         _check(0.0 <= self.label_smoothing < 1.0,
                f"optim.label_smoothing must be in [0, 1), got {self.label_smoothing}")
 
@@ -96,8 +101,13 @@ class TrainingConfig:
     channels_last: str | bool = "auto"   # auto: on for GPU
     crop_scale: tuple[float, float] = (0.08, 1.0)   # random-resized-crop area fraction range
     seed: int = 0
+    patch_shuffle: int = 1        # shuffle each image's N x N patch grid (RDED; 1 = off)
+    cutmix: float = 0.0           # CutMix Beta(alpha, alpha) per batch (0 = off; needs teacher)
 
     def __post_init__(self) -> None:
+        _check(self.patch_shuffle >= 1,
+               f"training.patch_shuffle must be >= 1 (1 = off), got {self.patch_shuffle}")
+        _check(self.cutmix >= 0, f"training.cutmix must be >= 0 (0 = off), got {self.cutmix}")
         object.__setattr__(self, "crop_scale", tuple(float(x) for x in self.crop_scale))
         _check(len(self.crop_scale) == 2 and 0 < self.crop_scale[0] <= self.crop_scale[1] <= 1,
                f"training.crop_scale must be [min, max] with 0 < min <= max <= 1, "
@@ -188,6 +198,9 @@ class TrainConfig:
         _check(self.optim.lr_peak_epoch <= self.training.epochs,
                f"optim.lr_peak_epoch {self.optim.lr_peak_epoch} is after the last epoch "
                f"({self.training.epochs})")
+        _check(self.training.cutmix == 0 or self.targets.kind == "teacher",
+               "training.cutmix mixes images without mixing labels: it needs "
+               "targets.kind=teacher (the teacher labels the mixed images)")
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None, source: str = "config") -> TrainConfig:

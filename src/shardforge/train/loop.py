@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shardforge.train.batch_augment import BatchAugment
 from shardforge.train.checkpoint import STATE_FORMAT, checkpoint_name, save_state
 from shardforge.train.config import TrainConfig
 from shardforge.train.data import EpochData, make_epoch_data
@@ -21,7 +22,7 @@ from shardforge.train.dataset import DatasetInfo
 from shardforge.train.evaluate import autocast, evaluate_counts, summarize
 from shardforge.train.metrics import append_metrics, format_metrics, topk_correct
 from shardforge.train.models import build_model
-from shardforge.train.optim import make_sgd
+from shardforge.train.optim import make_optimizer
 from shardforge.train.schedule import iteration_lrs, resolution_at
 from shardforge.train.session import Session, scratch_dir
 from shardforge.train.targets import Targets, TeacherTargets
@@ -57,11 +58,17 @@ def broadcast_buffers(model: nn.Module) -> None:
 def train_one_epoch(model: nn.Module, data: EpochData, targets: Targets,
                     optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler,
                     epoch: int, res: int, cfg: TrainConfig, device: torch.device,
-                    amp_dtype: torch.dtype | None) -> torch.Tensor:
-    """One epoch; returns float64 sums ``[loss * n, correct, n, steps]`` for this worker."""
+                    amp_dtype: torch.dtype | None,
+                    augment: BatchAugment | None = None) -> torch.Tensor:
+    """One epoch; returns float64 sums ``[loss * n, correct, n, steps]`` for this worker.
+
+    ``augment`` (patch shuffle, CutMix) changes the images before model and targets."""
     model.train()
     steps = data.train_steps()
-    lrs = iteration_lrs(epoch, steps, cfg.optim.lr, cfg.training.epochs, cfg.optim.lr_peak_epoch)
+    lrs = iteration_lrs(epoch, steps, cfg.optim.lr, cfg.training.epochs, cfg.optim.lr_peak_epoch,
+                        cfg.optim.schedule)
+    if augment is not None:
+        augment.start_epoch(epoch)
     sums = torch.zeros(4, dtype=torch.float64)
     for i, batch in enumerate(data.train_epoch(epoch, res)):
         lr = float(lrs[min(i, len(lrs) - 1)]) if len(lrs) else 0.0
@@ -69,6 +76,8 @@ def train_one_epoch(model: nn.Module, data: EpochData, targets: Targets,
             group["lr"] = lr
         batch.images = batch.images.to(device, non_blocking=True)
         batch.labels = batch.labels.to(device, non_blocking=True)
+        if augment is not None and augment.active:
+            batch.images = augment(batch.images)
         optimizer.zero_grad(set_to_none=True)
         with autocast(device, amp_dtype):
             logits = model(batch.images)
@@ -112,7 +121,8 @@ def run_worker(payload: dict, session: Session) -> list[dict]:
     model = build_model(**spec).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    optimizer = make_sgd(model, cfg.optim.weight_decay, cfg.optim.momentum, cfg.optim.nesterov)
+    optimizer = make_optimizer(model, cfg.optim.name, cfg.optim.weight_decay,
+                               cfg.optim.momentum, cfg.optim.nesterov)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start, history = _resume(session.resume_state(), model, optimizer, scaler)
     if start and session.rank == 0:
@@ -129,12 +139,14 @@ def run_worker(payload: dict, session: Session) -> list[dict]:
         raise ValueError(f"targets.kind={cfg.targets.kind} needs sample ids, which the "
                          f"{cfg.data.loader} loader does not provide yet")
 
+    augment = BatchAugment(cfg.training.patch_shuffle, cfg.training.cutmix, cfg.training.seed,
+                           session.rank)
     for epoch in range(start, cfg.training.epochs):
         res = resolution_at(epoch, cfg.resolution.min_res, cfg.resolution.max_res,
                             cfg.resolution.start_ramp, cfg.resolution.end_ramp)
         t0 = time.perf_counter()
         train_sums = train_one_epoch(trained, data, targets, optimizer, scaler, epoch, res, cfg,
-                                     device, amp_dtype)
+                                     device, amp_dtype, augment)
         train_sums = _all_reduce(train_sums, device)
         t1 = time.perf_counter()
         broadcast_buffers(model)

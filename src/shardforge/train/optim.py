@@ -30,3 +30,20 @@ def make_sgd(model: nn.Module, weight_decay: float, momentum: float = 0.9,
     """SGD over :func:`param_groups`; the learning rate is set per iteration by the loop."""
     return torch.optim.SGD(param_groups(model, weight_decay), lr=0.0, momentum=momentum,
                            nesterov=nesterov)
+
+
+#: ``optim.name`` values.
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def make_optimizer(model: nn.Module, name: str, weight_decay: float, momentum: float = 0.9,
+                   nesterov: bool = False) -> torch.optim.Optimizer:
+    """The optimizer ``optim.name`` selects (learning rate 0: the loop sets it per step).
+
+    ``sgd``: :func:`make_sgd`. ``adamw``: AdamW with ``weight_decay`` on every parameter,
+    as RDED's training recipe (Sun et al. 2024: AdamW, lr 1e-3, weight decay 0.01)."""
+    if name == "sgd":
+        return make_sgd(model, weight_decay, momentum, nesterov)
+    if name == "adamw":
+        return torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=weight_decay)
+    raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")

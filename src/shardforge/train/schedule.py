@@ -24,13 +24,33 @@ def lr_at(epoch: float, lr: float, epochs: int, peak_epoch: float = 2.0) -> floa
     return float(np.interp(epoch, [0.0, peak_epoch, float(epochs)], [1e-4 * lr, lr, 0.0]))
 
 
+#: ``optim.schedule`` values: ffcv-imagenet's triangular, RDED's half cosine.
+SCHEDULES = ("triangular", "half_cosine")
+
+
+def half_cosine_lr_at(epoch: float, lr: float, epochs: int) -> float:
+    """RDED's schedule (Sun et al. 2024, training code): the first half of a cosine,
+    ``lr * 0.5 * (1 + cos(pi * epoch / (2 * epochs)))``: ``lr`` at epoch 0 down to
+    ``lr / 2`` at ``epochs``."""
+    if epochs <= 0:
+        raise ValueError(f"epochs must be > 0, got {epochs}")
+    return float(lr * 0.5 * (1.0 + np.cos(np.pi * min(epoch, epochs) / (2.0 * epochs))))
+
+
 def iteration_lrs(epoch: int, iters: int, lr: float, epochs: int,
-                  peak_epoch: float = 2.0) -> np.ndarray:
+                  peak_epoch: float = 2.0, schedule: str = "triangular") -> np.ndarray:
     """Per-iteration learning rates of ``epoch`` (``iters`` steps), as ffcv-imagenet does.
 
     Step ``i`` gets ``lr_at(epoch + i / iters)``: the interpolation between the epoch's start
     and end rate. Returns an array of length ``iters`` (empty when ``iters`` is 0).
+    ``schedule`` ``half_cosine`` uses :func:`half_cosine_lr_at` instead (``peak_epoch``
+    unused).
     """
+    if schedule not in SCHEDULES:
+        raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
+    if schedule == "half_cosine":
+        start, end = half_cosine_lr_at(epoch, lr, epochs), half_cosine_lr_at(epoch + 1, lr, epochs)
+        return np.interp(np.arange(iters), [0, iters], [start, end]) if iters else np.zeros(0)
     start, end = lr_at(epoch, lr, epochs, peak_epoch), lr_at(epoch + 1, lr, epochs, peak_epoch)
     return np.interp(np.arange(iters), [0, iters], [start, end]) if iters else np.zeros(0)
 

@@ -30,9 +30,13 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     The parser's defaults include ``handler=run_eval_command``.
     """
     p = subparsers.add_parser("eval", help="evaluate a training checkpoint on a dataset split")
-    p.add_argument("checkpoint", help="state.pt, checkpoint_epochNNNN directory or run directory "
-                                      "(newest checkpoint); local path or URL")
-    p.add_argument("--data", required=True, help="dataset (ingest --out directory or URL)")
+    p.add_argument("checkpoint", nargs="?",
+                   help="state.pt, checkpoint_epochNNNN directory or run directory "
+                        "(newest checkpoint); local path or URL. `shardforge eval shape-bias "
+                        "--checkpoint C --stimuli DIR`: shape bias on cue-conflict stimuli")
+    p.add_argument("--data", help="dataset (ingest --out directory or URL); required")
+    p.add_argument("--checkpoint", dest="checkpoint_flag", help="shape-bias: the checkpoint")
+    p.add_argument("--stimuli", help="shape-bias: directory of SHAPE<i>-TEXTURE<j>.png stimuli")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--res", type=int, help="evaluation resolution (default: the checkpoint "
                                            "config's validation.res)")
@@ -105,6 +109,14 @@ def format_result(r: dict) -> str:
 
 def run_eval_command(args: argparse.Namespace) -> int:
     """Handle ``shardforge eval``: print the result (``--json``: as JSON); return the exit code."""
+    if args.checkpoint == "shape-bias":
+        from shardforge.variants.shape_bias import run_shape_bias_command
+
+        return run_shape_bias_command(args)
+    if not args.checkpoint or not args.data:
+        print("shardforge eval: error: CHECKPOINT and --data are required (see --help)",
+              file=sys.stderr)
+        return EXIT_USAGE
     try:
         result = evaluate_checkpoint(args.checkpoint, args.data, args.split, args.res,
                                      args.crop_ratio, args.batch_size, args.workers, args.device)

@@ -10,6 +10,7 @@ from shardforge.catalog.pipelines import Pipeline
 VARIANT_MODULES: tuple[str, ...] = (
     "shardforge.variants.cuda",
     "shardforge.variants.distill",
+    "shardforge.variants.stylize",
 )
 
 

@@ -92,6 +92,34 @@ def test_distillation_from_the_demo_run(demo, demo_run, tmp_path):
     assert final["train_loss"] < metrics[0]["train_loss"] / 2   # the KD loss falls
 
 
+@pytest.mark.parametrize("top_k", [3, None])
+def test_stored_soft_targets_from_the_demo_run(demo, demo_run, tmp_path, top_k):
+    """targets.kind topk (sparse, densified) / dense end to end through the wds loader."""
+    import numpy as np
+
+    from shardforge.train.soft_labels import export_soft_labels
+
+    run_dir, _ = demo_run
+    path = str(tmp_path / "soft.npz")
+    info = export_soft_labels(run_dir, demo, path, top_k=top_k, workers=1)
+    assert info["rows"] == 800
+    with np.load(path) as f:
+        if top_k:
+            assert f["topk_indices"].shape == (800, 3) and f["topk_probs"].dtype == np.float16
+        else:
+            assert f["probs"].shape == (800, 10)
+    kind = "topk" if top_k else "dense"
+    proc = _train(["--config", KD_CONFIG, "--data", demo, "--backend", "local", "--storage",
+                   str(tmp_path), "--name", kind, "--set", "data.loader=wds",
+                   "--set", f"targets.kind={kind}", "--set", f"targets.path={path}",
+                   "--set", "targets.teacher_checkpoint=null"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    final = read_metrics(str(tmp_path / kind))[-1]
+    print(f"stored {kind} targets: top1 {final['top1']:.3f}")
+    assert final["world_size"] == 2 and final["train_samples"] == 800
+    assert final["top1"] >= 0.3
+
+
 def test_training_resumes_after_a_kill(demo, tmp_path):
     """Kill the run after its first checkpoint; --resume continues the epoch counter."""
     args = ["--config", DEMO_CONFIG, "--data", demo, "--backend", "local", "--storage",

@@ -1,12 +1,14 @@
 """Stream a split of a shardforge dataset's WebDataset tars into PyTorch, sample-exact per rank.
 
 :class:`WdsStream` is a ``torch.utils.data.IterableDataset`` that yields whole batches
-``(images, labels)`` (``+ keys`` with ``with_keys``):
+``(images, labels)`` (``+ ids`` with ``with_ids``, ``+ keys`` with ``with_keys``):
 
 * ``images``: ``torch.uint8``, ``[B, S_h, S_w, 3]`` RGB (``layout="hwc"``, like FFCV's
   decoders) or ``[B, 3, S_h, S_w]`` (``layout="chw"``: a permuted view of the same memory,
   i.e. ``torch.channels_last``);
-* ``labels``: ``torch.int64`` ``[B]``; ``keys``: ``list[str]``.
+* ``labels``: ``torch.int64`` ``[B]``; ``ids`` (``with_ids``): ``torch.int64`` ``[B]``, each
+  sample's position in the split (= its row in the split's .beton, ``beton_index``);
+  ``keys`` (``with_keys``): ``list[str]``. Tuple order: images, labels, [ids], [keys].
 
 Partitioning (see :mod:`shardforge.stream.partition` for the exact rules): per epoch, a
 permutation of the split seeded by ``(seed, epoch)`` is cut into one contiguous slice per
@@ -102,7 +104,8 @@ class WdsStream(IterableDataset):
                  epoch: int = 0, transform: BatchTransform | None = None,
                  remainder: Remainder = "pad", drop_last: bool = False,
                  order: Order = "global", window: int | None = None, with_keys: bool = False,
-                 layout: Layout = "hwc", verify: bool = False, start: int = 0) -> None:
+                 layout: Layout = "hwc", verify: bool = False, start: int = 0,
+                 with_ids: bool = False) -> None:
         super().__init__()
         self.dataset = open_dataset(dataset)
         self.split = split
@@ -129,6 +132,7 @@ class WdsStream(IterableDataset):
         self.order = order
         self.window = int(window) if window is not None else DEFAULT_WINDOW
         self.with_keys = with_keys
+        self.with_ids = with_ids
         self.layout = layout
         self.verify = verify
 
@@ -230,10 +234,12 @@ class WdsStream(IterableDataset):
                                   f"at byte {idx.offset[p]}: {exc}") from exc
         if self.layout == "chw":
             images = images.permute(0, 3, 1, 2)
-        labels = torch.from_numpy(idx.label[pos].astype(np.int64))
+        out: tuple = (images, torch.from_numpy(idx.label[pos].astype(np.int64)))
+        if self.with_ids:
+            out += (torch.from_numpy(pos.astype(np.int64)),)
         if self.with_keys:
-            return images, labels, idx.key[pos].tolist()
-        return images, labels
+            out += (idx.key[pos].tolist(),)
+        return out
 
     def _check(self, pos: np.ndarray, blobs: list[memoryview]) -> None:
         for p, blob in zip(pos.tolist(), blobs, strict=True):
@@ -342,7 +348,7 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
                 seed: int = 0, epoch: int = 0, transform: BatchTransform | None = None,
                 remainder: Remainder = "pad", drop_last: bool = False,
                 order: Order = "global", window: int | None = None, with_keys: bool = False,
-                layout: Layout = "hwc", verify: bool = False,
+                layout: Layout = "hwc", verify: bool = False, with_ids: bool = False,
                 persistent_workers: bool = True, **dataloader_kwargs: Any) -> WdsLoader:
     """A :class:`WdsLoader` over a new :class:`WdsStream` (arguments as there).
 
@@ -354,7 +360,7 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
     stream = WdsStream(dataset, split, batch_size, rank=rank, world_size=world_size, seed=seed,
                        epoch=epoch, transform=transform, remainder=remainder,
                        drop_last=drop_last, order=order, window=window, with_keys=with_keys,
-                       layout=layout, verify=verify)
+                       layout=layout, verify=verify, with_ids=with_ids)
     return WdsLoader(stream, num_workers=num_workers,
                      persistent_workers=persistent_workers and num_workers > 0,
                      **dataloader_kwargs)

@@ -17,8 +17,8 @@ from typing import Any
 
 import yaml
 
-LOADERS = ("ffcv", "ray_data")
-TARGET_KINDS = ("hard", "topk", "dense", "teacher")
+LOADERS = ("ffcv", "wds", "ray_data")
+TARGET_KINDS = ("hard", "topk", "dense", "teacher", "reinforced")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
 
 
@@ -43,8 +43,10 @@ class ModelConfig:
 class DataConfig:
     """``data``: which loader feeds the trainers and its knobs."""
 
-    loader: str = "ffcv"          # ffcv (.beton, local/shared file) | ray_data (WebDataset tars)
-    num_workers: int = 8          # ffcv decoding threads per trainer; ray_data prefetch batches
+    loader: str = "ffcv"          # ffcv (.beton, local/shared file) | wds (shardforge's own
+    #                               WebDataset loader, local or s3://; yields sample ids, so
+    #                               stored soft targets work) | ray_data (WebDataset tars)
+    num_workers: int = 8          # ffcv threads / wds processes per trainer; ray_data prefetch
     in_memory: bool = True        # ffcv os_cache (page cache shared by trainers on a node)
     shuffle_buffer: int = 2000    # ray_data: local shuffle buffer per trainer, samples
 
@@ -135,7 +137,9 @@ class ValidationConfig:
 
 @dataclass(frozen=True)
 class TargetsConfig:
-    """``targets``: hard labels, stored soft targets (``path``) or an online teacher."""
+    """``targets``: hard labels, stored soft targets (``path``), an online teacher, or a
+    reinforced dataset's replayed teacher targets (``reinforced``, set automatically when
+    ``--data`` names a reinforced dataset)."""
 
     kind: str = "hard"
     path: str | None = None               # topk / dense: .npz soft-target file

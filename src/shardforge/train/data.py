@@ -117,9 +117,110 @@ class RayDataEpochData(EpochData):
         return {"kind": "ray_data"}
 
 
+class WdsEpochData(EpochData):
+    """This worker's share of the WebDataset tars through :mod:`shardforge.stream.wds_loader`:
+    equal batches per rank (the split padded to a multiple of the world size), a seeded
+    per-epoch order, DCT-domain decoding, and each sample's id (its .beton row) per batch."""
+
+    provides_sample_ids = True
+
+    def __init__(self, cfg: TrainConfig, info: DatasetInfo, session: Session,
+                 channels_last: bool) -> None:
+        from shardforge.stream.decode import CenterCrop
+        from shardforge.stream.wds_loader import make_loader
+
+        for split in ("train", "val"):
+            info.require_split(split)
+        self.cfg, self.device, self.channels_last = cfg, session.device, channels_last
+        common = {"rank": session.rank, "world_size": session.world_size,
+                  "num_workers": cfg.data.num_workers, "seed": cfg.training.seed,
+                  "layout": "hwc", "pin_memory": session.device.type == "cuda"}
+        # Workers restart each epoch (persistent_workers off): the crop size can change
+        # between epochs (progressive resizing) and is baked into the workers' transform.
+        self.train = make_loader(info.url, "train", cfg.training.batch_size, with_ids=True,
+                                 transform=self._crop(cfg.resolution.min_res),
+                                 persistent_workers=False, **common)
+        self.val = make_loader(info.url, "val", cfg.validation.batch_size,
+                               transform=CenterCrop(cfg.validation.res,
+                                                    cfg.validation.crop_ratio),
+                               order="sequential", **common)
+
+    def _crop(self, res: int):
+        from shardforge.stream.decode import RandomResizedCrop
+
+        return RandomResizedCrop(res, scale=self.cfg.training.crop_scale)
+
+    def _images(self, images: torch.Tensor) -> torch.Tensor:
+        from shardforge.stream.ray_data import to_model_input
+
+        return to_model_input(images.to(self.device, non_blocking=True),
+                              channels_last=self.channels_last)
+
+    def train_steps(self) -> int:
+        return len(self.train)
+
+    def train_epoch(self, epoch: int, res: int) -> Iterator[Batch]:
+        if self.train.stream.transform.output_size != (res, res):
+            self.train.stream.transform = self._crop(res)
+        self.train.set_epoch(epoch)
+        for images, labels, ids in self.train:
+            yield Batch(self._images(images), labels, ids)
+
+    def val_batches(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        self.val.set_epoch(0)
+        for images, labels in self.val:
+            yield self._images(images), labels
+
+    def state(self) -> dict:
+        return {"kind": "wds", **self.train.state_dict()}
+
+
+class ReplayEpochData(WdsEpochData):
+    """A reinforced dataset: the parent's train images with replayed stored augmentations
+    and their teacher targets (:mod:`shardforge.stream.replay`); validation as
+    :class:`WdsEpochData` on the parent's val split. Views are resized to the epoch's
+    resolution when it differs from the stored policy's size."""
+
+    def __init__(self, cfg: TrainConfig, info: DatasetInfo, session: Session,
+                 channels_last: bool) -> None:
+        super().__init__(cfg, info, session, channels_last)
+        from shardforge.stream.dataset import open_dataset
+        from shardforge.stream.replay import ReplayStream, load_reinforced_split
+        from shardforge.stream.wds_loader import WdsLoader
+        from shardforge.variants.reinforce import policy_from_dict
+
+        assert info.reinforce is not None
+        parent = open_dataset(info.url)
+        stored = load_reinforced_split(info.reinforce["root"], info.reinforce, parent)
+        stream = ReplayStream(parent, stored, policy_from_dict(info.reinforce["policy"]),
+                              info.num_classes, info.reinforce["split"],
+                              cfg.training.batch_size, rank=session.rank,
+                              world_size=session.world_size, seed=cfg.training.seed)
+        self.train = WdsLoader(stream, num_workers=cfg.data.num_workers,
+                               persistent_workers=cfg.data.num_workers > 0,
+                               pin_memory=session.device.type == "cuda")
+
+    def train_epoch(self, epoch: int, res: int) -> Iterator[Batch]:
+        import torch.nn.functional as F
+
+        from shardforge.stream.ffcv_loader import normalize_images
+
+        self.train.set_epoch(epoch)
+        for views, labels, targets, ids in self.train:
+            x = views.to(self.device, non_blocking=True)
+            if x.shape[-1] != res:
+                x = F.interpolate(x.float(), size=(res, res), mode="bilinear", antialias=True,
+                                  align_corners=False).clamp_(0, 255)
+            yield Batch(normalize_images(x, self.channels_last), labels, ids, targets)
+
+
 def make_epoch_data(cfg: TrainConfig, info: DatasetInfo, session: Session,
                     channels_last: bool) -> EpochData:
     """The :class:`EpochData` for ``cfg.data.loader``."""
+    if info.reinforce is not None:
+        return ReplayEpochData(cfg, info, session, channels_last)
     if cfg.data.loader == "ffcv":
         return FfcvEpochData(cfg, info, session, channels_last)
+    if cfg.data.loader == "wds":
+        return WdsEpochData(cfg, info, session, channels_last)
     return RayDataEpochData(cfg, info, session, channels_last)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 
@@ -25,6 +26,9 @@ class DatasetInfo:
     counts: dict[str, int] = field(default_factory=dict)
     betons: dict[str, str] = field(default_factory=dict)
     tars: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: A reinforced dataset's ``reinforce`` summary section plus ``root`` (its location);
+    #: the other fields then describe the parent, whose images it replays.
+    reinforce: dict | None = None
 
     @property
     def num_classes(self) -> int:
@@ -43,7 +47,8 @@ class DatasetInfo:
     def from_dict(cls, data: dict) -> DatasetInfo:
         return cls(url=data["url"], name=data["name"], classes=tuple(data["classes"]),
                    counts=dict(data["counts"]), betons=dict(data["betons"]),
-                   tars={k: tuple(v) for k, v in data["tars"].items()})
+                   tars={k: tuple(v) for k, v in data["tars"].items()},
+                   reinforce=data.get("reinforce"))
 
 
 def dataset_location(ref: str) -> str:
@@ -56,9 +61,16 @@ def dataset_location(ref: str) -> str:
 
 
 def load_dataset_info(ref: str) -> DatasetInfo:
-    """Resolve ``ref`` (:func:`dataset_location`) and read its ``summary.json``."""
+    """Resolve ``ref`` (:func:`dataset_location`) and read its ``summary.json``.
+
+    A reinforced dataset (``pipelines/reinforce.py``) gives its parent's info (the images
+    it replays) under its own name, with ``reinforce`` set."""
     root = resolve(dataset_location(ref))
     summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
+    if "reinforce" in summary:
+        parent = load_dataset_info(summary["parent_out"])
+        return dataclasses.replace(parent, name=summary.get("name", parent.name),
+                                   reinforce={**summary["reinforce"], "root": root.url})
     classes = tuple(summary.get("classes") or ())
     if not classes:
         raise ValueError(f"{root.url}/{SUMMARY_FILE} lists no classes; re-run the ingest")

@@ -50,22 +50,45 @@ def absolutize_paths(cfg: TrainConfig) -> TrainConfig:
     return dataclasses.replace(cfg, targets=dataclasses.replace(t, **fixed)) if fixed else cfg
 
 
+def for_dataset(cfg: TrainConfig, info: DatasetInfo) -> TrainConfig:
+    """``cfg`` adjusted to the dataset: a reinforced dataset trains on its replayed views and
+    stored teacher targets (``data.loader: wds``, ``targets.kind: reinforced``; a note says
+    so). Raises ValueError for target kinds that cannot apply to it."""
+    if info.reinforce is None:
+        if cfg.targets.kind == "reinforced":
+            raise ValueError(f"targets.kind=reinforced needs a reinforced dataset; "
+                             f"{info.name!r} is not one (build it with pipelines/reinforce.py)")
+        return cfg
+    if cfg.targets.kind not in ("hard", "reinforced"):
+        raise ValueError(f"dataset {info.name!r} is reinforced: it brings its own teacher "
+                         f"targets, so targets.kind={cfg.targets.kind} does not apply; use "
+                         "targets.kind hard or reinforced, or train on its parent")
+    if cfg.targets.kind == "hard" or cfg.data.loader != "wds":
+        print(f"{info.name}: a reinforced dataset; training on replayed stored augmentations "
+              "with the teacher's soft targets (data.loader=wds, targets.kind=reinforced)",
+              flush=True)
+    return dataclasses.replace(
+        cfg, data=dataclasses.replace(cfg.data, loader="wds"),
+        targets=dataclasses.replace(cfg.targets, kind="reinforced"))
+
+
 def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
                 name: str | None = None, storage_path: str | None = None,
                 resume: bool = False) -> RunPlan:
     """Resolve the dataset and the run directory ``STORAGE/NAME``; check resume rules.
 
-    Raises ValueError for stored soft targets (``topk``/``dense``: no loader yields sample
-    ids yet) and for datasets that do not resolve.
+    Raises ValueError for stored soft targets (``topk``/``dense``) with a loader other than
+    ``wds`` (the one that yields sample ids) and for datasets that do not resolve.
     Raises :class:`RunExistsError` when the run directory has checkpoints and ``resume`` is
     False (the fix: ``--resume``, or another ``--name``). With ``resume`` and no checkpoint,
     the run starts from scratch.
     """
-    if cfg.targets.kind in ("topk", "dense"):
+    if cfg.targets.kind in ("topk", "dense") and cfg.data.loader != "wds":
         raise ValueError(f"targets.kind={cfg.targets.kind} needs per-sample ids in each batch, "
-                         "which the ffcv and ray_data loaders do not provide yet; use "
-                         "targets.kind hard or teacher")
+                         f"which the {cfg.data.loader} loader does not provide; set "
+                         "data.loader: wds (--set data.loader=wds)")
     info = load_dataset_info(data_ref)
+    cfg = for_dataset(cfg, info)
     name = name or cfg.run.name or default_run_name(config_path, info)
     storage = storage_path or cfg.run.storage_path
     root = resolve(storage)
@@ -104,7 +127,7 @@ def run_with_ray(plan: RunPlan, cfg: TrainConfig) -> list[dict]:
                             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
                                                   **({"GPU": 1} if cfg.scaling.use_gpu else {})})
     kwargs = {}
-    if cfg.data.loader == "ray_data":
+    if plan.payload["config"]["data"]["loader"] == "ray_data":   # as adjusted by prepare_run
         from shardforge.stream.ray_data import data_config, make_ray_datasets
 
         info = DatasetInfo.from_dict(plan.payload["dataset"])

@@ -94,11 +94,13 @@ class DistillationLoss(nn.Module):
 
 @dataclass
 class Batch:
-    """One training batch: normalised images (B x 3 x H x W), labels (B,), optional sample ids."""
+    """One training batch: normalised images (B x 3 x H x W), labels (B,), optional sample
+    ids and optional per-sample target distributions (B x C) that came with the images."""
 
     images: torch.Tensor
     labels: torch.Tensor
     sample_ids: torch.Tensor | None = None
+    soft_targets: torch.Tensor | None = None
 
 
 class Targets:
@@ -186,6 +188,21 @@ class StoredDenseTargets(Targets):
     def to(self, device: torch.device) -> StoredDenseTargets:
         self.probs = self.probs.to(device)
         return self
+
+
+class ReplayedTargets(Targets):
+    """The target each batch brings (a reinforced dataset's densified teacher top-K for the
+    replayed view): ``KL(target || softmax(logits))``, no label smoothing, no temperature,
+    no hard-label term (ImageNet+, Faghri et al. 2023, Sec. 3.2)."""
+
+    def __init__(self) -> None:
+        self.criterion = SoftTargetKLLoss()
+
+    def loss(self, logits: torch.Tensor, batch: Batch) -> torch.Tensor:
+        if batch.soft_targets is None:
+            raise ValueError("targets.kind='reinforced' needs batches with soft targets: "
+                             "train on a reinforced dataset (pipelines/reinforce.py)")
+        return self.criterion(logits, batch.soft_targets.to(logits.device))
 
 
 class TeacherTargets(Targets):

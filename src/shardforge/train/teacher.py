@@ -14,6 +14,7 @@ from shardforge.train.dataset import DatasetInfo
 from shardforge.train.models import build_model
 from shardforge.train.targets import (
     HardTargets,
+    ReplayedTargets,
     StoredDenseTargets,
     StoredTopKTargets,
     Targets,
@@ -55,6 +56,8 @@ def build_targets(cfg: TrainConfig, info: DatasetInfo) -> Targets:
     t = cfg.targets
     if t.kind == "hard":
         return HardTargets(cfg.optim.label_smoothing)
+    if t.kind == "reinforced":
+        return ReplayedTargets()
     if t.kind in ("topk", "dense"):
         stored = load_stored_targets(t.path, info.num_classes, info.counts.get("train"))
         expected = StoredTopKTargets if t.kind == "topk" else StoredDenseTargets

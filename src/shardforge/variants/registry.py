@@ -11,6 +11,7 @@ VARIANT_MODULES: tuple[str, ...] = (
     "shardforge.variants.cuda",
     "shardforge.variants.distill",
     "shardforge.variants.stylize",
+    "shardforge.variants.reinforce_job",
 )
 
 

@@ -1,0 +1,172 @@
+"""``pipelines/reinforce.py``: arguments, teacher resolution, and the catalog pipeline.
+
+    ray job submit --working-dir . -- python pipelines/reinforce.py \\
+        --source imagenet --teacher resnet152=/weights/rn152.pth --teacher ... \\
+        --num-augs 400 --num-gpus-per-actor 1
+
+With no arguments it reinforces the built-in demo data (built first when missing) with a
+small CNN teacher it trains there (jobs/configs/demo_cpu.yaml), on CPU.
+
+A teacher is a jobs/train.py checkpoint (run dir, checkpoint dir or state.pt),
+``ARCH=WEIGHTS`` (torchvision/small_cnn constructor + local state-dict file; class order
+from ``--teacher-classes``), or ``recipe:CONFIG.yaml`` (train that recipe on the source
+first, reusing a finished run: what the demo and the demo-plus card use).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from shardforge.catalog.pipelines import Param, Pipeline
+from shardforge.engine import RAY_ADDRESS_HELP
+
+DEMO_RECIPE = "jobs/configs/demo_cpu.yaml"
+RECIPE_PREFIX = "recipe:"
+#: The demo's reinforcement: 32 px views (the demo recipe trains at 32 px), 20 stored
+#: augmentations per image, top-5 of 10 classes; the policy is otherwise ImageNet+'s.
+DEMO_SIZE, DEMO_AUGS, DEMO_TOP_K = 32, 20, 5
+
+
+def resolve_teacher(text: str, source: str, runs: str) -> str:
+    """A teacher reference with ``recipe:CONFIG`` replaced by the checkpoint of that recipe
+    trained on ``source`` (run ``RUNS/CONFIGSTEM-teacher``; a finished run is reused)."""
+    if not text.startswith(RECIPE_PREFIX):
+        return text
+    from shardforge.train.experiment import train_recipe
+
+    config = text[len(RECIPE_PREFIX):]
+    stem = os.path.splitext(os.path.basename(config))[0]
+    print(f"teacher: training {config} on {source} (reused when finished)", flush=True)
+    return train_recipe(config, source, runs, f"{stem}-{_slug(source)}-teacher").run_dir
+
+
+def _slug(ref: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in ref.rsplit("/", 1)[-1])
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The pipelines/reinforce.py argument parser."""
+    p = argparse.ArgumentParser(
+        prog="pipelines/reinforce.py",
+        description="Dataset reinforcement (ImageNet+): store teacher top-K predictions for "
+                    "many replayable augmentations of every training image.")
+    p.add_argument("--source", default="demo",
+                   help="parent dataset: catalog NAME[@vN] or a dataset location (default: "
+                        "demo, built first when missing)")
+    p.add_argument("--teacher", action="append", default=[],
+                   help="ensemble member (repeat): checkpoint, ARCH=WEIGHTS or recipe:CONFIG "
+                        f"(default: recipe:{DEMO_RECIPE})")
+    p.add_argument("--teacher-classes", default="sorted",
+                   help="class order of ARCH=WEIGHTS members: 'sorted' or a file of names")
+    p.add_argument("--name", help="output dataset name (default: SOURCE-plus)")
+    p.add_argument("--out", help="output location (default: data/datasets/NAME)")
+    p.add_argument("--num-augs", type=int, help="augmentations per image (ImageNet+: 400; "
+                                                f"demo default {DEMO_AUGS})")
+    p.add_argument("--top-k", type=int, help=f"probabilities kept (default 10; demo {DEMO_TOP_K})")
+    p.add_argument("--size", type=int, help=f"view size (default 224; demo {DEMO_SIZE})")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--mixup-p", type=float, default=0.0, help="MixUp probability (default 0)")
+    p.add_argument("--cutmix-p", type=float, default=0.0, help="CutMix probability (default 0)")
+    p.add_argument("--batch-size", type=int, default=256, help="views per teacher forward")
+    p.add_argument("--num-actors", type=int, help="teacher actors (default: one per GPU/CPU)")
+    p.add_argument("--num-gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--runs", default="data/runs", help="where recipe: teachers are trained")
+    p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
+    p.add_argument("--no-register", action="store_true", help="do not register in the catalog")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the job; returns the exit code (0 done, 1 failed, 2 bad arguments)."""
+    from shardforge.catalog.errors import CatalogError
+    from shardforge.variants.augment import AugPolicy
+    from shardforge.variants.ensemble import parse_member
+    from shardforge.variants.reinforce import ReinforceConfig, run_reinforce
+
+    args = build_parser().parse_args(argv)
+    demo = args.source == "demo"
+    try:
+        if demo:
+            _ensure_demo()
+        teachers = args.teacher or [RECIPE_PREFIX + DEMO_RECIPE]
+        refs = tuple(parse_member(resolve_teacher(t, args.source, args.runs),
+                                  args.teacher_classes) for t in teachers)
+        policy = AugPolicy(size=args.size or (DEMO_SIZE if demo else 224),
+                           mixup_p=args.mixup_p, cutmix_p=args.cutmix_p)
+        name = args.name or f"{_slug(args.source.split('@')[0])}-plus"
+        config = ReinforceConfig(
+            parent=args.source, name=name, out=args.out or os.path.join("data", "datasets", name),
+            teachers=refs, num_augs=args.num_augs or (DEMO_AUGS if demo else 400),
+            top_k=args.top_k or (DEMO_TOP_K if demo else 10), seed=args.seed, policy=policy,
+            batch_size=args.batch_size, num_actors=args.num_actors,
+            num_gpus_per_actor=args.num_gpus_per_actor, ray_address=args.ray_address,
+            register=not args.no_register)
+    except (ValueError, FileNotFoundError, CatalogError) as exc:
+        print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
+        return 2
+    summary = run_reinforce(config)
+    r = summary["reinforce"]
+    print(f"{name}: {r['augmentations']:,} augmentations of {summary['splits'][r['split']]['samples']:,}"
+          f" images, {r['bytes_per_augmentation']} B per augmentation, "
+          f"{summary['images_per_second']} img/s" + (f"; catalog {summary['catalog']}"
+                                                    if "catalog" in summary else ""))
+    return 0
+
+
+def _ensure_demo() -> None:
+    """Build the ``demo`` card when the catalog has no build of it."""
+    from shardforge import catalog
+    from shardforge.catalog.errors import CatalogError
+
+    try:
+        catalog.get("demo")
+    except CatalogError:
+        catalog.build_dataset("demo")
+
+
+# ----------------------------------------------------------------------------- catalog
+
+PARAMS = {
+    "teacher": Param((str,), help="checkpoint, ARCH=WEIGHTS or recipe:CONFIG (one member; "
+                                  "several: comma-separated)"),
+    "teacher_classes": Param((str,), "sorted", help="class order of ARCH=WEIGHTS members"),
+    "num_augmentations": Param((int,), 400, help="augmentations stored per image"),
+    "top_k": Param((int,), 10, help="teacher probabilities kept per augmentation"),
+    "size": Param((int,), 224, help="view size (RandomResizedCrop output)"),
+    "seed": Param((int,), 0),
+    "mixup_p": Param((float,), 0.0),
+    "cutmix_p": Param((float,), 0.0),
+    "batch_size": Param((int,), 256, help="views per teacher forward"),
+    "num_gpus_per_actor": Param((float,), 0.0),
+}
+
+
+def _build(card, parent, out: str, ray_address: str | None) -> dict:
+    from shardforge.catalog.home import default_home
+    from shardforge.variants.augment import AugPolicy
+    from shardforge.variants.ensemble import parse_member
+    from shardforge.variants.reinforce import ReinforceConfig, run_reinforce
+
+    if parent is None:
+        raise ValueError(f"card {card.name}: reinforce needs a parent (source: {{dataset: NAME}})")
+    p = card.params
+    runs = os.path.join(str(default_home()), "runs")
+    refs = tuple(parse_member(resolve_teacher(t.strip(), parent.out, runs), p["teacher_classes"])
+                 for t in p["teacher"].split(","))
+    config = ReinforceConfig(
+        parent=parent.out, name=card.name, out=out, teachers=refs,
+        num_augs=p["num_augmentations"], top_k=p["top_k"], seed=p["seed"],
+        policy=AugPolicy(size=p["size"], mixup_p=float(p["mixup_p"]),
+                         cutmix_p=float(p["cutmix_p"])),
+        batch_size=p["batch_size"], num_gpus_per_actor=float(p["num_gpus_per_actor"]),
+        ray_address=ray_address, register=False)
+    return run_reinforce(config)
+
+
+PIPELINE = Pipeline(
+    name="reinforce",
+    summary="dataset reinforcement (ImageNet+): teacher top-K predictions stored for many "
+            "replayable augmentations of every training image (images not copied)",
+    params=PARAMS, sources=("dataset",), build=_build)

@@ -1,0 +1,167 @@
+"""Dataset reinforcement: storage aligned by key, determinism, resume, replay exactness."""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from shardforge.stream.dataset import open_dataset
+from shardforge.train.checkpoint import STATE_FORMAT, save_state
+from shardforge.train.models import build_model
+from shardforge.variants.augment import AugPolicy, apply_params
+from shardforge.variants.ensemble import parse_member
+from shardforge.variants.reinforce import ReinforceConfig, decode_stored, run_reinforce
+
+POLICY = AugPolicy(size=32)
+
+
+@pytest.fixture(scope="module")
+def teacher(demo_dataset, tmp_path_factory) -> str:
+    """A randomly initialised small CNN saved as a jobs/train.py checkpoint."""
+    torch.manual_seed(0)
+    spec = {"arch": "small_cnn", "num_classes": 10, "blurpool": False, "width": 8}
+    model = build_model(**spec).eval()
+    with torch.no_grad():   # give BatchNorm non-trivial statistics
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+    classes = list(open_dataset(demo_dataset).classes)
+    d = str(tmp_path_factory.mktemp("teacher"))
+    save_state(d, {"format": STATE_FORMAT, "model": model.state_dict(), "model_spec": spec,
+                   "classes": classes, "epochs_done": 1})
+    return d
+
+
+def _config(demo_dataset, teacher, out, **kw) -> ReinforceConfig:
+    base = dict(parent="demo", name="demo-plus", out=str(out), teachers=(parse_member(teacher),),
+                num_augs=4, top_k=3, policy=POLICY, batch_size=16, num_actors=2)
+    base.update(kw)
+    return ReinforceConfig(**base)
+
+
+def _files(out: str) -> dict[str, bytes]:
+    d = os.path.join(out, "reinforce")
+    return {f: open(os.path.join(d, f), "rb").read() for f in sorted(os.listdir(d))}
+
+
+@pytest.fixture(scope="module")
+def reinforced(demo_dataset, teacher, ray_local, tmp_path_factory):
+    out = tmp_path_factory.mktemp("plus") / "out"
+    summary = run_reinforce(_config(demo_dataset, teacher, out), log=io.StringIO())
+    return str(out), summary
+
+
+def test_storage_is_aligned_with_the_parent_by_key(demo_dataset, reinforced):
+    out, summary = reinforced
+    parent = open_dataset(demo_dataset).split("train")
+    tables = [pq.read_table(os.path.join(out, "reinforce", f)) for f in _files(out)]
+    assert len(tables) == len(parent.shard_urls)         # one shard per parent tar
+    rows = sum(t.num_rows for t in tables)
+    assert rows == len(parent) * 4 == summary["reinforce"]["augmentations"]
+    keys = [k for t in tables for k in t["key"].to_pylist()]
+    assert sorted(set(keys)) == sorted(parent.key.tolist())
+    for t in tables:
+        probs = np.array(t["topk_probs"].to_pylist(), np.float32)
+        assert probs.shape[1] == 3 and (np.diff(probs, axis=1) <= 0).all()  # sorted top-K
+        assert (probs.sum(axis=1) <= 1.0 + 1e-2).all()
+    assert summary["reinforce"]["bytes_per_augmentation"] > 0
+    from shardforge import catalog
+
+    build = catalog.get(summary["catalog"])
+    assert build.parent.startswith("demo@v") and build.pipeline == "reinforce"
+    assert build.params["teachers"][0]["teacher_sha256"]
+
+
+def test_replayed_views_give_the_stored_teacher_top_k(demo_dataset, teacher, reinforced):
+    """Issue 6 proof (a): the teacher on a replayed view reproduces the stored top-K."""
+    from shardforge.stream.reader import RangeReader
+    from shardforge.variants.augment import params_from_columns
+    from shardforge.variants.ensemble import load_ensemble
+
+    out, _ = reinforced
+    parent = open_dataset(demo_dataset)
+    index = parent.split("train")
+    model = load_ensemble([parse_member(teacher)], parent.classes, "demo")
+    torch.set_num_threads(1)
+    table = pq.read_table(os.path.join(out, "reinforce", next(iter(_files(out)))))
+    rng = np.random.default_rng(0)
+    rows = rng.choice(table.num_rows, size=8, replace=False)
+    cols = {c: table[c].to_numpy() for c in table.column_names if c.startswith("aug_")}
+    records = params_from_columns(cols, POLICY)
+    where = {k: p for p, k in enumerate(index.key.tolist())}
+    reader = RangeReader(index.shard_urls)
+    from shardforge.stream.ffcv_loader import normalize_images
+
+    for r in rows.tolist():
+        p = where[table["key"][r].as_py()]
+        (blob,) = reader.read(index.shard[[p]], index.offset[[p]], index.size[[p]])
+        view = apply_params(decode_stored(blob), records[r], POLICY)
+        probs = model(normalize_images(view[None]))[0]
+        top = torch.topk(probs, 3)
+        stored_idx = table["topk_indices"][r].as_py()
+        stored_p = np.array(table["topk_probs"][r].as_py(), np.float32)
+        assert top.indices.tolist() == stored_idx
+        np.testing.assert_allclose(top.values.numpy(), stored_p, rtol=2e-3, atol=1e-3)
+
+
+def test_same_seed_same_bytes_any_actor_count_and_resume(demo_dataset, teacher, reinforced,
+                                                         tmp_path):
+    out, summary = reinforced
+    other = tmp_path / "one-actor"
+    run_reinforce(_config(demo_dataset, teacher, other, num_actors=1, register=False),
+                  log=io.StringIO())
+    assert _files(str(other)) == _files(out)
+    again = run_reinforce(_config(demo_dataset, teacher, other, num_actors=1, register=False),
+                          log=io.StringIO())
+    assert again["shards_reused"] == len(_files(out))
+    seeded = tmp_path / "seed1"
+    run_reinforce(_config(demo_dataset, teacher, seeded, seed=1, register=False),
+                  log=io.StringIO())
+    assert _files(str(seeded)) != _files(out)
+
+
+def test_replay_loader_yields_views_and_densified_targets(demo_dataset, reinforced):
+    from shardforge.stream.replay import ReplayStream, load_reinforced_split
+    from shardforge.stream.wds_loader import WdsLoader
+
+    out, summary = reinforced
+    parent = open_dataset(demo_dataset)
+    stored = load_reinforced_split(out, summary["reinforce"], parent)
+    assert stored.params.shape == (60, 4)
+    counts = []
+    for rank in range(2):
+        stream = ReplayStream(parent, stored, POLICY, 10, batch_size=8, rank=rank,
+                              world_size=2, seed=3, p_reinforce=1.0)
+        loader = WdsLoader(stream, num_workers=1)
+        seen = 0
+        for views, _labels, targets, ids in loader:
+            assert views.dtype == torch.uint8 and views.shape[1:] == (3, 32, 32)
+            torch.testing.assert_close(targets.sum(1), torch.ones(len(ids)), atol=2e-3,
+                                       rtol=0)
+            for t, p in zip(targets, ids.tolist(), strict=True):   # one of its stored rows
+                k = stored.topk_indices[p]
+                assert any(np.allclose(t.numpy()[k[j]], stored.topk_probs[p, j], atol=1e-3)
+                           for j in range(4))
+            seen += len(ids)
+        counts.append(seen)
+    assert counts == [30, 30]
+
+
+def test_training_config_follows_a_reinforced_dataset(reinforced):
+    from shardforge.train.config import TrainConfig
+    from shardforge.train.dataset import load_dataset_info
+    from shardforge.train.runner import for_dataset
+
+    out, summary = reinforced
+    info = load_dataset_info(summary["catalog"])
+    assert info.reinforce is not None and info.counts["train"] == 60
+    cfg = for_dataset(TrainConfig(), info)
+    assert cfg.data.loader == "wds" and cfg.targets.kind == "reinforced"
+    with pytest.raises(ValueError, match="brings its own teacher targets"):
+        for_dataset(TrainConfig.from_dict({"targets": {"kind": "teacher",
+                                                       "teacher_checkpoint": "x"}}), info)

@@ -339,3 +339,15 @@ def test_adain_variant_on_actors_with_random_weights(demo_dataset, ray_local, ra
     train = wds_samples(out, "demo-adain", "train")
     assert len(train) == summary["splits"]["train"]["samples"] == 60
     assert all(m["style_id"] == assign_style(0, k, 64) for k, _, m in train)
+
+
+def test_job_without_weights_fails_naming_the_fix(tmp_path, capsys):
+    from shardforge.variants.stylize_job import main
+
+    rc = main(["--source", "demo", "--styles", BUILTIN_DEMO, "--weights", str(tmp_path),
+               "--out", str(tmp_path / "out")])
+    assert rc == 2
+    err = capsys.readouterr().err
+    assert "vgg_normalised.pth not found" in err and "--method fourier" in err
+    assert main(["--source", "demo", "--styles", BUILTIN_DEMO]) == 2
+    assert "needs --weights" in capsys.readouterr().err

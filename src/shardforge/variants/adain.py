@@ -268,7 +268,7 @@ def stylize_batch(net: AdainNet, content: np.ndarray, style_mean: torch.Tensor,
     """
     device = next(net.parameters()).device
     x = to_tensor(content, device)
-    with torch.inference_mode(), _autocast(device, amp):
+    with torch.inference_mode(), autocast_context(device, amp):
         out = net(x, style_mean.to(device), style_std.to(device), alpha)
     return to_uint8(out, content.shape[1], content.shape[2])
 
@@ -277,12 +277,12 @@ def style_stats_batch(net: AdainNet, styles: np.ndarray,
                       amp: str = "fp16") -> tuple[torch.Tensor, torch.Tensor]:
     """relu4_1 mean and std (float32, (N, 512, 1, 1), on the CPU) of uint8 style images."""
     device = next(net.parameters()).device
-    with torch.inference_mode(), _autocast(device, amp):
+    with torch.inference_mode(), autocast_context(device, amp):
         mean, std = net.style_stats(to_tensor(styles, device))
     return mean.cpu(), std.cpu()
 
 
-def _autocast(device: torch.device, amp: str):
+def autocast_context(device: torch.device, amp: str):
     """Autocast to ``AMP_DTYPES[amp]`` on CUDA; a no-op context on the CPU or with "off"."""
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")

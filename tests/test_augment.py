@@ -193,6 +193,19 @@ def test_translate_equals_torchvision_affine_for_any_shift():
                 assert torch.equal(apply_randaugment_op(img, op, shift), ref), (op, shift)
 
 
+def test_sharpness_equals_torchvision_for_any_image():
+    rng = np.random.default_rng(1)
+    op = RANDAUGMENT_OPS.index("Sharpness")
+    images = [rng.integers(0, 256, (3, 29, 31), dtype=np.uint8),
+              np.full((3, 8, 9), 255, dtype=np.uint8),
+              (rng.integers(0, 2, (3, 40, 40)) * 255).astype(np.uint8),
+              np.zeros((3, 2, 5), dtype=np.uint8)]
+    for img in map(torch.from_numpy, images):
+        for magnitude in (-1.0, -0.9, -0.27, -0.03, 0.0, 0.27, 0.5, 0.9, 2.0):
+            ref = F.adjust_sharpness(img, 1.0 + magnitude)
+            assert torch.equal(apply_randaugment_op(img, op, magnitude), ref), magnitude
+
+
 def test_random_erasing_region_is_fill():
     policy = AugPolicy(erasing_p=1.0, randaugment_ops=0)
     img = _image()

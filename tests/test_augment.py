@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import math
 
 import numpy as np
@@ -60,6 +61,14 @@ def test_layout_fields_and_bytes():
     assert params_nbytes(POLICY) == 28 == param_dtype(POLICY).itemsize
     assert params_nbytes(MIX) == 28 + 4 + 4 + 4 + 4 * 2
     assert param_dtype(AugPolicy(randaugment_ops=3)).itemsize == 33
+
+
+def test_policy_dict_round_trip():
+    data = json.loads(json.dumps(MIX.to_dict()))
+    assert data["rrc_scale"] == [0.08, 1.0] and data["randaugment_magnitude"] == 9
+    assert AugPolicy.from_dict(data) == MIX
+    with pytest.raises(ValueError, match="unknown fields"):
+        AugPolicy.from_dict({"magnitude": 9})
 
 
 def test_policy_rejects_bad_values():

@@ -64,7 +64,8 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -127,6 +128,21 @@ class AugPolicy:
             problems.append("mixup_alpha and cutmix_alpha must be > 0")
         if problems:
             raise ValueError("AugPolicy: " + "; ".join(problems) + ". Fix the policy fields.")
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-able fields (tuples as lists): store it with the records to replay them."""
+        return {f.name: list(v) if isinstance(v, tuple) else v
+                for f in fields(self) for v in [getattr(self, f.name)]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> AugPolicy:
+        """Inverse of :meth:`to_dict`; unknown keys are an error, missing keys take defaults."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"AugPolicy.from_dict: unknown fields {unknown}; known fields are "
+                             f"{sorted(known)}.")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
     @property
     def mixing(self) -> bool:
@@ -266,7 +282,7 @@ class ParamField:
 
 def param_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
     """The record fields of ``policy``, in storage order (see the module docstring table)."""
-    fields = [
+    out = [
         ParamField("rrc_i", "int16", "crop top row in the source image"),
         ParamField("rrc_j", "int16", "crop left column in the source image"),
         ParamField("rrc_h", "int16", "crop height in source pixels"),
@@ -274,9 +290,9 @@ def param_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
         ParamField("flip", "uint8", "1 = horizontal flip"),
     ]
     for k in range(policy.randaugment_ops):
-        fields.append(ParamField(f"ra_op{k}", "int8", f"RandAugment op {k} (0..13)"))
-        fields.append(ParamField(f"ra_mag{k}", "float32", f"signed magnitude of op {k}"))
-    fields += [
+        out.append(ParamField(f"ra_op{k}", "int8", f"RandAugment op {k} (0..13)"))
+        out.append(ParamField(f"ra_mag{k}", "float32", f"signed magnitude of op {k}"))
+    out += [
         ParamField("erase_i", "int16", "erased box top row in the view"),
         ParamField("erase_j", "int16", "erased box left column in the view"),
         ParamField("erase_h", "int16", "erased box height (0 = no erasing)"),
@@ -284,7 +300,7 @@ def param_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
         ParamField("erase_fill", "uint8", "erased box fill value"),
     ]
     if policy.mixing:
-        fields += [
+        out += [
             ParamField("partner", "int32", "partner index in the shard (-1 = no mixing)"),
             ParamField("mixup_lam", "float32", "MixUp weight of this image (1 = none)"),
             ParamField("cutmix_lam", "float32", "CutMix weight of this image (1 = none)"),
@@ -293,7 +309,7 @@ def param_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
             ParamField("cutmix_x2", "int16", "CutMix box right column (exclusive)"),
             ParamField("cutmix_y2", "int16", "CutMix box bottom row (exclusive)"),
         ]
-    return tuple(fields)
+    return tuple(out)
 
 
 #: The record fields of the default policy.

@@ -304,3 +304,57 @@ def test_distill_refuses_mismatched_class_order(demo_dataset, tmp_path):
         distill_variant({"ipc": 1, "size": 32, "observer": str(tmp_path)}, tuple(classes),
                         "demo", num_gpus=0)
     assert classes[0] in str(exc.value) and classes[-1] in str(exc.value)
+
+
+# -- the catalog pipeline ---------------------------------------------------------------
+
+CARD = """\
+name: card
+description: A distilled test card.
+source: {dataset: demo}
+pipeline:
+  name: distill
+  params: PARAMS
+licence: CC0
+"""
+
+
+def test_distill_cards_validate(tmp_path):
+    from shardforge.catalog.cards import load_card
+    from shardforge.catalog.errors import CardError
+
+    for repo_card in ("demo-rded-ipc10", "imagenet-rded-ipc10"):
+        card = load_card(f"datasets/{repo_card}.yaml")
+        assert card.pipeline == "distill" and card.params["ipc"] == 10
+    path = tmp_path / "card.yaml"
+    path.write_text(CARD.replace("PARAMS", "{ipc: 10, size: 32}"))
+    with pytest.raises(CardError, match="needs an observer"):
+        load_card(path)
+    path.write_text(CARD.replace("PARAMS", "{ipc: 10, size: 32, method: random}"))
+    assert load_card(path).params["method"] == "random"
+    path.write_text(CARD.replace("PARAMS", "{ipc: 10, size: 30, factor: 4, observer: x}"))
+    with pytest.raises(CardError, match="not a multiple of factor"):
+        load_card(path)
+
+
+@pytest.mark.slow
+def test_distill_pipeline_build_checks_parent_classes(demo_dataset, ray_local, tmp_path):
+    from types import SimpleNamespace
+
+    from helpers import wds_samples
+
+    from shardforge.variants.distill import PIPELINE
+
+    classes = _parent_classes(demo_dataset)
+    _save_checkpoint(tmp_path / "obs" / "checkpoint_epoch0001", _tiny_observer(len(classes)),
+                     classes)
+    params = PIPELINE.with_defaults({"method": "rded", "ipc": 1, "size": 32, "mipc": 6,
+                                     "num_crop": 1, "observer": str(tmp_path / "obs")})
+    card = SimpleNamespace(name="card-rded", params=params)
+    parent = SimpleNamespace(out=demo_dataset, classes=classes, ref="demo@v1")
+    summary = PIPELINE.build(card, parent, str(tmp_path / "out"), None)
+    assert len(wds_samples(str(tmp_path / "out"), "card-rded", "train")) == 10
+    assert summary["variant"]["params"]["observer_sha256"]
+    wrong = SimpleNamespace(out=demo_dataset, classes=classes[::-1], ref="demo@v1")
+    with pytest.raises(ValueError, match="class order mismatch"):
+        PIPELINE.build(card, wrong, str(tmp_path / "out2"), None)

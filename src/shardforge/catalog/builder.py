@@ -269,9 +269,11 @@ class _Builder:
         assert pipeline.build is not None
         summary = pipeline.build(resolved, parent, out, self.ray_address)
         summary = _only_formats(card, summary)
+        # A variant records what its card cannot say (e.g. a teacher's sha256): keep both.
+        params = {**resolved.params, **summary.get("variant", {}).get("params", {})}
         build = register_build(self.home, card.name, summary, card_hash=resolved.card_hash,
                                parent=parent.ref if parent else None, pipeline=pipeline.name,
-                               params=resolved.params, secret_params=resolved.secrets,
+                               params=params, secret_params=resolved.secrets,
                                card=card.meta(),
                                source=summary.get("source") if parent else origin)
         print(f"{card.name}: registered {build.ref} ({build.samples:,} samples)", file=self.log)

@@ -292,6 +292,12 @@ def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
     distill(demo_dataset, params, "demo-rded", out2, register=False, num_actors=2,
             log=io.StringIO())
     assert file_bytes(out2) == file_bytes(out)
+    # a lost class shard and summary: the rerun rebuilds them to the same bytes
+    os.remove(os.path.join(out, "summary.json"))
+    os.remove(os.path.join(out, "wds", "demo-rded-train-000003.tar"))
+    distill(demo_dataset, params, "demo-rded", out, register=False, num_actors=1,
+            log=io.StringIO())
+    assert file_bytes(out) == file_bytes(out2)
 
 
 def test_distill_refuses_mismatched_class_order(demo_dataset, tmp_path):

@@ -59,14 +59,12 @@ def load_reinforced_split(root: str, reinforce: dict, parent: DatasetRef) -> Rei
     Raises ValueError naming a sample of the split that has no (or an incomplete set of)
     stored augmentations.
     """
-    from shardforge.variants.augment import params_from_columns
-    from shardforge.variants.reinforce import policy_from_dict
+    from shardforge.variants.augment import AugPolicy, param_dtype, params_from_columns
 
-    policy = policy_from_dict(reinforce["policy"])
+    policy = AugPolicy.from_dict(reinforce["policy"])
     index = parent.split(reinforce["split"])
     n, a, k = len(index), int(reinforce["num_augs"]), int(reinforce["top_k"])
     position = {key: p for p, key in enumerate(index.key.tolist())}
-    from shardforge.variants.augment import param_dtype
 
     params = np.zeros((n, a), param_dtype(policy))
     idx = np.zeros((n, a, k), np.int16)

@@ -187,12 +187,12 @@ class ReplayEpochData(WdsEpochData):
         from shardforge.stream.dataset import open_dataset
         from shardforge.stream.replay import ReplayStream, load_reinforced_split
         from shardforge.stream.wds_loader import WdsLoader
-        from shardforge.variants.reinforce import policy_from_dict
+        from shardforge.variants.augment import AugPolicy
 
         assert info.reinforce is not None
         parent = open_dataset(info.url)
         stored = load_reinforced_split(info.reinforce["root"], info.reinforce, parent)
-        stream = ReplayStream(parent, stored, policy_from_dict(info.reinforce["policy"]),
+        stream = ReplayStream(parent, stored, AugPolicy.from_dict(info.reinforce["policy"]),
                               info.num_classes, info.reinforce["split"],
                               cfg.training.batch_size, rank=session.rank,
                               world_size=session.world_size, seed=cfg.training.seed)

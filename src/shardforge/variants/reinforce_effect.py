@@ -1,10 +1,14 @@
 """The ImageNet+ effect at demo scale: the same student and epochs trained on ``demo`` with
-hard labels vs on ``demo-plus`` (its reinforcement), clean val accuracy.
+hard labels vs on its reinforcements, clean val accuracy.
 
-1. build the catalog cards ``demo`` and ``demo-plus`` (which trains its teacher, the
-   ``demo_cpu`` recipe for 40 epochs, then stores 20 augmentations x top-5 per image);
-2. train the student recipe (``demo_cpu`` at each of ``epochs``) on each dataset;
-3. write the table (markdown) with the teacher's accuracy for reference.
+1. build the catalog card ``demo`` (in the experiment's own catalog home);
+2. train the teacher: the ``demo_cpu`` recipe, 40 epochs;
+3. reinforce demo's train split with it under two policies, 20 stored augmentations x
+   top-5 per image at 32 px: ``rrc`` (RandomResizedCrop(scale 0.35-1) + flip: exactly the
+   hard-label student's augmentation, so only the targets differ) and ``ra-re`` (the same
+   + RandAugment(2, 9) + RandomErasing(0.25): ImageNet+'s recommended policy);
+4. train the student (``demo_cpu`` at each of ``epochs``) on demo (hard labels) and on
+   each reinforcement; report clean val top-1.
 
 Seeded throughout; a rerun reuses the builds and finished runs.
 """
@@ -19,41 +23,47 @@ from typing import TextIO
 
 REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
 CONFIG = os.path.join(REPO, "jobs", "configs", "demo_cpu.yaml")
+POLICIES = {"rrc": {"randaugment_ops": 0, "erasing_p": 0.0}, "ra-re": {}}
+NUM_AUGS, TOP_K, SIZE, CROP_MIN = 20, 5, 32, 0.35
 
 
 def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), log: TextIO | None = None) -> dict:
-    """Build, train, evaluate; returns ``{"teacher": ..., "rows": [...]}`` and writes it to
+    """Build, reinforce, train, evaluate; returns ``{"teacher", "rows"}`` and writes it to
     ``ROOT/reinforce_effect.json``."""
     from shardforge import catalog
     from shardforge.train.experiment import train_recipe
     from shardforge.train.metrics import read_metrics
+    from shardforge.variants.augment import AugPolicy
+    from shardforge.variants.ensemble import parse_member
+    from shardforge.variants.reinforce import ReinforceConfig, run_reinforce
 
     log = log if log is not None else sys.stderr
-    cwd = os.getcwd()
-    os.chdir(REPO)          # the demo-plus card names its teacher recipe relative to the repo
-    try:
-        for name in ("demo", "demo-plus"):
-            catalog.build(name, home=root, log=log)
-    finally:
-        os.chdir(cwd)
-    plus = catalog.get("demo-plus", home=root)
-    teacher_run = plus.params["teachers"][0]["teacher"]
-    teacher = read_metrics(teacher_run)[-1]
+    runs = os.path.join(root, "runs")
+    catalog.build("demo", home=root, log=log)
+    demo = catalog.get("demo", home=root)
+    teacher = train_recipe(CONFIG, demo.out, runs, "teacher-demo_cpu-40ep")
+    data = {"hard": demo.out}
+    for tag, changes in POLICIES.items():
+        policy = AugPolicy(size=SIZE, rrc_scale=(CROP_MIN, 1.0), **changes)
+        summary = run_reinforce(ReinforceConfig(
+            parent=demo.ref, name=f"demo-plus-{tag}",
+            out=os.path.join(root, "datasets", f"demo-plus-{tag}"),
+            teachers=(parse_member(teacher.run_dir),), num_augs=NUM_AUGS, top_k=TOP_K,
+            policy=policy, catalog_home=root), log=log)
+        data[tag] = summary["catalog"]
     rows = []
     for n in epochs:
-        for data in ("demo", "demo-plus"):
-            ref = catalog.get(data, home=root)
-            r = train_recipe(CONFIG, ref.out, os.path.join(root, "runs"),
-                             f"student-{n}ep-{data}", overrides=(f"training.epochs={n}",))
-            rows.append({"dataset": ref.ref, "targets": "reinforced" if data == "demo-plus"
-                         else "hard", "epochs": n, "top1": r.final["top1"],
-                         "top5": r.final["top5"], "train_time_s": sum(
-                             m["train_time_s"] for m in read_metrics(r.run_dir))})
-            print(f"{data} {n} epochs: top1 {r.top1:.3f}", file=log)
-    result = {"teacher": {"run": teacher_run, "epochs": teacher["epoch"],
-                          "top1": teacher["top1"]},
-              "reinforce": {k: plus.params[k] for k in ("num_augs", "top_k", "seed")},
-              "rows": rows}
+        for tag, ref in data.items():
+            r = train_recipe(CONFIG, ref if tag == "hard" else
+                             catalog.get(ref, home=root).out, runs, f"student-{n}ep-{tag}",
+                             overrides=(f"training.epochs={n}",))
+            rows.append({"epochs": n, "data": "demo" if tag == "hard" else ref,
+                         "targets": "hard labels" if tag == "hard" else f"reinforced ({tag})",
+                         "top1": r.final["top1"], "top5": r.final["top5"],
+                         "train_s": sum(m["train_time_s"] for m in read_metrics(r.run_dir))})
+            print(f"{tag} {n} epochs: top1 {r.top1:.3f}", file=log)
+    result = {"teacher": {"epochs": teacher.final["epoch"], "top1": teacher.final["top1"]},
+              "num_augs": NUM_AUGS, "top_k": TOP_K, "size": SIZE, "rows": rows}
     with open(os.path.join(root, "reinforce_effect.json"), "w") as f:
         json.dump(result, f, indent=2)
     return result
@@ -63,13 +73,13 @@ def format_table(result: dict) -> str:
     """The markdown table of :func:`run_effect`'s result."""
     t = result["teacher"]
     lines = [f"Teacher: `demo_cpu` recipe, {t['epochs']} epochs, clean val top-1 "
-             f"{t['top1']:.3f}. Reinforcement: {result['reinforce']['num_augs']} stored "
-             f"augmentations x top-{result['reinforce']['top_k']} per training image.", "",
-             "| student epochs | trained on | targets | clean val top-1 | top-5 | train s |",
-             "|---|---|---|---|---|---|"]
+             f"{t['top1']:.3f}. Reinforcement: {result['num_augs']} stored augmentations x "
+             f"top-{result['top_k']} per training image, {result['size']} px views.", "",
+             "| student epochs | targets | clean val top-1 | top-5 | train s |",
+             "|---|---|---|---|---|"]
     for r in result["rows"]:
-        lines.append(f"| {r['epochs']} | {r['dataset']} | {r['targets']} | {r['top1']:.3f} | "
-                     f"{r['top5']:.3f} | {r['train_time_s']:.0f} |")
+        lines.append(f"| {r['epochs']} | {r['targets']} | {r['top1']:.3f} | {r['top5']:.3f} | "
+                     f"{r['train_s']:.0f} |")
     return "\n".join(lines)
 
 

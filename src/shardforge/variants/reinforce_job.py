@@ -26,12 +26,13 @@ DEMO_RECIPE = "jobs/configs/demo_cpu.yaml"
 RECIPE_PREFIX = "recipe:"
 #: The demo's reinforcement: 32 px views (the demo recipe trains at 32 px), 20 stored
 #: augmentations per image, top-5 of 10 classes; the policy is otherwise ImageNet+'s.
-DEMO_SIZE, DEMO_AUGS, DEMO_TOP_K = 32, 20, 5
+DEMO_SIZE, DEMO_AUGS, DEMO_TOP_K, DEMO_CROP_SCALE_MIN = 32, 20, 5, 0.35
 
 
 def resolve_teacher(text: str, source: str, runs: str) -> str:
     """A teacher reference with ``recipe:CONFIG`` replaced by the checkpoint of that recipe
-    trained on ``source`` (run ``RUNS/CONFIGSTEM-teacher``; a finished run is reused)."""
+    trained on ``source`` (run ``RUNS/CONFIGSTEM-SOURCE-teacher``; a finished run is
+    reused)."""
     if not text.startswith(RECIPE_PREFIX):
         return text
     from shardforge.train.experiment import train_recipe
@@ -67,6 +68,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, help=f"probabilities kept (default 10; demo {DEMO_TOP_K})")
     p.add_argument("--size", type=int, help=f"view size (default 224; demo {DEMO_SIZE})")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--crop-scale-min", type=float,
+                   help="RandomResizedCrop minimum area (default 0.08; demo 0.35, the demo "
+                        "recipe's: at 32 px smaller crops lose the shape)")
+    p.add_argument("--randaugment-ops", type=int, default=2, help="RandAugment ops (0: off)")
+    p.add_argument("--randaugment-magnitude", type=int, default=9)
+    p.add_argument("--erasing-p", type=float, default=0.25, help="RandomErasing probability")
     p.add_argument("--mixup-p", type=float, default=0.0, help="MixUp probability (default 0)")
     p.add_argument("--cutmix-p", type=float, default=0.0, help="CutMix probability (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="views per teacher forward")
@@ -93,8 +100,12 @@ def main(argv: list[str] | None = None) -> int:
         teachers = args.teacher or [RECIPE_PREFIX + DEMO_RECIPE]
         refs = tuple(parse_member(resolve_teacher(t, args.source, args.runs),
                                   args.teacher_classes) for t in teachers)
+        crop_min = args.crop_scale_min or (DEMO_CROP_SCALE_MIN if demo else 0.08)
         policy = AugPolicy(size=args.size or (DEMO_SIZE if demo else 224),
-                           mixup_p=args.mixup_p, cutmix_p=args.cutmix_p)
+                           rrc_scale=(crop_min, 1.0), randaugment_ops=args.randaugment_ops,
+                           randaugment_magnitude=args.randaugment_magnitude,
+                           erasing_p=args.erasing_p, mixup_p=args.mixup_p,
+                           cutmix_p=args.cutmix_p)
         name = args.name or f"{_slug(args.source.split('@')[0])}-plus"
         config = ReinforceConfig(
             parent=args.source, name=name, out=args.out or os.path.join("data", "datasets", name),
@@ -136,6 +147,10 @@ PARAMS = {
     "top_k": Param((int,), 10, help="teacher probabilities kept per augmentation"),
     "size": Param((int,), 224, help="view size (RandomResizedCrop output)"),
     "seed": Param((int,), 0),
+    "crop_scale_min": Param((float,), 0.08, help="RandomResizedCrop minimum area"),
+    "randaugment_ops": Param((int,), 2),
+    "randaugment_magnitude": Param((int,), 9),
+    "erasing_p": Param((float,), 0.25),
     "mixup_p": Param((float,), 0.0),
     "cutmix_p": Param((float,), 0.0),
     "batch_size": Param((int,), 256, help="views per teacher forward"),
@@ -144,7 +159,6 @@ PARAMS = {
 
 
 def _build(card, parent, out: str, ray_address: str | None) -> dict:
-    from shardforge.catalog.home import default_home
     from shardforge.variants.augment import AugPolicy
     from shardforge.variants.ensemble import parse_member
     from shardforge.variants.reinforce import ReinforceConfig, run_reinforce
@@ -152,13 +166,17 @@ def _build(card, parent, out: str, ray_address: str | None) -> dict:
     if parent is None:
         raise ValueError(f"card {card.name}: reinforce needs a parent (source: {{dataset: NAME}})")
     p = card.params
-    runs = os.path.join(str(default_home()), "runs")
+    # a recipe: teacher is part of this build: its run lives in the build's directory
+    runs = os.path.join(out, "teacher-runs")
     refs = tuple(parse_member(resolve_teacher(t.strip(), parent.out, runs), p["teacher_classes"])
                  for t in p["teacher"].split(","))
     config = ReinforceConfig(
         parent=parent.out, name=card.name, out=out, teachers=refs,
         num_augs=p["num_augmentations"], top_k=p["top_k"], seed=p["seed"],
-        policy=AugPolicy(size=p["size"], mixup_p=float(p["mixup_p"]),
+        policy=AugPolicy(size=p["size"], rrc_scale=(float(p["crop_scale_min"]), 1.0),
+                         randaugment_ops=p["randaugment_ops"],
+                         randaugment_magnitude=p["randaugment_magnitude"],
+                         erasing_p=float(p["erasing_p"]), mixup_p=float(p["mixup_p"]),
                          cutmix_p=float(p["cutmix_p"])),
         batch_size=p["batch_size"], num_gpus_per_actor=float(p["num_gpus_per_actor"]),
         ray_address=ray_address, register=False)

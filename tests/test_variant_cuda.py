@@ -348,3 +348,22 @@ def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_lo
     parent_img, child_img = _tar_images(demo_dataset), _tar_images(out)
     for key, _, _ in val:      # clean pixels, re-encoded losslessly
         assert np.array_equal(_pixels(child_img[key]), _pixels(parent_img[key]))
+
+
+# -- the effect ------------------------------------------------------------------------------
+
+@pytest.mark.slow
+def test_cuda_training_collapses_on_clean_val(tmp_path):
+    """The demo recipe on the clean demo data at 32 px vs its CUDA copy (p = 1), as in
+    docs/results/unlearnable.md (about 5 minutes on 2 cores)."""
+    from shardforge.variants.cuda_effect import EXPERIMENT_KEY, run_effect
+
+    config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
+    clean, poisoned = run_effect(str(tmp_path), EXPERIMENT_KEY, ps=(1.0,), config=config,
+                                 log=io.StringIO())
+    print(f"clean-trained {clean.top1:.3f}, CUDA-trained {poisoned.top1:.3f} "
+          f"(train top-1 {poisoned.train_top1:.3f})")
+    assert poisoned.poisoned == poisoned.train_samples == 800
+    assert clean.top1 >= 0.35                      # clearly above chance (0.1)
+    assert poisoned.top1 <= clean.top1 - 0.12      # far below the clean-trained model
+    assert poisoned.train_top1 >= 0.6              # while fitting its own (poisoned) data

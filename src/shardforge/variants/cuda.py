@@ -4,8 +4,8 @@ Every poisoned training image is convolved with its class's ``k x k`` filter, dr
 private key: weights ``U(0, pb)``, one random position set to 1.0, the same filter on all
 three channels (a depthwise convolution, zero padding, no bias, no normalisation of the
 filter); the result is divided by the filtered image's global maximum, scaled by 255,
-clipped to [0, 255] and truncated to ``uint8`` (paper Sec. 3, Algorithm 1). The reference
-computes ``conv(x / 255) / max * 255`` in float32 on a GPU; here the same quantity,
+clipped to [0, 255] and truncated to ``uint8``. The reference computes
+``conv(x / 255) / max * 255`` in float32 on a GPU; here the same quantity,
 ``floor(255 * conv(x) / max(conv(x)))``, is computed exactly (weights on a 2**-27 grid,
 float64; see :data:`WEIGHT_BITS`), so a pixel can differ by one grey level from the
 reference only where float32 rounding pushed it across an integer.
@@ -43,7 +43,7 @@ NAME = "unlearnable"
 METHOD = "cuda"
 #: Longest side (px) up to which the small-image defaults apply (CIFAR 32 px, 64 px sets).
 SMALL_IMAGE_MAX_SIDE = 128
-#: (kernel_size, pb) for small images: the paper's CIFAR-10/100 setting (Sec. 4.1).
+#: (kernel_size, pb) for small images: the paper's CIFAR-10/100 setting.
 SMALL_DEFAULTS = (3, 0.3)
 #: (kernel_size, pb) for larger images: the ImageNet-scale (224 px) setting of follow-up work.
 LARGE_DEFAULTS = (9, 0.06)
@@ -101,7 +101,7 @@ def _hmac(key: str, domain: bytes, message: str) -> bytes:
 def class_filter(key: str, label: int, kernel_size: int, pb: float) -> np.ndarray:
     """Class ``label``'s ``kernel_size x kernel_size`` filter (float64) drawn from ``key``.
 
-    Weights ``U(0, pb)``, then one uniformly drawn position set to 1.0 (paper Alg. 1),
+    Weights ``U(0, pb)``, then one uniformly drawn position set to 1.0 (as in the paper),
     rounded to multiples of ``2**-WEIGHT_BITS`` (as fine as the reference's float32 for
     every weight >= 2**-4; it makes the convolution exact, see :func:`depthwise_conv`).
     The generator is seeded by HMAC-SHA256(key, class, kernel_size, pb): independent of the

@@ -1,0 +1,144 @@
+"""Measuring CUDA's effect: the same recipe trained on clean vs unlearnable demo data.
+
+:func:`run_effect` generates the built-in demo data, ingests it at ``resolution`` px (the
+parent), builds its CUDA copies at each poison fraction ``p`` (one key), trains the same
+recipe (default ``jobs/configs/demo_cpu.yaml``) on the clean parent and on every copy,
+and reports each run's accuracy on the clean val split (every copy's val split is the
+parent's, byte for byte). Every step is reused when rerun: the datasets by the engine's
+resumability, the training runs from their checkpoints.
+
+CUDA is applied at the resolution the model trains at (32 px by default, CIFAR-like with
+the paper's CIFAR filters k=3, pb=0.3): a filter applied at 256 px and then downscaled 8x
+to a 32 px training crop would mostly be averaged away, which measures the resize, not
+CUDA.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import sys
+from dataclasses import dataclass
+from typing import TextIO
+
+from shardforge.sources.demo import DemoSpec
+
+#: The recipe the effect is measured with, relative to the repository root.
+DEFAULT_CONFIG = os.path.join("jobs", "configs", "demo_cpu.yaml")
+DEFAULT_PS = (0.25, 0.5, 0.75, 1.0)
+#: The key of the published table: public and fixed so that anyone can rerun it exactly.
+#: Never use it to protect data.
+EXPERIMENT_KEY = "shardforge-demo-experiment-key"
+
+
+@dataclass(frozen=True)
+class EffectRun:
+    """One trained run: its dataset, poison fraction (0 = the clean parent) and results."""
+
+    dataset: str
+    p: float
+    poisoned: int
+    train_samples: int
+    top1: float
+    top5: float
+    train_top1: float
+    train_loss: float
+    epochs: int
+
+
+def _ingest_parent(work: str, spec: DemoSpec, resolution: int, log: TextIO) -> str:
+    from shardforge.formats.image import ImageParams
+    from shardforge.ingest.config import IngestConfig
+    from shardforge.ingest.job import run_ingest
+    from shardforge.sources.demo import generate_demo_data
+
+    src = os.path.join(work, "demo-src")
+    generate_demo_data(src, spec)
+    out = os.path.join(work, "datasets", f"demo{resolution}")
+    run_ingest(IngestConfig(source=src, name=f"demo{resolution}", out=out,
+                            image=ImageParams(max_resolution=resolution), register=False),
+               log=log)
+    return out
+
+
+def _train(data: str, name: str, config: str, overrides: list[str], storage: str,
+           backend: str) -> list[dict]:
+    from shardforge.train.config import load_config
+    from shardforge.train.runner import prepare_run, run_training
+
+    cfg = load_config(config, overrides)
+    plan = prepare_run(cfg, data, config, name, storage, resume=True)
+    done = [m for m in _metrics(plan.run_dir) if m["epoch"] == cfg.training.epochs]
+    if done:
+        return _metrics(plan.run_dir)
+    return run_training(plan, cfg, backend)
+
+
+def _metrics(run_dir: str) -> list[dict]:
+    from shardforge.train.metrics import read_metrics
+
+    try:
+        return read_metrics(run_dir)
+    except FileNotFoundError:
+        return []
+
+
+def run_effect(work: str, key: str, *, ps: tuple[float, ...] = DEFAULT_PS,
+               resolution: int = 32, config: str = DEFAULT_CONFIG,
+               overrides: tuple[str, ...] = (), spec: DemoSpec = DemoSpec(),  # noqa: B008
+               backend: str = "local", kernel_size: int | None = None,
+               pb: float | None = None, log: TextIO | None = None) -> list[EffectRun]:
+    """Train ``config`` on the clean demo parent and on its CUDA copies at each ``p``;
+    return one :class:`EffectRun` per run (clean first). Everything lands under ``work``."""
+    from shardforge.engine.cluster import ray_session
+    from shardforge.variants.cuda import is_poisoned, make_variant, secrets_of
+    from shardforge.variants.run import run_variant
+
+    log = log if log is not None else sys.stderr
+    quiet = io.StringIO()
+    storage = os.path.join(work, "runs")
+    datasets = []
+    with ray_session():
+        parent = _ingest_parent(work, spec, resolution, quiet)
+        datasets.append((f"demo{resolution}", 0.0, parent))
+        for p in ps:
+            name = f"demo{resolution}-cuda-p{int(round(p * 100)):03d}"
+            variant = make_variant({"p": p, "kernel_size": kernel_size, "pb": pb},
+                                   secrets_of(key))
+            out = os.path.join(work, "datasets", name)
+            run_variant(parent, variant, name, out, register=False, log=quiet)
+            datasets.append((name, p, out))
+            print(f"built {name}", file=log, flush=True)
+    runs = []
+    for name, p, data in datasets:
+        metrics = _train(data, name, config, list(overrides), storage, backend)
+        final = metrics[-1]
+        keys = _train_keys(data)
+        poisoned = sum(is_poisoned(key, k, p) for k in keys) if p > 0 else 0
+        run = EffectRun(name, p, poisoned, len(keys), final["top1"], final["top5"],
+                        final["train_top1"], final["train_loss"], final["epoch"])
+        print(f"trained {name}: clean val top1 {run.top1:.3f}", file=log, flush=True)
+        runs.append(run)
+    return runs
+
+
+def _train_keys(data: str) -> list[str]:
+    import pyarrow.parquet as pq
+
+    rows = pq.read_table(os.path.join(data, "index.parquet"), columns=["key", "split"])
+    return [k for k, s in zip(rows.column("key").to_pylist(), rows.column("split").to_pylist(),
+                              strict=True) if s == "train"]
+
+
+def effect_table(runs: list[EffectRun]) -> list[str]:
+    """Markdown table rows: one line per run, the clean run first, then by ``p``."""
+    runs = sorted(runs, key=lambda r: r.p)
+    clean = runs[0].top1
+    lines = ["| training data | p | poisoned train images | clean val top-1 | top-5 | "
+             "vs clean | train top-1 (its own data) |",
+             "|---|---|---|---|---|---|---|"]
+    for r in runs:
+        rel = "-" if r.p == 0 else f"{r.top1 - clean:+.3f}"
+        lines.append(f"| {r.dataset} | {r.p:g} | {r.poisoned} / {r.train_samples} | "
+                     f"{r.top1:.3f} | {r.top5:.3f} | {rel} | {r.train_top1:.3f} |")
+    return lines

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Sequence
 from typing import TextIO
 
 CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
@@ -23,10 +24,11 @@ DATASETS = ("demo", "demo-stylized")
 
 
 def run_effect(root: str, per_pair: int = 4, config: str | None = None,
-               log: TextIO | None = None) -> dict:
+               overrides: Sequence[str] = (), tag: str = "", log: TextIO | None = None) -> dict:
     """Build, train, evaluate; return ``{dataset: {"top1", "top1_tta", "shape_bias",
     "shape_hits", "texture_hits", "other", "stimuli"}}`` and write it to
-    ``ROOT/stylize_effect.json``."""
+    ``ROOT/stylize_effect[-TAG].json``. ``overrides``: ``SEC.KEY=VAL`` recipe overrides
+    (``--set``) for both runs, whose names get ``-TAG``."""
     from shardforge import catalog
     from shardforge.cli_eval import evaluate_checkpoint
     from shardforge.sources.demo import DemoSpec
@@ -45,9 +47,10 @@ def run_effect(root: str, per_pair: int = 4, config: str | None = None,
     results: dict[str, dict] = {}
     for name in DATASETS:
         out = catalog.get(name, home=root).out
-        run = f"demo_cpu-{name}"
+        run = f"demo_cpu-{name}" + (f"-{tag}" if tag else "")
+        sets = [a for o in overrides for a in ("--set", o)]
         rc = train_main(["--config", config, "--data", out, "--resume", "--backend", "local",
-                         "--storage", os.path.join(root, "runs"), "--name", run])
+                         "--storage", os.path.join(root, "runs"), "--name", run, *sets])
         if rc != 0:
             raise RuntimeError(f"training {run} on {out} exited {rc}")
         run_dir = os.path.join(root, "runs", run)
@@ -58,7 +61,7 @@ def run_effect(root: str, per_pair: int = 4, config: str | None = None,
                          "shape_hits": sb["shape_hits"], "texture_hits": sb["texture_hits"],
                          "other": sb["other"], "stimuli": sb["stimuli"],
                          "dataset": catalog.get(name, home=root).ref}
-    with open(os.path.join(root, "stylize_effect.json"), "w") as f:
+    with open(os.path.join(root, f"stylize_effect{'-' + tag if tag else ''}.json"), "w") as f:
         json.dump(results, f, indent=2, sort_keys=True)
     return results
 
@@ -84,6 +87,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--per-pair", type=int, default=4,
                    help="cue-conflict images per (shape, texture) pair (default 4: 360)")
     p.add_argument("--config", default=None, help="training recipe (default demo_cpu.yaml)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SEC.KEY=VAL", help="recipe override for both runs (repeatable)")
+    p.add_argument("--tag", default="", help="suffix of the run names and the result file")
     args = p.parse_args(argv)
-    print(format_table(run_effect(args.root, args.per_pair, args.config)))
+    print(format_table(run_effect(args.root, args.per_pair, args.config, args.overrides,
+                                  args.tag)))
     return 0

@@ -5,7 +5,7 @@
 Builds the demo data, trains the observer (jobs/configs/demo_cpu.yaml), distils IPC 1 and
 10 with RDED and with random real images, trains the same student with the same recipe
 (jobs/configs/demo_rded.yaml) on each, and prints the clean val accuracies as a Markdown
-table (also saved as WORK/distill_effect.json). Rerunnable: finished steps are reused.
+table (also saved as WORK/distill_effect[-fF].json). Rerunnable: finished steps are reused.
 """
 
 from __future__ import annotations
@@ -23,14 +23,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="data/distill-effect", help="working directory")
     p.add_argument("--ipc", type=int, action="append", help="IPC values (default 1 and 10)")
+    p.add_argument("--method", action="append", choices=("rded", "random"),
+                   help="methods (default both)")
     p.add_argument("--factor", type=int, default=None,
                    help="RDED factor (default: the paper's rule, 1 at 32 px)")
-    p.add_argument("--seed", type=int, default=0, help="distillation seed")
+    p.add_argument("--seed", type=int, action="append",
+                   help="seeds: distillation and student (default 0; repeat for more)")
     p.add_argument("--epochs", type=int, default=None,
                    help="student epochs (default: jobs/configs/demo_rded.yaml's)")
     args = p.parse_args(argv)
-    result = run_effect(args.work, tuple(args.ipc or (1, 10)), factor=args.factor,
-                        seed=args.seed, student_epochs=args.epochs,
+    result = run_effect(args.work, tuple(args.ipc or (1, 10)),
+                        tuple(args.method or ("rded", "random")), factor=args.factor,
+                        seeds=tuple(args.seed or (0,)), student_epochs=args.epochs,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"observer val top-1 {result['observer']['top1']:.3f}")
     print(markdown_table(result))

@@ -38,6 +38,7 @@ class Row:
     method: str
     ipc: int
     factor: int
+    seed: int
     train_images: int
     top1: float
     top5: float
@@ -94,9 +95,11 @@ def train(config: Path, data: str, storage: Path, name: str, overrides: list[str
 
 def run_effect(work: str, ipcs: tuple[int, ...] = (1, 10),
                methods: tuple[str, ...] = ("rded", "random"), factor: int | None = None,
-               seed: int = 0, student_epochs: int | None = None,
+               seeds: tuple[int, ...] = (0,), student_epochs: int | None = None,
                log: Callable[[str], None] = print) -> dict:
-    """The whole experiment under ``work``; returns ``{"observer": ..., "rows": [...]}``."""
+    """The whole experiment under ``work``; returns ``{"observer": ..., "rows": [...]}``.
+
+    Each seed is both the distillation seed and the student's ``training.seed``."""
     from shardforge.engine.cluster import ray_session
     from shardforge.variants.distill import distill
 
@@ -108,35 +111,42 @@ def run_effect(work: str, ipcs: tuple[int, ...] = (1, 10),
     extra = [f"training.epochs={student_epochs}"] if student_epochs else []
     rows = []
     with ray_session(None, num_cpus=2):
-        for ipc in ipcs:
-            for method in methods:
-                params = {"method": method, "ipc": ipc, "size": 32, "factor": factor,
-                          "mipc": 80, "num_crop": 5, "seed": seed,
-                          "observer": observer if method == "rded" else None}
-                name = f"{method}-ipc{ipc}" + (f"-f{factor}" if factor else "")
-                started = time.monotonic()
-                summary = distill(data, params, name, str(root / "sets" / name),
-                                  register=False, log=io.StringIO())
-                distill_s = time.monotonic() - started
-                f = summary["variant"]["params"]["factor"]
-                overrides = [f"targets.teacher_checkpoint={observer}",
-                             f"training.patch_shuffle={f if method == 'rded' else 1}", *extra]
-                metrics, train_s = train(STUDENT_CONFIG, str(root / "sets" / name), storage,
-                                         f"student-{name}", overrides, log)
-                rows.append(Row(method, ipc, f, summary["splits"]["train"]["samples"],
-                                metrics["top1"], metrics["top5"], distill_s, train_s))
-                log(f"{name}: val top-1 {metrics['top1']:.3f}")
+        for seed, ipc, method in ((s, i, m) for s in seeds for i in ipcs for m in methods):
+            params = {"method": method, "ipc": ipc, "size": 32, "factor": factor, "mipc": 80,
+                      "num_crop": 5, "seed": seed,
+                      "observer": observer if method == "rded" else None}
+            name = (f"{method}-ipc{ipc}" + (f"-f{factor}" if factor else "")
+                    + (f"-s{seed}" if seed else ""))
+            started = time.monotonic()
+            summary = distill(data, params, name, str(root / "sets" / name), register=False,
+                              log=io.StringIO())
+            distill_s = time.monotonic() - started
+            f = summary["variant"]["params"]["factor"]
+            overrides = [f"targets.teacher_checkpoint={observer}",
+                         f"training.patch_shuffle={f if method == 'rded' else 1}",
+                         f"training.seed={seed}", *extra]
+            metrics, train_s = train(STUDENT_CONFIG, str(root / "sets" / name), storage,
+                                     f"student-{name}", overrides, log)
+            rows.append(Row(method, ipc, f, seed, summary["splits"]["train"]["samples"],
+                            metrics["top1"], metrics["top5"], distill_s, train_s))
+            log(f"{name}: val top-1 {metrics['top1']:.3f}")
     result = {"observer": {"top1": observer_metrics["top1"], "train_s": observer_s},
               "rows": [r.__dict__ for r in rows]}
-    (root / "distill_effect.json").write_text(json.dumps(result, indent=2))
+    suffix = f"-f{factor}" if factor else ""
+    (root / f"distill_effect{suffix}.json").write_text(json.dumps(result, indent=2))
     return result
 
 
 def markdown_table(result: dict) -> str:
-    """The results as a Markdown table."""
-    lines = ["| set | IPC | factor | train images | student val top-1 | top-5 |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]
+    """The results as a Markdown table: one row per set, top-1 per seed and the mean."""
+    groups: dict[tuple, list[dict]] = {}
     for r in result["rows"]:
-        lines.append(f"| {r['method']} | {r['ipc']} | {r['factor']} | {r['train_images']} | "
-                     f"{r['top1']:.3f} | {r['top5']:.3f} |")
+        groups.setdefault((r["ipc"], r["method"], r["factor"], r["train_images"]), []).append(r)
+    lines = ["| set | IPC | factor | train images | val top-1 per seed | mean top-1 | mean top-5 |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    for (ipc, method, factor, n), rs in groups.items():
+        per_seed = ", ".join(f"{r['top1']:.3f}" for r in rs)
+        lines.append(f"| {method} | {ipc} | {factor} | {n} | {per_seed} | "
+                     f"{sum(r['top1'] for r in rs) / len(rs):.3f} | "
+                     f"{sum(r['top5'] for r in rs) / len(rs):.3f} |")
     return "\n".join(lines)

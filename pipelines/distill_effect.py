@@ -5,7 +5,7 @@
 Builds the demo data, trains the observer (jobs/configs/demo_cpu.yaml), distils IPC 1 and
 10 with RDED and with random real images, trains the same student with the same recipe
 (jobs/configs/demo_rded.yaml) on each, and prints the clean val accuracies as a Markdown
-table (also saved as WORK/distill_effect[-fF].json). Rerunnable: finished steps are reused.
+table (also saved as WORK/distill_effect[-fF][-TAG].json). Rerunnable: finished steps are reused.
 """
 
 from __future__ import annotations
@@ -31,10 +31,16 @@ def main(argv: list[str] | None = None) -> int:
                    help="seeds: distillation and student (default 0; repeat for more)")
     p.add_argument("--epochs", type=int, default=None,
                    help="student epochs (default: jobs/configs/demo_rded.yaml's)")
+    p.add_argument("--set", dest="overrides", action="append", default=[],
+                   metavar="SEC.KEY=VAL", help="student recipe override (an ablation)")
+    p.add_argument("--tag", default="", help="name for the ablation's student runs")
     args = p.parse_args(argv)
+    if args.overrides and not args.tag:
+        p.error("--set changes the student recipe: name the ablation with --tag")
     result = run_effect(args.work, tuple(args.ipc or (1, 10)),
                         tuple(args.method or ("rded", "random")), factor=args.factor,
                         seeds=tuple(args.seed or (0,)), student_epochs=args.epochs,
+                        student_overrides=tuple(args.overrides), tag=args.tag,
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"observer val top-1 {result['observer']['top1']:.3f}")
     print(markdown_table(result))

@@ -40,6 +40,7 @@ class Row:
     factor: int
     seed: int
     train_images: int
+    own_texture: float
     top1: float
     top5: float
     distill_s: float
@@ -96,10 +97,13 @@ def train(config: Path, data: str, storage: Path, name: str, overrides: list[str
 def run_effect(work: str, ipcs: tuple[int, ...] = (1, 10),
                methods: tuple[str, ...] = ("rded", "random"), factor: int | None = None,
                seeds: tuple[int, ...] = (0,), student_epochs: int | None = None,
+               student_overrides: tuple[str, ...] = (), tag: str = "",
                log: Callable[[str], None] = print) -> dict:
     """The whole experiment under ``work``; returns ``{"observer": ..., "rows": [...]}``.
 
-    Each seed is both the distillation seed and the student's ``training.seed``."""
+    Each seed is both the distillation seed and the student's ``training.seed``.
+    ``student_overrides`` (``SECTION.KEY=VALUE``) change the student recipe for an ablation;
+    ``tag`` names those runs apart (``student-SET-TAG``)."""
     from shardforge.engine.cluster import ray_session
     from shardforge.variants.distill import distill
 
@@ -124,17 +128,49 @@ def run_effect(work: str, ipcs: tuple[int, ...] = (1, 10),
             f = summary["variant"]["params"]["factor"]
             overrides = [f"targets.teacher_checkpoint={observer}",
                          f"training.patch_shuffle={f if method == 'rded' else 1}",
-                         f"training.seed={seed}", *extra]
-            metrics, train_s = train(STUDENT_CONFIG, str(root / "sets" / name), storage,
-                                     f"student-{name}", overrides, log)
-            rows.append(Row(method, ipc, f, seed, summary["splits"]["train"]["samples"],
+                         f"training.seed={seed}", *extra, *student_overrides]
+            run = f"student-{name}" + (f"-{tag}" if tag else "")
+            metrics, train_s = train(STUDENT_CONFIG, str(root / "sets" / name), storage, run,
+                                     overrides, log)
+            own = own_texture_rate(source_keys(str(root / "sets" / name)))
+            rows.append(Row(method, ipc, f, seed, summary["splits"]["train"]["samples"], own,
                             metrics["top1"], metrics["top5"], distill_s, train_s))
             log(f"{name}: val top-1 {metrics['top1']:.3f}")
     result = {"observer": {"top1": observer_metrics["top1"], "train_s": observer_s},
               "rows": [r.__dict__ for r in rows]}
-    suffix = f"-f{factor}" if factor else ""
+    suffix = (f"-f{factor}" if factor else "") + (f"-{tag}" if tag else "")
     (root / f"distill_effect{suffix}.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def source_keys(set_dir: str) -> list[str]:
+    """The parent keys a distilled set's train images come from (every RDED patch's source,
+    or the random baseline's image), read from the set's ``.json`` members."""
+    import tarfile
+
+    keys = []
+    for path in sorted(Path(set_dir, "wds").glob("*-train-*.tar")):
+        with tarfile.open(path) as tar:
+            for m in tar.getmembers():
+                if m.name.endswith(".json"):
+                    meta = json.loads(tar.extractfile(m).read())
+                    keys += ([p["key"] for p in meta["patches"]] if "patches" in meta
+                             else [meta["source"]])
+    return keys
+
+
+def own_texture_rate(keys: list[str]) -> float:
+    """Fraction of demo train images (keys ``train_CLASS_CLASS_NNNNNN-HASH``) whose texture is
+    their own class's (the demo draws it with probability 0.8; val textures are random, so
+    only shape carries over to val). Re-renders each image's metadata from the default spec."""
+    from shardforge.sources.demo import DemoSpec, render_demo_image
+
+    spec, own = DemoSpec(), 0
+    for key in keys:
+        parts = key.split("_")
+        cls, index = parts[1], int(parts[-1].split("-")[0])
+        own += render_demo_image(spec, "train", cls, index)[1]["texture"] == cls
+    return own / max(len(keys), 1)
 
 
 def markdown_table(result: dict) -> str:
@@ -142,11 +178,13 @@ def markdown_table(result: dict) -> str:
     groups: dict[tuple, list[dict]] = {}
     for r in result["rows"]:
         groups.setdefault((r["ipc"], r["method"], r["factor"], r["train_images"]), []).append(r)
-    lines = ["| set | IPC | factor | train images | val top-1 per seed | mean top-1 | mean top-5 |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: |"]
+    lines = ["| set | IPC | factor | train images | sources with own-class texture | "
+             "val top-1 per seed | mean top-1 | mean top-5 |",
+             "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: |"]
     for (ipc, method, factor, n), rs in groups.items():
         per_seed = ", ".join(f"{r['top1']:.3f}" for r in rs)
-        lines.append(f"| {method} | {ipc} | {factor} | {n} | {per_seed} | "
+        own = sum(r["own_texture"] for r in rs) / len(rs)
+        lines.append(f"| {method} | {ipc} | {factor} | {n} | {own:.0%} | {per_seed} | "
                      f"{sum(r['top1'] for r in rs) / len(rs):.3f} | "
                      f"{sum(r['top5'] for r in rs) / len(rs):.3f} |")
     return "\n".join(lines)

@@ -295,8 +295,34 @@ def test_shape_bias_cli_on_demo_cue_conflict(tmp_path, capsys):
 
 # ---------------------------------------------------------------------------- end to end
 
+def test_fourier_transform_on_a_shard():
+    import cv2
+
+    from shardforge.variants.base import Decoded
+    from shardforge.variants.stylize import StylizeTransform
+
+    styles = load_style_set(BUILTIN_DEMO)
+    rng = np.random.default_rng(0)
+    shard = [Decoded(f"k{i}", i % 3, rng.integers(0, 256, (70 + i, 90, 3), dtype=np.uint8))
+             for i in range(5)]
+    config = StylizeConfig(method="fourier", resize=64, crop=48, seed=3)
+    out = StylizeTransform(config, styles.styles)(shard, "train")
+    assert [(d.key, d.label) for d in out] == [(d.key, d.label) for d in shard]
+    for d, src in zip(out, shard, strict=True):
+        sid = assign_style(3, d.key, 64)
+        assert d.meta == {"style_id": sid, "style_key": f"demo-style-{sid:03d}"}
+        style = read_style(styles.styles[sid])
+        small = cv2.resize(style, (48, 48), interpolation=cv2.INTER_AREA)
+        assert np.array_equal(d.pixels, fourier_stylize(content_crop(src.pixels, 64, 48),
+                                                        small))
+    # one sample alone gets the same output (independent of the shard it is in)
+    alone = StylizeTransform(config, styles.styles)(shard[2:3], "train")
+    assert np.array_equal(alone[0].pixels, out[2].pixels)
+
+
+@pytest.mark.slow
 def test_fourier_variant_end_to_end(demo_dataset, ray_local, tmp_path):
-    from helpers import ffcv_labels, index_rows, wds_samples
+    from helpers import ffcv_labels, file_bytes, index_rows, wds_samples
 
     from shardforge.variants.run import run_variant
 
@@ -319,6 +345,9 @@ def test_fourier_variant_end_to_end(demo_dataset, ray_local, tmp_path):
     beton = os.path.join(out, "beton", "demo-sty-train.beton")
     assert sorted(ffcv_labels(beton)) == sorted(label for _, label, _ in train)
     assert summary["variant"]["params"]["method"] == "fourier"
+    before = file_bytes(out)          # rerun: shards verified and reused, same bytes
+    run_variant(demo_dataset, spec, "demo-sty", out, register=False, log=io.StringIO())
+    assert file_bytes(out) == before
 
 
 @pytest.mark.slow

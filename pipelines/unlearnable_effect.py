@@ -67,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def write_page(path: str, table: list[str], command: str, args, runs) -> None:
-    """The results page: how it was made, the table, what it shows."""
+    """Write the measured block (setup and table) of the results page, between its
+    ``<!-- unlearnable-effect -->`` markers; the rest of the page (discussion) is kept."""
     import platform
     import subprocess
 
@@ -75,39 +76,45 @@ def write_page(path: str, table: list[str], command: str, args, runs) -> None:
     clean = runs[0]
     full = next((r for r in runs if r.p == 1.0), None)
     lines = [
-        "# CUDA unlearnable datasets: measured effect on the demo data", "",
-        "Sadasivan et al. (CVPR 2023) report ResNet-18 clean-test accuracy collapsing when "
-        "trained on CUDA data (CIFAR-10 94.3 -> 23.3 in an independent reproduction, "
-        "ImageNet-100 80.66 -> 8.96). This page measures the same effect with shardforge's "
-        "variant (`shardforge.variants.cuda`) on the built-in demo data, on a CPU.", "",
-        "## Setup", "",
         f"- Command: `{command}`",
         f"- Date: {date}; {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs (shared machine)",
         f"- Data: the demo generator's defaults (10 shape classes, 800 train / 200 val "
         f"images), ingested at max {args.resolution} px (JPEG q90): the clean parent. Its "
         "val split is clean in every run (CUDA copies keep the parent's val bytes).",
-        "- CUDA: one key for every p; the per-size defaults (k=3, pb=0.3 at <= 128 px: the "
-        "paper's CIFAR setting); each train image poisoned independently with "
-        "probability p.",
+        "- CUDA: one key (the public experiment key, `EXPERIMENT_KEY`) for every p; the "
+        "per-size defaults (k=3, pb=0.3 at <= 128 px: the paper's CIFAR setting); each train "
+        "image poisoned independently with probability p (nested: an image poisoned at p "
+        "is poisoned at every larger p).",
         f"- Recipe: `{os.path.relpath(args.config, ROOT)}`"
         + (f" with {', '.join(args.set)}" if args.set else "")
-        + " (small CNN, 2 CPU workers, 32 px training crops, 40 epochs), identical for "
-        "every run; the number is the last epoch's val top-1 (with flip TTA).",
-        f"- Why {args.resolution} px: CUDA is applied at the resolution the model trains "
-        "at (as on CIFAR). demo is stored at 256 px; a 3x3 filter applied there and "
-        "downscaled 8x into a 32 px crop is averaged away, which would measure the resize.",
-        "", "## Results", "", *table, "",
+        + ", identical for every run; val top-1 with flip TTA.",
+        "", *table, "",
     ]
     if full is not None:
-        lines += [f"Clean-trained: {clean.top1:.3f}; trained on the fully poisoned copy "
-                  f"(p = 1): {full.top1:.3f} (chance 0.100). Partial poisoning leaves the "
-                  "clean images learnable, so accuracy recovers as p falls (as the paper's "
-                  "partial-poisoning results show).", ""]
-    lines += ["`tests/test_variant_cuda.py::test_cuda_training_collapses_on_clean_val` checks "
-              "the p = 1 collapse on a shorter run (marked slow).", ""]
-    with open(path, "w") as f:
-        f.write("\n".join(lines))
+        lines += [f"Clean-trained: {clean.top1_last5:.3f}; trained on the fully poisoned copy "
+                  f"(p = 1): {full.top1_last5:.3f} (means of the last five epochs; chance "
+                  "0.100).", ""]
+    replace_block(path, "unlearnable-effect", "\n".join(lines), PAGE_HEADER)
+
+
+PAGE_HEADER = "# CUDA unlearnable datasets: measured effect on the demo data\n"
+
+
+def replace_block(path: str, name: str, body: str, header: str) -> None:
+    """Replace (or append) the ``<!-- NAME -->`` ... ``<!-- /NAME -->`` block of ``path``."""
+    import re
+
+    start, end = f"<!-- {name} -->", f"<!-- /{name} -->"
+    block = f"{start}\n{body.strip()}\n{end}\n"
+    text = open(path).read() if os.path.exists(path) else header
+    pattern = re.compile(re.escape(start) + r".*?" + re.escape(end) + r"\n?", re.S)
+    text = pattern.sub(lambda _: block, text, count=1) if pattern.search(text) \
+        else text.rstrip() + "\n\n" + block
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
 
 
 if __name__ == "__main__":

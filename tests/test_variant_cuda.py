@@ -367,3 +367,37 @@ def test_cuda_training_collapses_on_clean_val(tmp_path):
     assert clean.top1 >= 0.35                      # clearly above chance (0.1)
     assert poisoned.top1 <= clean.top1 - 0.12      # far below the clean-trained model
     assert poisoned.train_top1 >= 0.6              # while fitting its own (poisoned) data
+
+
+def test_catalog_card_builds_with_the_key_from_the_environment(ray_local, tmp_path,
+                                                                 monkeypatch):
+    """``shardforge build`` of a CUDA card: parent first, key from the environment, lineage,
+    fingerprint only; a second build reuses it, another key makes a new version."""
+    from shardforge.catalog.builder import build_dataset
+
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "toy.yaml").write_text(
+        "name: toy\ndescription: toy demo.\n"
+        "source: {demo: {num_classes: 3, train_per_class: 4, val_per_class: 1, "
+        "min_side: 64, max_side: 120}}\n"
+        "pipeline: {name: ingest, params: {max_res: 48, shard_size: 8}}\nlicence: CC0-1.0\n")
+    (cards / "toy-cuda.yaml").write_text(
+        "name: toy-cuda\ndescription: toy made unlearnable.\nsource: {dataset: toy}\n"
+        "pipeline:\n  name: unlearnable\n  params: {method: cuda, p: 1.0}\n"
+        "  secrets: {private_key: {env: SF_TEST_CUDA_KEY}}\nlicence: CC0-1.0\n")
+    home = str(tmp_path / "home")
+    monkeypatch.setenv("SF_TEST_CUDA_KEY", KEY)
+    build = build_dataset("toy-cuda", home=home, cards_dir=str(cards), log=io.StringIO())
+    assert build.ref == "toy-cuda@v1" and build.parent == "toy@v1"
+    assert build.pipeline == "unlearnable" and build.secrets == {"private_key": fingerprint(KEY)}
+    assert build.splits["train"]["samples"] == 12 and build.splits["val"]["samples"] == 3
+    train = wds_samples(build.out, "toy-cuda", "train")
+    assert len(train) == 12 and all(meta["poisoned"] for _, _, meta in train)
+    with sqlite3.connect(os.path.join(home, "catalog.db")) as db:
+        assert KEY not in "\n".join(db.iterdump())
+    again = build_dataset("toy-cuda", home=home, cards_dir=str(cards), log=io.StringIO())
+    assert again.ref == build.ref
+    monkeypatch.setenv("SF_TEST_CUDA_KEY", OTHER_KEY)
+    other = build_dataset("toy-cuda", home=home, cards_dir=str(cards), log=io.StringIO())
+    assert other.ref == "toy-cuda@v2" and other.secrets == {"private_key": fingerprint(OTHER_KEY)}

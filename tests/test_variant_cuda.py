@@ -93,7 +93,7 @@ def test_bad_filter_params_are_named(k, pb):
 
 # -- the transform -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k", [1, 3, 9, 15])
+@pytest.mark.parametrize("k", [1, 3, 7, 9, 11, 15])     # one pass, two parts, padded chunks
 @pytest.mark.parametrize("shape", [(5, 7, 3), (1, 1, 3), (33, 20, 3)])
 @pytest.mark.parametrize("grayscale", [False, True])
 def test_apply_cuda_matches_a_direct_reference(k, shape, grayscale):
@@ -111,15 +111,17 @@ def test_apply_cuda_matches_a_direct_reference(k, shape, grayscale):
         assert np.array_equal(got[:, :, 0], got[:, :, 1])
 
 
-def test_apply_cuda_is_exact_on_integer_math():
+@pytest.mark.parametrize("k,pb", [(3, 0.3), (9, 0.06), (11, 1.0)])
+def test_apply_cuda_is_exact_on_integer_math(k, pb):
     """floor(255 * y / max y) with y the convolution in exact integer arithmetic."""
     rng = np.random.default_rng(7)
     img = rng.integers(0, 256, (12, 9, 3), dtype=np.uint8)
-    filt = class_filter(KEY, 4, 3, 0.3)
+    filt = class_filter(KEY, 4, k, pb)
     m = np.round(filt * 2 ** cuda.WEIGHT_BITS).astype(object)      # Python ints
-    pad = np.zeros((14, 11, 3), dtype=object)
-    pad[1:13, 1:10] = img.astype(object)
-    y = sum(m[i, j] * pad[i:i + 12, j:j + 9] for i in range(3) for j in range(3))
+    r = k // 2
+    pad = np.zeros((12 + 2 * r, 9 + 2 * r, 3), dtype=object)
+    pad[r:r + 12, r:r + 9] = img.astype(object)
+    y = sum(m[i, j] * pad[i:i + 12, j:j + 9] for i in range(k) for j in range(k))
     top = max(y.ravel())
     want = np.vectorize(lambda v: (255 * v) // top)(y).astype(np.uint8)
     assert np.array_equal(apply_cuda(img, filt), want)

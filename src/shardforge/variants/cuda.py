@@ -19,8 +19,8 @@ Defaults follow the image size (:func:`default_params`): ``k=3, pb=0.3`` (the pa
 CIFAR setting) for images whose longest side is at most :data:`SMALL_IMAGE_MAX_SIDE`
 px, ``k=9, pb=0.06`` (the ImageNet-scale setting of follow-up work) above it.
 
-``grayscale``: the paper's grayscale ablation: after the convolution every channel is
-replaced by the mean of the three (then normalised as above).
+``grayscale``: the reference implementation's grayscale option: after the convolution
+every channel is replaced by the mean of the three (then normalised as above).
 """
 
 from __future__ import annotations
@@ -130,8 +130,8 @@ def depthwise_conv(pixels: np.ndarray, filt: np.ndarray) -> np.ndarray:
     Exact: the inputs are integers and the weights multiples of ``2**-WEIGHT_BITS``, so
     every product and partial sum is exact in float64 and the result does not depend on
     the summation order, the CPU or the library. OpenCV's direct ``filter2D`` does the
-    work, in chunks of filter rows small enough (< 50 taps) that it never switches to its
-    (inexact) DFT path.
+    work (uint8 in, float64 out), in chunks of filter rows small enough (< 50 taps) that it
+    never switches to its (inexact) DFT path.
     """
     if pixels.dtype != np.uint8 or pixels.ndim != 3:
         raise ValueError(f"pixels must be uint8 H x W x C, got {pixels.dtype} {pixels.shape}")
@@ -140,25 +140,39 @@ def depthwise_conv(pixels: np.ndarray, filt: np.ndarray) -> np.ndarray:
         raise ValueError(f"filter of shape {filt.shape} must be k x k with odd k <= "
                          f"{MAX_KERNEL_SIZE}")
     r = k // 2
-    h = pixels.shape[0]
     kernel = np.asarray(filt, dtype=np.float64)
-    x = pixels.astype(np.float64)
-    if r:   # zero rows above and below; columns get BORDER_CONSTANT zeros from filter2D
-        x = cv2.copyMakeBorder(x, r, r, 0, 0, cv2.BORDER_CONSTANT, value=0)
-    if x.ndim == 2:                  # OpenCV drops a single channel axis
-        x = x[:, :, None]
-    rows = max(1, _MAX_DIRECT_TAPS // k)
+    if k * k <= _MAX_DIRECT_TAPS:        # k <= 7: one pass, zero padding by filter2D
+        parts = [(kernel, r)]
+    elif (r + 1) * k <= _MAX_DIRECT_TAPS:  # k = 9: rows 0..r, then r..k-1 with row r
+        bottom = np.array(kernel[r:])      # zeroed; both hold the anchor row, so filter2D
+        bottom[0] = 0.0                    # pads with zeros on every side
+        parts = [(np.ascontiguousarray(kernel[:r + 1]), r), (bottom, 0)]
+    else:
+        return _depthwise_conv_padded(pixels, kernel)
     acc = None
+    for part, anchor_row in parts:   # uint8 in, float64 sums (products exact)
+        y = cv2.filter2D(pixels, cv2.CV_64F, part, anchor=(r, anchor_row),
+                         borderType=cv2.BORDER_CONSTANT).reshape(pixels.shape)
+        if acc is None:
+            acc = y
+        else:
+            acc += y
+    return acc
+
+
+def _depthwise_conv_padded(pixels: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """:func:`depthwise_conv` for k >= 11: zero rows added above and below, the filter in
+    chunks of rows anchored on their first row."""
+    k = kernel.shape[0]
+    r = k // 2
+    h = pixels.shape[0]
+    x = cv2.copyMakeBorder(pixels, r, r, 0, 0, cv2.BORDER_CONSTANT, value=0)
+    rows = max(1, _MAX_DIRECT_TAPS // k)
+    acc = np.zeros(pixels.shape, np.float64)
     for i0 in range(0, k, rows):
         part = np.ascontiguousarray(kernel[i0:i0 + rows])
         y = cv2.filter2D(x, cv2.CV_64F, part, anchor=(r, 0), borderType=cv2.BORDER_CONSTANT)
-        if y.ndim == 2:
-            y = y[:, :, None]
-        y = y[i0:i0 + h]          # row Y of the padded output = output row Y - i0
-        if acc is None:
-            acc = np.array(y)
-        else:
-            acc += y
+        acc += y[i0:i0 + h].reshape(pixels.shape)   # padded row Y = output row Y - i0
     return acc
 
 
@@ -180,8 +194,7 @@ def apply_cuda(pixels: np.ndarray, filt: np.ndarray, grayscale: bool = False) ->
     if top <= 0:
         return np.zeros_like(pixels)
     y *= 255.0       # exact (< 2**53); the one rounding left, the division, cannot cross
-    y /= top         # an integer (see WEIGHT_BITS), so floor gives the exact grey level
-    np.floor(y, out=y)
+    y /= top         # an integer (see WEIGHT_BITS); truncation (y >= 0) is the floor
     return y.astype(np.uint8)
 
 

@@ -46,6 +46,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="poison fraction: each train sample poisoned with probability p "
                         "(default 1.0)")
     p.add_argument("--grayscale", action="store_true", help=PARAMS["grayscale"].help)
+    p.add_argument("--num-classes", type=int, default=None, help=PARAMS["num_classes"].help)
     p.add_argument("--ray-address", default=None, help=RAY_ADDRESS_HELP)
     p.add_argument("--home", default=None,
                    help="catalog home (default: $SHARDFORGE_HOME or ~/.shardforge)")
@@ -69,10 +70,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     params = {"kernel_size": args.kernel_size, "pb": args.pb, "p": args.p,
-              "grayscale": args.grayscale}
-    summary = build_unlearnable(args.source, args.name, key, params, out=args.out,
-                                ray_address=args.ray_address, home=args.home,
-                                register=not args.no_register)
+              "grayscale": args.grayscale, "num_classes": args.num_classes}
+    try:
+        summary = build_unlearnable(args.source, args.name, key, params, out=args.out,
+                                    ray_address=args.ray_address, home=args.home,
+                                    register=not args.no_register)
+    except (ValueError, FileNotFoundError) as exc:   # bad parameters, unknown parent
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     where = summary.get("catalog") or summary["out"]
     train = summary["splits"].get("train", {}).get("samples", 0)
     print(f"{args.name}: {train} train samples through CUDA "

@@ -379,4 +379,4 @@ def test_job_without_weights_fails_naming_the_fix(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "vgg_normalised.pth not found" in err and "--method fourier" in err
     assert main(["--source", "demo", "--styles", BUILTIN_DEMO]) == 2
-    assert "needs --weights" in capsys.readouterr().err
+    assert "method adain needs weights (--weights DIR" in capsys.readouterr().err

@@ -60,9 +60,10 @@ class StylizeConfig:
         if not 8 <= self.crop <= self.resize:
             raise ValueError(f"need 8 <= crop ({self.crop}) <= resize ({self.resize})")
         if self.method == "adain" and not self.weights:
-            raise ValueError("method adain needs --weights DIR holding vgg_normalised.pth and "
-                             "decoder.pth (they cannot be downloaded here); or use --method "
-                             "fourier, which needs none")
+            raise ValueError("method adain needs weights (--weights DIR, or the card's "
+                             "weights: DIR) holding vgg_normalised.pth and decoder.pth (they "
+                             "cannot be downloaded here); or use method fourier, which needs "
+                             "none")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 

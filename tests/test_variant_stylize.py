@@ -134,6 +134,22 @@ def test_missing_or_mismatched_key_is_named(random_weights, tmp_path):
         A.load_adain(str(bad))
 
 
+def test_variant_params_record_weights_and_style_set(random_weights, tmp_path):
+    (tmp_path / "s.png").write_bytes(_png(230, 240))
+    styles = load_style_set(str(tmp_path))
+    config = StylizeConfig(method="adain", weights=random_weights)
+    spec = make_stylize_variant(config, styles, num_gpus=1.0)
+    p = spec.params
+    assert p["weights_sha256"] == A.weights_sha256(random_weights)
+    assert p["styles_sha256"] == styles.sha256 and p["num_styles"] == 1
+    assert (p["resize"], p["crop"], p["alpha"], p["amp"]) == (256, 224, 1.0, "fp16")
+    assert spec.use_actors and spec.num_gpus == 1.0 and spec.image.write_mode == "raw"
+    assert "weights" not in p                  # a machine-local path is not an identity
+    jpeg = make_stylize_variant(StylizeConfig(method="fourier"), styles, jpeg_quality=90)
+    assert jpeg.image.write_mode == "jpg" and jpeg.image.jpeg_quality == 90
+    assert not jpeg.use_actors and "weights_sha256" not in jpeg.params
+
+
 # ---------------------------------------------------------------------------- Fourier
 
 def test_fourier_keeps_content_phase_and_takes_style_amplitude():

@@ -300,16 +300,23 @@ def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
     assert file_bytes(out) == file_bytes(out2)
 
 
-def test_distill_refuses_mismatched_class_order(demo_dataset, tmp_path):
-    from shardforge.variants.distill import distill_variant
+def test_distill_refuses_mismatched_class_order(demo_dataset, tmp_path, capsys):
+    import importlib.util
 
     classes = _parent_classes(demo_dataset)
-    _save_checkpoint(tmp_path / "checkpoint_epoch0001", _tiny_observer(len(classes)),
+    _save_checkpoint(tmp_path / "obs" / "checkpoint_epoch0001", _tiny_observer(len(classes)),
                      classes[::-1])
-    with pytest.raises(ValueError, match="class order mismatch") as exc:
-        distill_variant({"ipc": 1, "size": 32, "observer": str(tmp_path)}, tuple(classes),
-                        "demo", num_gpus=0)
-    assert classes[0] in str(exc.value) and classes[-1] in str(exc.value)
+    spec = importlib.util.spec_from_file_location("distill_job", "pipelines/distill.py")
+    job = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(job)
+    out = tmp_path / "out"
+    code = job.main(["--source", demo_dataset, "--observer", str(tmp_path / "obs"), "--ipc",
+                     "1", "--size", "32", "--out", str(out), "--no-register"])
+    err = capsys.readouterr().err
+    assert code == 2 and "class order mismatch" in err
+    assert f"observer order: [{classes[-1]}" in err.lower()
+    assert f"dataset order: [{classes[0]}" in err.lower()
+    assert not out.exists()       # stopped before any work (and before starting Ray)
 
 
 # -- the catalog pipeline ---------------------------------------------------------------

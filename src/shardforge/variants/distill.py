@@ -76,20 +76,24 @@ def parent_classes(location: str) -> tuple[str, ...]:
     return tuple(summary.get("classes") or ())
 
 
-def distill_variant(params: Mapping[str, Any], classes: tuple[str, ...], dataset: str, *,
+def check_observer_classes(params: Mapping[str, Any], classes: tuple[str, ...],
+                           dataset: str) -> None:
+    """For RDED, load the observer once and compare its class order with ``classes`` (the
+    parent's): ValueError naming both orders on a mismatch. Validates ``params`` too."""
+    check_params(dict(params))
+    ref = observer_ref(params)
+    if params.get("method", "rded") == "rded" and ref is not None:
+        check_class_order(load_observer(ref, classes).classes, classes, ref.location, dataset)
+
+
+def distill_variant(params: Mapping[str, Any], classes: tuple[str, ...], *,
                     num_gpus: float | None = None,
                     num_actors: int | None = None) -> VariantSpec:
-    """The checked :class:`VariantSpec`: for RDED the observer is loaded once here and
-    its class order compared with ``classes`` (ValueError naming both orders)."""
-    check_params(dict(params))
+    """The :class:`VariantSpec` (call :func:`check_observer_classes` first); ``num_gpus``
+    per observer actor, None: 1 when the running Ray cluster has GPUs."""
     gpus = auto_num_gpus() if num_gpus is None else num_gpus
-    spec = make_variant(params, {}, dataset_classes=classes, num_gpus=gpus,
+    return make_variant(params, {}, dataset_classes=classes, num_gpus=gpus,
                         num_actors=num_actors)
-    ref = observer_ref(params)
-    if spec.params["method"] == "rded" and ref is not None:
-        observer = load_observer(ref, classes)
-        check_class_order(observer.classes, classes, spec.params["observer_file"], dataset)
-    return spec
 
 
 def default_out(home: str | None, name: str, parent: str, params: Mapping[str, Any]) -> str:
@@ -115,9 +119,10 @@ def distill(parent: str, params: Mapping[str, Any], name: str, out: str | None =
     from shardforge.variants.run import resolve_parent, run_variant
 
     location, parent_ref = resolve_parent(parent, catalog_home)
+    classes = parent_classes(location)
+    check_observer_classes(params, classes, parent_ref or location)   # before any work
     with ray_session(ray_address):
-        spec = distill_variant(params, parent_classes(location), parent_ref or location,
-                               num_gpus=num_gpus, num_actors=num_actors)
+        spec = distill_variant(params, classes, num_gpus=num_gpus, num_actors=num_actors)
         out = out or default_out(catalog_home, name, parent_ref or location, spec.params)
         return run_variant(parent, spec, name, out, ray_address=ray_address,
                            register=register, catalog_home=catalog_home,
@@ -131,8 +136,9 @@ def _build(card: ResolvedCard, parent: Build | None, out: str, ray_address: str 
     from shardforge.engine.cluster import ray_session
     from shardforge.variants.run import run_variant
 
+    check_observer_classes(card.params, tuple(parent.classes), parent.ref)
     with ray_session(ray_address):
-        spec = distill_variant(card.params, tuple(parent.classes), parent.ref)
+        spec = distill_variant(card.params, tuple(parent.classes))
         return run_variant(parent.out, spec, card.name, out, ray_address=ray_address,
                            register=False)
 

@@ -296,6 +296,9 @@ def test_shape_bias_cli_on_demo_cue_conflict(tmp_path, capsys):
     names = sorted(os.listdir(tmp_path / "stim" / "circle"))
     assert names == ["circle0-square0.png", "circle0-triangle0.png", "circle1-square1.png",
                      "circle1-triangle1.png"]
+    again = generate_cue_conflict(str(tmp_path / "stim"), spec, per_pair=1, side=64)
+    assert again["stimuli"] == 6 and len(list_stimuli(str(tmp_path / "stim"))[0]) == 6
+    generate_cue_conflict(str(tmp_path / "stim"), spec, per_pair=2, side=64)
     ckpt = _checkpoint(tmp_path, spec.classes)
     rc = main(["eval", "shape-bias", "--checkpoint", ckpt, "--stimuli",
                str(tmp_path / "stim"), "--json", "--device", "cpu"])

@@ -25,12 +25,15 @@ def generate_cue_conflict(out: str, spec: DemoSpec = DemoSpec(),  # noqa: B008
                           per_pair: int = 4, side: int = SIDE) -> dict:
     """Write the cue-conflict PNGs for ``spec``'s classes under ``out``; return a summary
     ``{"dir", "classes", "stimuli", "per_pair", "side"}``. Deterministic; files already
-    holding the same bytes are left alone."""
+    holding the same bytes are left alone, and stimulus-named PNGs left by an earlier call
+    with other arguments are removed, so ``out`` holds exactly this set."""
     if per_pair < 1:
         raise ValueError(f"per_pair must be >= 1, got {per_pair}")
     square = dataclasses.replace(spec, min_side=side, max_side=side)
     classes = spec.classes
     count = 0
+    _remove_stale(out, {f"{s}{i}-{t}{i}.png" for s in classes for t in classes if s != t
+                        for i in range(per_pair)})
     for shape in classes:
         folder = os.path.join(out, shape)
         os.makedirs(folder, exist_ok=True)
@@ -45,6 +48,21 @@ def generate_cue_conflict(out: str, spec: DemoSpec = DemoSpec(),  # noqa: B008
                                   buf.getvalue())
                 count += 1
     return {"dir": out, "classes": classes, "stimuli": count, "per_pair": per_pair, "side": side}
+
+
+def _remove_stale(out: str, keep: set[str]) -> None:
+    """Delete ``out/*/SHAPE<i>-TEXTURE<j>.png`` files whose names are not in ``keep``."""
+    from shardforge.variants.shape_bias import parse_stimulus_name
+
+    if not os.path.isdir(out):
+        return
+    for folder in os.listdir(out):
+        path = os.path.join(out, folder)
+        if not os.path.isdir(path):
+            continue
+        for name in os.listdir(path):
+            if name not in keep and parse_stimulus_name(name) is not None:
+                os.remove(os.path.join(path, name))
 
 
 def _write_if_changed(path: str, data: bytes) -> None:

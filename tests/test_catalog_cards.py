@@ -48,10 +48,10 @@ def test_repository_cards_validate():
     assert all(c.licence and c.description for c in cards.values())
 
 
-def test_only_ingest_is_implemented():
-    assert get_pipeline("ingest").implemented
-    for name in ("reinforce", "stylize"):
-        assert not get_pipeline(name).implemented
+def test_every_builtin_pipeline_is_implemented():
+    assert set(pipeline_names()) == {"ingest", "unlearnable", "reinforce", "distill", "stylize"}
+    for name in pipeline_names():
+        assert get_pipeline(name).implemented, name
     with pytest.raises(CatalogError, match="did you mean: distill"):
         get_pipeline("distil")
 
@@ -150,12 +150,20 @@ def test_build_imagenet_without_source_names_card_field_and_fix(tmp_path, monkey
     assert Store(tmp_path).names() == []
 
 
-@pytest.mark.parametrize("name, pipeline", [("imagenet-plus", "reinforce"),
-                                            ("stylized-imagenet", "stylize")])
-def test_build_of_planned_pipeline_fails_naming_it(tmp_path, monkeypatch, name, pipeline):
-    monkeypatch.delenv("SHARDFORGE_DEMO_CUDA_KEY", raising=False)
-    with pytest.raises(PipelineNotImplemented, match=f"pipeline '{pipeline}' is not implemented"):
-        build_dataset(name, home=tmp_path)
+def test_build_of_a_planned_pipeline_fails_naming_it(tmp_path, monkeypatch):
+    """A pipeline declared without a build function validates cards but refuses to build,
+    before any parent is built."""
+    from shardforge.catalog import pipelines
+
+    planned = pipelines.Pipeline(name="future", summary="a later variant", planned="v2")
+    pipelines.pipeline_names()                      # load the built-ins first
+    monkeypatch.setitem(pipelines._REGISTRY, "future", planned)
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    _card(cards, GOOD.format(name="fut").replace("name: ingest", "name: future")
+          .replace("params: {max_res: 64}", "params: {}"), name="fut")
+    with pytest.raises(PipelineNotImplemented, match="pipeline 'future' is not implemented"):
+        build_dataset("fut", home=tmp_path, cards_dir=str(cards))
     assert Store(tmp_path).names() == []       # nothing built, parents included
 
 

@@ -11,7 +11,8 @@ for builds that start their own jobs), and returns the build's summary in the
 ``summary.json`` layout of an ingest (see :mod:`shardforge.ingest.job`). It must raise on
 failure; the caller registers the summary in the catalog only when ``build`` returns.
 
-Later issues plug their pipelines in with :func:`register_pipeline`. A pipeline declared
+Variant modules plug their pipelines in (``shardforge.variants.registry``; others with
+:func:`register_pipeline`). A pipeline declared
 without ``build`` (planned, not implemented yet) validates cards but refuses to build.
 """
 
@@ -147,11 +148,8 @@ def _load_builtins() -> None:
     if _BUILTINS_LOADED:
         return
     _BUILTINS_LOADED = True
-    from shardforge.catalog import ingest_pipeline, planned_pipelines
-
-    for pipeline in (ingest_pipeline.PIPELINE, *planned_pipelines.PIPELINES):
-        _REGISTRY.setdefault(pipeline.name, pipeline)
+    from shardforge.catalog import ingest_pipeline
     from shardforge.variants.registry import variant_pipelines
 
-    for pipeline in variant_pipelines():   # implemented variants replace planned schemas
-        _REGISTRY[pipeline.name] = pipeline
+    for pipeline in (ingest_pipeline.PIPELINE, *variant_pipelines()):
+        _REGISTRY.setdefault(pipeline.name, pipeline)

@@ -1,5 +1,4 @@
-"""The variant modules whose ``PIPELINE`` the catalog registers (replacing the provisional
-schema of the same name in :mod:`shardforge.catalog.planned_pipelines`)."""
+"""The variant modules whose ``PIPELINE`` the catalog registers next to ``ingest``."""
 
 from __future__ import annotations
 

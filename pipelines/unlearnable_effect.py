@@ -21,6 +21,7 @@ from shardforge.variants.cuda_effect import (
     DEFAULT_CONFIG,
     DEFAULT_PS,
     EXPERIMENT_KEY,
+    VAL_SPLITS,
     effect_table,
     run_effect,
 )
@@ -40,6 +41,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="poison fractions (default: 0.25 0.5 0.75 1.0)")
     p.add_argument("--resolution", type=int, default=32,
                    help="parent max resolution = training resolution (default 32)")
+    p.add_argument("--val", choices=VAL_SPLITS, default="heldout",
+                   help="val split scored: held-out images of the train distribution "
+                        "(default) or demo's own texture-shifted val")
     p.add_argument("--backend", choices=("local", "ray"), default="local",
                    help="training backend (default: local processes)")
     keys = p.add_mutually_exclusive_group()
@@ -56,7 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     runs = run_effect(args.work, key, ps=tuple(args.p), resolution=args.resolution,
-                      config=args.config, overrides=tuple(args.set), backend=args.backend)
+                      config=args.config, overrides=tuple(args.set), backend=args.backend,
+                      val=args.val)
     table = effect_table(runs)
     print("\n".join(table))
     if args.out_md:
@@ -79,9 +84,11 @@ def write_page(path: str, table: list[str], command: str, args, runs) -> None:
         f"- Command: `{command}`",
         f"- Date: {date}; {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs (shared machine)",
-        f"- Data: the demo generator's defaults (10 shape classes, 800 train / 200 val "
-        f"images), ingested at max {args.resolution} px (JPEG q90): the clean parent. Its "
-        "val split is clean in every run (CUDA copies keep the parent's val bytes).",
+        "- Data: the demo generator's defaults (10 shape classes, 800 train images) with "
+        + ("20 held-out train-distribution images per class as val"
+           if args.val == "heldout" else "demo's own 200 val images (texture-shifted)")
+        + f", ingested at max {args.resolution} px (JPEG q90): the clean parent. Its val "
+        "split is clean in every run (CUDA copies keep the parent's val bytes).",
         "- CUDA: one key (the public experiment key, `EXPERIMENT_KEY`) for every p; the "
         "per-size defaults (k=3, pb=0.3 at <= 128 px: the paper's CIFAR setting); each train "
         "image poisoned independently with probability p (nested: an image poisoned at p "

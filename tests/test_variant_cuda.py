@@ -355,20 +355,24 @@ def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_lo
 # -- the effect ------------------------------------------------------------------------------
 
 @pytest.mark.slow
-def test_cuda_training_collapses_on_clean_val(tmp_path):
-    """The demo recipe on the clean demo data at 32 px vs its CUDA copy (p = 1), as in
-    docs/results/unlearnable.md (about 5 minutes on 2 cores)."""
+def test_cuda_training_lowers_clean_accuracy(tmp_path):
+    """The demo recipe on clean demo data at 32 px vs its CUDA copy (p = 1), scored on clean
+    held-out images, as in docs/results/unlearnable.md (about 5 minutes on 2 cores).
+
+    Measured there: 0.90 clean-trained vs 0.74 CUDA-trained (last-five-epoch means). That
+    is a clear drop but not the paper's collapse: demo's shapes and colours survive the
+    3 x 3 filters and stay learnable."""
     from shardforge.variants.cuda_effect import EXPERIMENT_KEY, run_effect
 
     config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
     clean, poisoned = run_effect(str(tmp_path), EXPERIMENT_KEY, ps=(1.0,), config=config,
                                  log=io.StringIO())
-    print(f"clean-trained {clean.top1:.3f}, CUDA-trained {poisoned.top1:.3f} "
+    print(f"clean-trained {clean.top1_last5:.3f}, CUDA-trained {poisoned.top1_last5:.3f} "
           f"(train top-1 {poisoned.train_top1:.3f})")
     assert poisoned.poisoned == poisoned.train_samples == 800
-    assert clean.top1 >= 0.35                      # clearly above chance (0.1)
-    assert poisoned.top1 <= clean.top1 - 0.12      # far below the clean-trained model
-    assert poisoned.train_top1 >= 0.6              # while fitting its own (poisoned) data
+    assert clean.top1_last5 >= 0.8                          # learns the clean data
+    assert poisoned.top1_last5 <= clean.top1_last5 - 0.08   # CUDA-trained: clearly worse
+    assert poisoned.train_top1 >= 0.6                       # while fitting its own data
 
 
 def test_catalog_card_builds_with_the_key_from_the_environment(ray_local, tmp_path,

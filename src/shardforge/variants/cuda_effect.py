@@ -15,6 +15,7 @@ CUDA.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import sys
@@ -47,16 +48,44 @@ class EffectRun:
     epochs: int
 
 
-def _ingest_parent(work: str, spec: DemoSpec, resolution: int, log: TextIO) -> str:
+#: Which val split the runs are scored on (see :func:`run_effect`).
+VAL_SPLITS = ("heldout", "demo")
+
+
+def _source_tree(work: str, spec: DemoSpec, val: str) -> str:
+    """The demo class-folder tree; with ``val="heldout"``, its val split is replaced by
+    held-out images of the train distribution (train images ``train_per_class ..
+    train_per_class + val_per_class - 1`` of each class, hard-linked)."""
+    from shardforge.sources.demo import generate_demo_data
+
+    if val == "demo":
+        src = os.path.join(work, "demo-src")
+        generate_demo_data(src, spec)
+        return src
+    full = os.path.join(work, "demo-src-train")
+    generate_demo_data(full, dataclasses.replace(
+        spec, val_per_class=0, train_per_class=spec.train_per_class + spec.val_per_class))
+    tree = os.path.join(work, "demo-src-heldout")
+    for cls in sorted(os.listdir(os.path.join(full, "train"))):
+        names = sorted(os.listdir(os.path.join(full, "train", cls)))
+        for i, name in enumerate(names):
+            split = "train" if i < spec.train_per_class else "val"
+            dst = os.path.join(tree, split, cls, name)
+            if not os.path.exists(dst):
+                os.makedirs(os.path.dirname(dst), exist_ok=True)
+                os.link(os.path.join(full, "train", cls, name), dst)
+    return tree
+
+
+def _ingest_parent(work: str, spec: DemoSpec, resolution: int, val: str, log: TextIO) -> str:
     from shardforge.formats.image import ImageParams
     from shardforge.ingest.config import IngestConfig
     from shardforge.ingest.job import run_ingest
-    from shardforge.sources.demo import generate_demo_data
 
-    src = os.path.join(work, "demo-src")
-    generate_demo_data(src, spec)
-    out = os.path.join(work, "datasets", f"demo{resolution}")
-    run_ingest(IngestConfig(source=src, name=f"demo{resolution}", out=out,
+    src = _source_tree(work, spec, val)
+    name = f"demo{resolution}" if val == "demo" else f"demo{resolution}h"
+    out = os.path.join(work, "datasets", name)
+    run_ingest(IngestConfig(source=src, name=name, out=out,
                             image=ImageParams(max_resolution=resolution), register=False),
                log=log)
     return out
@@ -99,9 +128,17 @@ def run_effect(work: str, key: str, *, ps: tuple[float, ...] = DEFAULT_PS,
                resolution: int = 32, config: str = DEFAULT_CONFIG,
                overrides: tuple[str, ...] = (), spec: DemoSpec = DemoSpec(),  # noqa: B008
                backend: str = "local", kernel_size: int | None = None,
-               pb: float | None = None, log: TextIO | None = None) -> list[EffectRun]:
+               pb: float | None = None, val: str = "heldout",
+               log: TextIO | None = None) -> list[EffectRun]:
     """Train ``config`` on the clean demo parent and on its CUDA copies at each ``p``;
-    return one :class:`EffectRun` per run (clean first). Everything lands under ``work``."""
+    return one :class:`EffectRun` per run (clean first). Everything lands under ``work``.
+
+    ``val="heldout"`` (default): the val split is clean held-out images of the train
+    distribution (as CIFAR's test set is for CIFAR's train set). ``val="demo"``: demo's
+    own val split, whose textures are drawn independently of the class (a texture-shift
+    test: only shape transfers)."""
+    if val not in VAL_SPLITS:
+        raise ValueError(f"val {val!r} is not one of {VAL_SPLITS}")
     from shardforge.engine.cluster import ray_session
     from shardforge.variants.cuda import is_poisoned, make_variant, secrets_of
     from shardforge.variants.run import run_variant
@@ -111,10 +148,11 @@ def run_effect(work: str, key: str, *, ps: tuple[float, ...] = DEFAULT_PS,
     storage = os.path.join(work, "runs", recipe_tag(config, overrides))
     datasets = []
     with ray_session():
-        parent = _ingest_parent(work, spec, resolution, quiet)
-        datasets.append((f"demo{resolution}", 0.0, parent))
+        parent = _ingest_parent(work, spec, resolution, val, quiet)
+        base = os.path.basename(parent)
+        datasets.append((base, 0.0, parent))
         for p in ps:
-            name = f"demo{resolution}-cuda-p{int(round(p * 100)):03d}"
+            name = f"{base}-cuda-p{int(round(p * 100)):03d}"
             variant = make_variant({"p": p, "kernel_size": kernel_size, "pb": pb},
                                    secrets_of(key))
             out = os.path.join(work, "datasets", name)

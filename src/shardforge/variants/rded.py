@@ -339,7 +339,7 @@ def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str] | None = 
     else:
         ref = None
     return VariantSpec(
-        name="rded" if rp.method == "rded" else "random-subset", params=spec_params,
+        name="distill", params=spec_params,     # the pipeline's name; params say the method
         make_transform=functools.partial(_make_transform, rp, ref, tuple(dataset_classes), sha),
         splits=("train",), group_by_class=True, use_actors=rp.method == "rded",
         num_gpus=num_gpus, num_actors=num_actors)

@@ -27,7 +27,8 @@ POLICIES = {"rrc": {"randaugment_ops": 0, "erasing_p": 0.0}, "ra-re": {}}
 NUM_AUGS, TOP_K, SIZE, CROP_MIN = 20, 5, 32, 0.35
 
 
-def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), log: TextIO | None = None) -> dict:
+def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), seeds: tuple[int, ...] = (0,),
+               log: TextIO | None = None) -> dict:
     """Build, reinforce, train, evaluate; returns ``{"teacher", "rows"}`` and writes it to
     ``ROOT/reinforce_effect.json``."""
     from shardforge import catalog
@@ -52,16 +53,16 @@ def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), log: TextIO | None
             policy=policy, catalog_home=root), log=log)
         data[tag] = summary["catalog"]
     rows = []
-    for n in epochs:
-        for tag, ref in data.items():
-            r = train_recipe(CONFIG, ref if tag == "hard" else
-                             catalog.get(ref, home=root).out, runs, f"student-{n}ep-{tag}",
-                             overrides=(f"training.epochs={n}",))
-            rows.append({"epochs": n, "data": "demo" if tag == "hard" else ref,
-                         "targets": "hard labels" if tag == "hard" else f"reinforced ({tag})",
-                         "top1": r.final["top1"], "top5": r.final["top5"],
-                         "train_s": sum(m["train_time_s"] for m in read_metrics(r.run_dir))})
-            print(f"{tag} {n} epochs: top1 {r.top1:.3f}", file=log)
+    for n, seed, (tag, ref) in ((n, s, d) for n in epochs for s in seeds for d in data.items()):
+        suffix = "" if seed == 0 else f"-seed{seed}"
+        r = train_recipe(CONFIG, ref if tag == "hard" else catalog.get(ref, home=root).out,
+                         runs, f"student-{n}ep-{tag}{suffix}",
+                         overrides=(f"training.epochs={n}", f"training.seed={seed}"))
+        rows.append({"epochs": n, "seed": seed, "data": "demo" if tag == "hard" else ref,
+                     "targets": "hard labels" if tag == "hard" else f"reinforced ({tag})",
+                     "top1": r.final["top1"], "top5": r.final["top5"],
+                     "train_s": sum(m["train_time_s"] for m in read_metrics(r.run_dir))})
+        print(f"{tag} {n} epochs seed {seed}: top1 {r.top1:.3f}", file=log)
     result = {"teacher": {"epochs": teacher.final["epoch"], "top1": teacher.final["top1"]},
               "num_augs": NUM_AUGS, "top_k": TOP_K, "size": SIZE, "rows": rows}
     with open(os.path.join(root, "reinforce_effect.json"), "w") as f:
@@ -75,11 +76,16 @@ def format_table(result: dict) -> str:
     lines = [f"Teacher: `demo_cpu` recipe, {t['epochs']} epochs, clean val top-1 "
              f"{t['top1']:.3f}. Reinforcement: {result['num_augs']} stored augmentations x "
              f"top-{result['top_k']} per training image, {result['size']} px views.", "",
-             "| student epochs | targets | clean val top-1 | top-5 | train s |",
+             "| student epochs | targets | seeds | clean val top-1: mean (min-max) | top-5 mean |",
              "|---|---|---|---|---|"]
+    groups: dict[tuple, list[dict]] = {}
     for r in result["rows"]:
-        lines.append(f"| {r['epochs']} | {r['targets']} | {r['top1']:.3f} | {r['top5']:.3f} | "
-                     f"{r['train_s']:.0f} |")
+        groups.setdefault((r["epochs"], r["targets"]), []).append(r)
+    for (n, targets), rs in groups.items():
+        top1 = [r["top1"] for r in rs]
+        lines.append(f"| {n} | {targets} | {len(rs)} | {sum(top1) / len(top1):.3f} "
+                     f"({min(top1):.3f}-{max(top1):.3f}) | "
+                     f"{sum(r['top5'] for r in rs) / len(rs):.3f} |")
     return "\n".join(lines)
 
 
@@ -90,7 +96,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--root", default="data/reinforce-effect",
                    help="catalog home + runs of the experiment (kept apart from yours)")
     p.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
+                   help="student training seeds (FFCV's crops are unseeded: runs vary)")
     args = p.parse_args(argv)
-    result = run_effect(os.path.abspath(args.root), tuple(args.epochs))
+    result = run_effect(os.path.abspath(args.root), tuple(args.epochs), tuple(args.seeds))
     print(format_table(result))
     return 0

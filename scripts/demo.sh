@@ -31,4 +31,5 @@ echo
 echo "[demo] outputs (catalog home $DATA_DIR):"
 shardforge catalog show demo --home "$DATA_DIR"
 echo "  demo source images:  $DATA_DIR/sources/demo/KEY/{train,val}/CLASS/*.JPEG"
-echo "  training run:        $DATA_DIR/runs/demo_cpu (checkpoints, metrics.jsonl)"
+echo "  training runs:       $DATA_DIR/runs/ (demo_cpu-demo and one per variant: checkpoints, metrics.jsonl)"
+echo "  variants:            shardforge catalog list --home $DATA_DIR"

@@ -9,16 +9,24 @@ from __future__ import annotations
 import glob
 import json
 import os
-import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import ray
-from helpers import ffcv_labels, file_bytes, index_rows, tree_files, wds_samples
+from helpers import (
+    BIN,
+    REPO,
+    ffcv_labels,
+    file_bytes,
+    index_rows,
+    kill_session,
+    local_ray_head,
+    tree_files,
+    wds_samples,
+)
 
 from shardforge.formats.image import ImageParams
 from shardforge.ingest.config import IngestConfig
@@ -27,40 +35,7 @@ from shardforge.sources.base import SourceOptions
 from shardforge.sources.demo import DemoSpec, generate_demo_data
 
 pytestmark = pytest.mark.slow
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.dirname(sys.executable)
 INGEST_ARGS = ["--name", "demo", "--max-res", "96", "--shard-size", "16"]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _session_pids(sid: int) -> list[int]:
-    """Live processes of the session ``sid`` (started with ``start_new_session=True``)."""
-    out = subprocess.run(["ps", "-eo", "pid=,sid=,stat="], capture_output=True, text=True).stdout
-    return [int(p) for p, s_, st in (ln.split() for ln in out.splitlines() if ln.strip())
-            if s_ == str(sid) and not st.startswith("Z")]
-
-
-def _kill_session(proc: subprocess.Popen, grace: float = 5.0) -> None:
-    """SIGTERM every process of the session we created, then SIGKILL what is left.
-
-    Ray puts each worker in its own process group, but all stay in this session, so
-    this stops exactly the Ray processes the test started and nothing else.
-    """
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _session_pids(proc.pid):
-            try:
-                os.kill(pid, sig)
-            except ProcessLookupError:
-                pass
-        deadline = time.monotonic() + grace
-        while time.monotonic() < deadline and _session_pids(proc.pid):
-            time.sleep(0.2)
-    proc.wait(timeout=10)
 
 
 def _reference(src: str, tmp_path) -> str:
@@ -95,24 +70,7 @@ def _check_outputs(src: str, out: str) -> None:
 
 
 def test_ray_job_submit_to_local_head(demo_tree, tmp_path):
-    gcs, dash = _free_port(), _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
-               PATH=f"{BIN}:{os.environ['PATH']}")
-    head = subprocess.Popen(
-        [f"{BIN}/ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--ray-client-server-port", str(_free_port()),
-         "--dashboard-agent-listen-port", str(_free_port()),
-         "--num-cpus", "2", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        address = f"http://127.0.0.1:{dash}"
-        deadline = time.monotonic() + 120
-        while subprocess.run([f"{BIN}/ray", "job", "list", "--address", address], env=env,
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "Ray head did not come up in 120 s"
-            assert head.poll() is None, "ray start --head exited"
-            time.sleep(1)
+    with local_ray_head() as (address, env):
         out = str(tmp_path / "out")
         job = subprocess.run(
             [f"{BIN}/ray", "job", "submit", "--address", address, "--working-dir", REPO, "--",
@@ -122,8 +80,6 @@ def test_ray_job_submit_to_local_head(demo_tree, tmp_path):
         assert "succeeded" in job.stdout + job.stderr
         _check_outputs(demo_tree, out)
         assert file_bytes(out) == file_bytes(_reference(demo_tree, tmp_path))
-    finally:
-        _kill_session(head)
 
 
 def test_multi_node_cluster_same_bytes(demo_tree, tmp_path):
@@ -193,7 +149,7 @@ def test_kill_driver_then_rerun_gives_identical_bytes(big_tree, tmp_path):
     with open(tmp_path / "victim.log", "wb") as log:
         victim = _driver(big_tree, out, log)
         _wait(lambda: _manifests(out) >= 10, 240, "10 shards")
-        _kill_session(victim, grace=0.0)
+        kill_session(victim, grace=0.0)
     done_before = _manifests(out)
     assert 10 <= done_before < total, done_before
     assert not os.path.exists(os.path.join(out, "summary.json"))
@@ -222,7 +178,7 @@ def test_kill_worker_mid_job_still_identical(big_tree, tmp_path):
             assert killed, "no build_shard worker found in the job's session"
             assert job.wait(timeout=300) == 0
         finally:
-            _kill_session(job, grace=2.0)
+            kill_session(job, grace=2.0)
     assert file_bytes(out) == file_bytes(ref)
 
 

@@ -37,8 +37,20 @@ def teacher(demo_dataset, tmp_path_factory) -> str:
     return d
 
 
-def _config(demo_dataset, teacher, out, **kw) -> ReinforceConfig:
-    base = dict(parent="demo", name="demo-plus", out=str(out), teachers=(parse_member(teacher),),
+@pytest.fixture(scope="module")
+def parent(demo_dataset) -> str:
+    """demo_dataset registered under a name only this module uses (other tests register
+    other builds as ``demo``)."""
+    import json
+
+    from shardforge.catalog import register_build
+
+    with open(os.path.join(demo_dataset, "summary.json")) as f:
+        return register_build(None, "reinforce-parent", json.load(f)).ref
+
+
+def _config(parent, teacher, out, **kw) -> ReinforceConfig:
+    base = dict(parent=parent, name="demo-plus", out=str(out), teachers=(parse_member(teacher),),
                 num_augs=4, top_k=3, policy=POLICY, batch_size=16, num_actors=2)
     base.update(kw)
     return ReinforceConfig(**base)
@@ -50,9 +62,9 @@ def _files(out: str) -> dict[str, bytes]:
 
 
 @pytest.fixture(scope="module")
-def reinforced(demo_dataset, teacher, ray_local, tmp_path_factory):
+def reinforced(parent, teacher, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("plus") / "out"
-    summary = run_reinforce(_config(demo_dataset, teacher, out), log=io.StringIO())
+    summary = run_reinforce(_config(parent, teacher, out), log=io.StringIO())
     return str(out), summary
 
 
@@ -73,7 +85,7 @@ def test_storage_is_aligned_with_the_parent_by_key(demo_dataset, reinforced):
     from shardforge import catalog
 
     build = catalog.get(summary["catalog"])
-    assert build.parent.startswith("demo@v") and build.pipeline == "reinforce"
+    assert build.parent.startswith("reinforce-parent@v") and build.pipeline == "reinforce"
     assert build.params["teachers"][0]["teacher_sha256"]
 
 
@@ -109,18 +121,17 @@ def test_replayed_views_give_the_stored_teacher_top_k(demo_dataset, teacher, rei
         np.testing.assert_allclose(top.values.numpy(), stored_p, rtol=2e-3, atol=1e-3)
 
 
-def test_same_seed_same_bytes_any_actor_count_and_resume(demo_dataset, teacher, reinforced,
-                                                         tmp_path):
+def test_same_seed_same_bytes_any_actor_count_and_resume(parent, teacher, reinforced, tmp_path):
     out, summary = reinforced
     other = tmp_path / "one-actor"
-    run_reinforce(_config(demo_dataset, teacher, other, num_actors=1, register=False),
+    run_reinforce(_config(parent, teacher, other, num_actors=1, register=False),
                   log=io.StringIO())
     assert _files(str(other)) == _files(out)
-    again = run_reinforce(_config(demo_dataset, teacher, other, num_actors=1, register=False),
+    again = run_reinforce(_config(parent, teacher, other, num_actors=1, register=False),
                           log=io.StringIO())
     assert again["shards_reused"] == len(_files(out))
     seeded = tmp_path / "seed1"
-    run_reinforce(_config(demo_dataset, teacher, seeded, seed=1, register=False),
+    run_reinforce(_config(parent, teacher, seeded, seed=1, register=False),
                   log=io.StringIO())
     assert _files(str(seeded)) != _files(out)
 

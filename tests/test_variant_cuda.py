@@ -9,11 +9,17 @@ import io
 import json
 import os
 import sqlite3
-import tarfile
 
 import numpy as np
 import pytest
-from helpers import ffcv_labels, file_bytes, index_rows, wds_samples
+from helpers import (
+    ffcv_labels,
+    file_bytes,
+    image_pixels,
+    index_rows,
+    tar_images,
+    wds_samples,
+)
 
 from shardforge.catalog.secrets import MIN_SECRET_CHARS, fingerprint
 from shardforge.variants import cuda
@@ -221,22 +227,6 @@ def test_key_from_file_or_env_never_from_the_command_line(tmp_path, monkeypatch,
 
 # -- end to end ----------------------------------------------------------------------------
 
-def _tar_images(out: str) -> dict[str, bytes]:
-    images = {}
-    for rel in sorted(os.listdir(os.path.join(out, "wds"))):
-        with tarfile.open(os.path.join(out, "wds", rel)) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith((".jpg", ".png")):
-                    images[m.name.split(".", 1)[0]] = tar.extractfile(m).read()
-    return images
-
-
-def _pixels(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
 @pytest.fixture(scope="module")
 def cuda_build(demo_dataset, ray_local, tmp_path_factory):
     """demo (session fixture, 96 px) through the job's main() at p=0.5, key from a file."""
@@ -260,7 +250,7 @@ def test_end_to_end_both_formats_val_untouched(cuda_build):
     parent_rows = {r["key"]: r for r in index_rows(parent)}
     rows = index_rows(out)
     assert sorted(r["key"] for r in rows) == sorted(parent_rows)
-    parent_img, child_img = _tar_images(parent), _tar_images(out)
+    parent_img, child_img = tar_images(parent), tar_images(out)
     train = wds_samples(out, "demo-cuda", "train")
     assert len(train) == 60 == summary["splits"]["train"]["samples"]
     poisoned = {k: meta["poisoned"] for k, _, meta in train}
@@ -270,9 +260,9 @@ def test_end_to_end_both_formats_val_untouched(cuda_build):
         if r["split"] == "val":
             assert child_img[r["key"]] == parent_img[r["key"]]        # byte for byte
             continue
-        src = _pixels(parent_img[r["key"]])
+        src = image_pixels(parent_img[r["key"]])
         want = apply_cuda(src, class_filter(KEY, r["label"], *default_params(max(src.shape))))
-        got = _pixels(child_img[r["key"]])
+        got = image_pixels(child_img[r["key"]])
         assert np.array_equal(got, want if poisoned[r["key"]] else src)
     for split in ("train", "val"):
         beton = os.path.join(out, "beton", f"demo-cuda-{split}.beton")
@@ -315,7 +305,7 @@ def test_one_worker_and_two_workers_give_the_same_bytes(cuda_build, tmp_path):
     other = str(tmp_path / "other-key")
     run_variant(parent, make_variant({"p": 0.5}, secrets_of(OTHER_KEY)), "demo-cuda", other,
                 register=False, log=io.StringIO())
-    mine, theirs = _tar_images(out), _tar_images(other)
+    mine, theirs = tar_images(out), tar_images(other)
     rows = index_rows(out)
     train = [r["key"] for r in rows if r["split"] == "train"]
     val = [r["key"] for r in rows if r["split"] == "val"]
@@ -347,21 +337,24 @@ def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_lo
     assert summary["splits"]["train"]["samples"] == 18 and summary["splits"]["val"]["samples"] == 6
     val = wds_samples(out, "sub", "val")
     assert not any(meta["poisoned"] for _, _, meta in val)
-    parent_img, child_img = _tar_images(demo_dataset), _tar_images(out)
+    parent_img, child_img = tar_images(demo_dataset), tar_images(out)
     for key, _, _ in val:      # clean pixels, re-encoded losslessly
-        assert np.array_equal(_pixels(child_img[key]), _pixels(parent_img[key]))
+        assert np.array_equal(image_pixels(child_img[key]), image_pixels(parent_img[key]))
 
 
 # -- the effect ------------------------------------------------------------------------------
 
 @pytest.mark.slow
 def test_cuda_training_lowers_clean_accuracy(tmp_path):
-    """The demo recipe on clean demo data at 32 px vs its CUDA copy (p = 1), scored on clean
-    held-out images, as in docs/results/unlearnable.md (about 5 minutes on 2 cores).
+    """The experiment's recipe (demo_cpu.yaml with ``DEFAULT_OVERRIDES``: no random-resized
+    crop, no BlurPool, no label smoothing; close to the paper's CIFAR training) on clean demo
+    data at 32 px vs its CUDA copy (p = 1), scored on clean held-out images, as in
+    docs/results/unlearnable.md (about 5 minutes on 2 cores).
 
-    Measured there: 0.90 clean-trained vs 0.74 CUDA-trained (last-five-epoch means). That
-    is a clear drop but not the paper's collapse: demo's shapes and colours survive the
-    3 x 3 filters and stay learnable."""
+    Measured there: 0.93 clean-trained vs 0.40 CUDA-trained (last-five-epoch means), while
+    the CUDA-trained model fits its own data (train top-1 ~1.0): the collapse the paper
+    reports (CIFAR-10 94 -> 23), smaller. With demo_cpu.yaml as is the drop is only
+    0.90 -> 0.74."""
     from shardforge.variants.cuda_effect import EXPERIMENT_KEY, run_effect
 
     config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
@@ -370,9 +363,9 @@ def test_cuda_training_lowers_clean_accuracy(tmp_path):
     print(f"clean-trained {clean.top1_last5:.3f}, CUDA-trained {poisoned.top1_last5:.3f} "
           f"(train top-1 {poisoned.train_top1:.3f})")
     assert poisoned.poisoned == poisoned.train_samples == 800
-    assert clean.top1_last5 >= 0.8                          # learns the clean data
-    assert poisoned.top1_last5 <= clean.top1_last5 - 0.08   # CUDA-trained: clearly worse
-    assert poisoned.train_top1 >= 0.6                       # while fitting its own data
+    assert clean.top1_last5 >= 0.85                         # learns the clean data
+    assert poisoned.top1_last5 <= 0.6 * clean.top1_last5    # CUDA-trained: fails on clean
+    assert poisoned.train_top1 >= 0.9                       # while fitting its own data
 
 
 def test_catalog_card_builds_with_the_key_from_the_environment(ray_local, tmp_path,

@@ -376,41 +376,17 @@ def test_distill_pipeline_build_checks_parent_classes(demo_dataset, ray_local, t
 @pytest.mark.slow
 def test_distill_as_ray_job_submit(demo_dataset, tmp_path):
     """`ray job submit -- python pipelines/distill.py ...` against a real head on 127.0.0.1."""
-    import os
-    import secrets
     import subprocess
-    import sys
-    import time
 
-    from helpers import wds_samples
-    from test_e2e import _free_port, _kill_session
+    from helpers import BIN, REPO, local_ray_head, wds_samples
 
     classes = _parent_classes(demo_dataset)
     _save_checkpoint(tmp_path / "obs" / "checkpoint_epoch0001", _tiny_observer(len(classes)),
                      classes)
-    bin_dir = os.path.dirname(sys.executable)
-    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    gcs, dash = _free_port(), _free_port()
-    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=secrets.token_hex(16),
-               PATH=f"{bin_dir}:{os.environ['PATH']}")
-    head = subprocess.Popen(
-        [f"{bin_dir}/ray", "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
-         "--port", str(gcs), "--dashboard-host", "127.0.0.1", "--dashboard-port", str(dash),
-         "--ray-client-server-port", str(_free_port()),
-         "--dashboard-agent-listen-port", str(_free_port()),
-         "--num-cpus", "2", "--disable-usage-stats"],
-        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        address = f"http://127.0.0.1:{dash}"
-        deadline = time.monotonic() + 120
-        while subprocess.run([f"{bin_dir}/ray", "job", "list", "--address", address], env=env,
-                             capture_output=True).returncode != 0:
-            assert time.monotonic() < deadline, "Ray head did not come up in 120 s"
-            assert head.poll() is None, "ray start --head exited"
-            time.sleep(1)
+    with local_ray_head() as (address, env):
         out = str(tmp_path / "out")
         job = subprocess.run(
-            [f"{bin_dir}/ray", "job", "submit", "--address", address, "--working-dir", repo,
+            [f"{BIN}/ray", "job", "submit", "--address", address, "--working-dir", REPO,
              "--", "python", "pipelines/distill.py", "--source", demo_dataset, "--observer",
              str(tmp_path / "obs"), "--ipc", "1", "--size", "32", "--mipc", "6",
              "--num-crop", "2", "--name", "demo-rded", "--out", out, "--no-register"],
@@ -419,5 +395,4 @@ def test_distill_as_ray_job_submit(demo_dataset, tmp_path):
         assert "10 distilled train images" in job.stdout + job.stderr
         assert sorted(k for k, _, _ in wds_samples(out, "demo-rded", "train")) == [
             f"rded-{c:04d}-0000" for c in range(10)]
-    finally:
-        _kill_session(head)
+

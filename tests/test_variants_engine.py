@@ -5,12 +5,18 @@ from __future__ import annotations
 import io
 import os
 import sys
-import tarfile
 
 import numpy as np
 import pytest
 import ray
-from helpers import ffcv_labels, file_bytes, index_rows, wds_samples
+from helpers import (
+    ffcv_labels,
+    file_bytes,
+    image_pixels,
+    index_rows,
+    tar_images,
+    wds_samples,
+)
 
 from shardforge.variants.base import Decoded, VariantSpec
 from shardforge.variants.run import run_variant
@@ -40,43 +46,33 @@ def _invert_spec(**kw) -> VariantSpec:
     return VariantSpec("invert", {"v": 1}, Invert, **kw)
 
 
-def _tar_images(out: str) -> dict[str, bytes]:
-    images = {}
-    for rel in sorted(os.listdir(os.path.join(out, "wds"))):
-        with tarfile.open(os.path.join(out, "wds", rel)) as tar:
-            for m in tar.getmembers():
-                if m.name.endswith((".jpg", ".png")):
-                    images[m.name.split(".", 1)[0]] = tar.extractfile(m).read()
-    return images
-
-
-def _pixels(data: bytes) -> np.ndarray:
-    from PIL import Image
-
-    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"))
-
-
 def test_map_variant_transforms_train_copies_val(demo_dataset, ray_local, tmp_path):
+    import json
+
+    from shardforge.catalog import register_build
+
+    with open(os.path.join(demo_dataset, "summary.json")) as f:   # a parent only this test uses
+        parent_ref = register_build(None, "engine-parent", json.load(f)).ref
     out = str(tmp_path / "inv")
-    summary = run_variant("demo", _invert_spec(), "demo-inv", out, log=io.StringIO())
+    summary = run_variant("engine-parent", _invert_spec(), "demo-inv", out, log=io.StringIO())
     parent = {r["key"]: r for r in index_rows(demo_dataset)}
     rows = index_rows(out)
     assert sorted(r["key"] for r in rows) == sorted(parent)           # every key kept
     assert all(r["label"] == parent[r["key"]]["label"] for r in rows)
-    parent_img, child_img = _tar_images(demo_dataset), _tar_images(out)
+    parent_img, child_img = tar_images(demo_dataset), tar_images(out)
     for r in rows:
         if r["split"] == "val":      # copied byte for byte
             assert child_img[r["key"]] == parent_img[r["key"]]
         else:                        # lossless PNG of the inverted parent pixels
             assert r["format"] == "png"
-            assert np.array_equal(_pixels(child_img[r["key"]]),
-                                  255 - _pixels(parent_img[r["key"]]))
+            assert np.array_equal(image_pixels(child_img[r["key"]]),
+                                  255 - image_pixels(parent_img[r["key"]]))
     train = wds_samples(out, "demo-inv", "train")
     assert len(train) == summary["splits"]["train"]["samples"] == 60
     assert all(meta["inverted"] for _, _, meta in train)
     beton = os.path.join(out, "beton", "demo-inv-train.beton")
     assert sorted(ffcv_labels(beton)) == sorted(label for _, label, _ in train)
-    assert summary["parent"].startswith("demo@v")
+    assert summary["parent"] == parent_ref
     assert summary["variant"]["name"] == "invert"
     from shardforge import catalog
 
@@ -84,7 +80,7 @@ def test_map_variant_transforms_train_copies_val(demo_dataset, ray_local, tmp_pa
     assert build.parent == summary["parent"] and build.pipeline == "invert"
     # rerun: every shard verified and reused, same bytes
     before = file_bytes(out)
-    again = run_variant("demo", _invert_spec(), "demo-inv", out, log=io.StringIO())
+    again = run_variant("engine-parent", _invert_spec(), "demo-inv", out, log=io.StringIO())
     assert file_bytes(out) == before and again["catalog"] == summary["catalog"]
 
 

@@ -9,6 +9,7 @@ its manifest, so a lost node costs only the shards in flight there.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import ray
 from ray.util import ActorPool
@@ -35,18 +36,41 @@ class ShardWorker:
         return build_shard(spec, self.job, self.transform)
 
 
-def pool_size(job: ShardJob, num_specs: int) -> int:
-    """Actors to start: ``variant.num_actors``, else as many as the cluster's GPUs (or CPUs)
-    allow at the variant's per-actor request, at most one per shard and at least one."""
-    variant = job.variant
-    assert variant is not None
-    if variant.num_actors is not None:
-        wanted = variant.num_actors
+def pool_size(num_actors: int | None, num_cpus: float, num_gpus: float,
+              num_specs: int) -> int:
+    """Actors to start: ``num_actors``, else as many as the cluster's GPUs (or CPUs) allow
+    at the per-actor request, at most one per shard and at least one."""
+    if num_actors is not None:
+        wanted = num_actors
     else:
         res = ray.cluster_resources()
-        wanted = (int(res.get("GPU", 0) // variant.num_gpus) if variant.num_gpus > 0
-                  else int(res.get("CPU", 1) // max(variant.num_cpus, 1e-9)))
+        wanted = (int(res.get("GPU", 0) // num_gpus) if num_gpus > 0
+                  else int(res.get("CPU", 1) // max(num_cpus, 1e-9)))
     return max(1, min(wanted, num_specs))
+
+
+def run_actor_pool(actor_cls: type, init_args: tuple, specs: Sequence[ShardSpec], *,
+                   num_actors: int | None, num_cpus: float, num_gpus: float,
+                   on_result: Callable[[Any], None] | None = None) -> Iterator[Any]:
+    """Start a pool of ``actor_cls(*init_args)`` actors (restarted when they die, the shard
+    they held retried) and run ``actor.build(spec)`` for every spec; yield results as they
+    end. The actors are killed at the end."""
+    if not specs:
+        return
+    remote_cls = ray.remote(actor_cls).options(
+        num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=MAX_RESTARTS,
+        max_task_retries=MAX_TASK_RETRIES)
+    n = pool_size(num_actors, num_cpus, num_gpus, len(specs))
+    actors = [remote_cls.remote(*init_args) for _ in range(n)]
+    try:
+        for result in ActorPool(actors).map_unordered(lambda a, spec: a.build.remote(spec),
+                                                       list(specs)):
+            if on_result is not None:
+                on_result(result)
+            yield result
+    finally:
+        for actor in actors:
+            ray.kill(actor)
 
 
 def run_on_actors(job: ShardJob, specs: Sequence[ShardSpec],
@@ -55,18 +79,6 @@ def run_on_actors(job: ShardJob, specs: Sequence[ShardSpec],
     """Build ``specs`` on a pool of :class:`ShardWorker` actors; yield results as they end."""
     variant = job.variant
     assert variant is not None
-    if not specs:
-        return
-    actor_cls = ray.remote(ShardWorker).options(
-        num_cpus=variant.num_cpus, num_gpus=variant.num_gpus,
-        max_restarts=MAX_RESTARTS, max_task_retries=MAX_TASK_RETRIES)
-    actors = [actor_cls.remote(job) for _ in range(pool_size(job, len(specs)))]
-    try:
-        pool = ActorPool(actors)
-        for result in pool.map_unordered(lambda a, spec: a.build.remote(spec), list(specs)):
-            if on_result is not None:
-                on_result(result)
-            yield result
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    return run_actor_pool(ShardWorker, (job,), specs, num_actors=variant.num_actors,
+                          num_cpus=variant.num_cpus, num_gpus=variant.num_gpus,
+                          on_result=on_result)

@@ -329,28 +329,11 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
 
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],
                 classes: tuple[str, ...], dataset: str, on_result) -> Iterator[dict]:
-    import ray
-    from ray.util import ActorPool
+    from shardforge.ingest.actors import run_actor_pool
 
-    if not specs:
-        return
-    gpus = config.num_gpus_per_actor
-    if config.num_actors is not None:
-        n = config.num_actors
-    else:
-        res = ray.cluster_resources()
-        n = int(res.get("GPU", 0) // gpus) if gpus > 0 else int(res.get("CPU", 1))
-    n = max(1, min(n, len(specs)))
-    actor_cls = ray.remote(Reinforcer).options(num_cpus=1, num_gpus=gpus, max_restarts=3,
-                                               max_task_retries=3)
-    actors = [actor_cls.remote(task, config.teachers, classes, dataset) for _ in range(n)]
-    try:
-        for result in ActorPool(actors).map_unordered(lambda a, s: a.build.remote(s), specs):
-            on_result(result)
-            yield result
-    finally:
-        for actor in actors:
-            ray.kill(actor)
+    return run_actor_pool(Reinforcer, (task, config.teachers, classes, dataset), specs,
+                          num_actors=config.num_actors, num_cpus=1,
+                          num_gpus=config.num_gpus_per_actor, on_result=on_result)
 
 
 def _summary(config: ReinforceConfig, parent, location: str, parent_ref: str | None,

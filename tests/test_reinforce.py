@@ -176,3 +176,66 @@ def test_training_config_follows_a_reinforced_dataset(reinforced):
     with pytest.raises(ValueError, match="brings its own teacher targets"):
         for_dataset(TrainConfig.from_dict({"targets": {"kind": "teacher",
                                                        "teacher_checkpoint": "x"}}), info)
+
+
+@pytest.mark.slow
+def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tmp_path):
+    """3-node ``ray.cluster_utils.Cluster``; a worker node is removed mid-job: the shards it
+    held go to the surviving actors and the output equals a single-node run's."""
+    import threading
+    import time
+
+    import ray
+    from ray.cluster_utils import Cluster
+
+    from shardforge.formats.image import ImageParams
+    from shardforge.ingest.config import IngestConfig
+    from shardforge.ingest.job import run_ingest
+    from shardforge.sources.base import SourceOptions
+
+    parent = str(tmp_path / "parent")               # 60 train images in 15 shards
+    run_ingest(IngestConfig(source=demo_tree, name="p", out=parent,
+                            image=ImageParams(max_resolution=96),
+                            source_options=SourceOptions(shard_size=4), register=False),
+               log=io.StringIO())
+    cfg = dict(parent=parent, teachers=(parse_member(teacher),), num_augs=8, top_k=3,
+               policy=POLICY, batch_size=16, register=False)
+    was_up = ray.is_initialized()
+    if was_up:                       # this test needs its own cluster
+        ray.shutdown()
+    cluster = Cluster(initialize_head=True,
+                      head_node_args={"num_cpus": 1, "node_ip_address": "127.0.0.1"})
+    try:
+        cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        victim = cluster.add_node(num_cpus=1, node_ip_address="127.0.0.1")
+        ray.init(address=cluster.address)
+        out = tmp_path / "multi"
+        box: dict = {}
+        job = threading.Thread(target=lambda: box.update(summary=run_reinforce(
+            ReinforceConfig(name="p-plus", out=str(out), num_actors=3, **cfg),
+            log=io.StringIO())))
+        job.start()
+        work = out / "_work"
+        deadline = time.monotonic() + 300
+        while not (work.exists() and len(list(work.glob("*.json"))) >= 2):
+            assert time.monotonic() < deadline and job.is_alive(), "no shard finished"
+            time.sleep(0.2)
+        cluster.remove_node(victim)              # mid-job: about 13 shards still to do
+        job.join(timeout=600)
+        assert not job.is_alive() and "summary" in box
+        assert box["summary"]["nodes"] >= 2
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    ref = tmp_path / "single"
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             _node_ip_address="127.0.0.1", log_to_driver=False)
+    try:
+        run_reinforce(ReinforceConfig(name="p-plus", out=str(ref), num_actors=1, **cfg),
+                      log=io.StringIO())
+    finally:
+        ray.shutdown()
+    assert _files(str(out)) == _files(str(ref))
+    if was_up:
+        ray.init(address="local", num_cpus=2, include_dashboard=False,
+                 _node_ip_address="127.0.0.1", log_to_driver=False)

@@ -33,3 +33,8 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
     finally:
         ray.shutdown()
+
+
+def node_id() -> str:
+    """The Ray node id this code runs on ("" outside Ray): shard results record it."""
+    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""

@@ -1,9 +1,11 @@
 """Shards on a pool of Ray actors that keep a variant's transform (its model) loaded.
 
 Each actor calls ``variant.make_transform()`` once, then builds shard after shard with it.
-Actors restart when they die (``max_restarts``) and the shard they held is retried
-(``max_task_retries``); a shard finished before the failure is verified and reused by
-its manifest, so a lost node costs only the shards in flight there.
+When an actor dies (its process or its node is lost), the shard it held goes back to the
+queue for the surviving actors; only when none survive are new actors started (a
+replacement could otherwise wait forever for the resources the survivors hold). A shard
+finished before the failure is verified and reused by its manifest, so a lost node costs
+only the shards in flight there.
 """
 
 from __future__ import annotations
@@ -12,14 +14,13 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import ray
-from ray.util import ActorPool
 
 from shardforge.ingest.config import ShardJob
 from shardforge.ingest.shard import ShardResult, build_shard
 from shardforge.sources import ShardSpec
 
-MAX_RESTARTS = 3
-MAX_TASK_RETRIES = 3
+#: Actor losses tolerated per job before giving up (each costs a shard's work at most).
+MAX_ACTOR_LOSSES = 16
 
 
 class ShardWorker:
@@ -52,24 +53,47 @@ def pool_size(num_actors: int | None, num_cpus: float, num_gpus: float,
 def run_actor_pool(actor_cls: type, init_args: tuple, specs: Sequence[ShardSpec], *,
                    num_actors: int | None, num_cpus: float, num_gpus: float,
                    on_result: Callable[[Any], None] | None = None) -> Iterator[Any]:
-    """Start a pool of ``actor_cls(*init_args)`` actors (restarted when they die, the shard
-    they held retried) and run ``actor.build(spec)`` for every spec; yield results as they
-    end. The actors are killed at the end."""
+    """Run ``actor.build(spec)`` for every spec on a pool of ``actor_cls(*init_args)``
+    actors; yield results as they end (see the module docstring for actor loss). An
+    exception raised by ``build`` itself is re-raised. The actors are killed at the end."""
     if not specs:
         return
-    remote_cls = ray.remote(actor_cls).options(
-        num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=MAX_RESTARTS,
-        max_task_retries=MAX_TASK_RETRIES)
-    n = pool_size(num_actors, num_cpus, num_gpus, len(specs))
-    actors = [remote_cls.remote(*init_args) for _ in range(n)]
+    remote_cls = ray.remote(actor_cls).options(num_cpus=num_cpus, num_gpus=num_gpus)
+
+    def start() -> list:
+        n = pool_size(num_actors, num_cpus, num_gpus, len(queue) + len(running))
+        return [remote_cls.remote(*init_args) for _ in range(n)]
+
+    queue = list(reversed(specs))
+    running: dict = {}                       # ObjectRef -> (actor, spec)
+    idle = start()
+    everyone = list(idle)
+    losses = 0
     try:
-        for result in ActorPool(actors).map_unordered(lambda a, spec: a.build.remote(spec),
-                                                       list(specs)):
+        while queue or running:
+            while queue and idle:
+                actor, spec = idle.pop(), queue.pop()
+                running[actor.build.remote(spec)] = (actor, spec)
+            (ref,), _ = ray.wait(list(running), num_returns=1)
+            actor, spec = running.pop(ref)
+            try:
+                result = ray.get(ref)
+            except ray.exceptions.RayActorError as exc:
+                losses += 1
+                if losses > MAX_ACTOR_LOSSES:
+                    raise RuntimeError(f"{losses} actors lost; giving up (last: {exc})") from exc
+                queue.append(spec)           # back to the queue for the survivors
+                survivors = {id(a) for a, _ in running.values()} | {id(a) for a in idle}
+                if not survivors:
+                    idle = start()
+                    everyone += idle
+                continue
+            idle.append(actor)
             if on_result is not None:
                 on_result(result)
             yield result
     finally:
-        for actor in actors:
+        for actor in everyone:
             ray.kill(actor)
 
 

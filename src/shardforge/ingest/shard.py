@@ -26,6 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
+from shardforge.engine.cluster import node_id
 from shardforge.formats import beton
 from shardforge.formats.image import (
     ImageParams,
@@ -159,7 +160,7 @@ def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = No
     result = ShardResult(spec.split, spec.index, len(samples), rejects,
                          dict(Counter(s.label for s in samples)),
                          len(tar_bytes) + part_size + len(index_bytes), False, files,
-                         _node_id())
+                         node_id())
     manifest = {"spec_hash": job.spec_hash(spec), "result": asdict(result)}
     paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
     return result
@@ -257,12 +258,6 @@ def check_outputs(variant: str, spec: ShardSpec, outputs: list[Decoded]) -> None
                 and px.shape[2] == 3):
             got = f"{type(px).__name__} {getattr(px, 'dtype', '')} {getattr(px, 'shape', '')}"
             raise ValueError(f"{where}: pixels must be a uint8 H x W x 3 numpy array, got {got}")
-
-
-def _node_id() -> str:
-    import ray
-
-    return ray.get_runtime_context().get_node_id() if ray.is_initialized() else ""
 
 
 def _parquet_bytes(rows: list[dict]) -> bytes:

@@ -33,6 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
+from shardforge.engine.cluster import node_id
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions
 from shardforge.storage import Location, resolve
 from shardforge.variants.augment import (
@@ -169,7 +170,8 @@ class Reinforcer:
                   "file": {"path": f"{REINFORCE_DIR}/{shard_name(task.name, spec)}",
                            "url": paths["shard"].url, "size": len(data),
                            "sha256": hashlib.sha256(data).hexdigest()},
-                  "seconds": round(time.perf_counter() - started, 3), "reused": False}
+                  "seconds": round(time.perf_counter() - started, 3), "reused": False,
+                  "node": node_id()}
         manifest = {"spec_hash": task.spec_hash(spec), "result": result}
         paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
         return result
@@ -365,6 +367,7 @@ def _summary(config: ReinforceConfig, parent, location: str, parent_ref: str | N
                       "gzip_bytes_per_augmentation": round(gzip_bytes_per_augmentation(
                           files[0]["url"], config.top_k), 2) if files else None},
         "seconds": seconds, "shards_reused": sum(r["reused"] for r in results),
+        "nodes": len({r.get("node") for r in results if not r["reused"]}),
         "images_per_second": round(fresh / max(seconds, 1e-9), 1),
         "augmentations_per_second": round(fresh * config.num_augs / max(seconds, 1e-9), 1),
     }

@@ -3,10 +3,12 @@
     python pipelines/unlearnable_effect.py --work /tmp/cuda-effect \\
         --out-md docs/results/unlearnable.md
 
-Trains the same recipe (jobs/configs/demo_cpu.yaml) on the clean demo data at 32 px and on
-its CUDA copies at p = 0.25, 0.5, 0.75 and 1.0 (one key), and tabulates accuracy on the
-clean val split (:mod:`shardforge.variants.cuda_effect`). Rerunning reuses the datasets
-and finished runs under --work. The key defaults to a fixed, public experiment key (the
+Trains the same recipe (jobs/configs/demo_cpu.yaml with the experiment's default
+overrides, ``DEFAULT_OVERRIDES``: close to the paper's CIFAR training; ``--recipe-as-is``
+drops them) on the clean demo data at 32 px and on its CUDA copies at p = 0.25, 0.5, 0.75
+and 1.0 (one key), and tabulates accuracy on the clean val split
+(:mod:`shardforge.variants.cuda_effect`). Rerunning reuses the datasets and finished runs
+under --work. The key defaults to a fixed, public experiment key (the
 table is then reproducible); give --key-file or --key-env to use your own.
 """
 
@@ -19,6 +21,7 @@ import sys
 
 from shardforge.variants.cuda_effect import (
     DEFAULT_CONFIG,
+    DEFAULT_OVERRIDES,
     DEFAULT_PS,
     EXPERIMENT_KEY,
     VAL_SPLITS,
@@ -36,7 +39,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--config", default=os.path.join(ROOT, DEFAULT_CONFIG),
                    help="training recipe (default: jobs/configs/demo_cpu.yaml)")
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
-                   help="recipe override (repeatable), e.g. training.epochs=10")
+                   help="recipe override (repeatable, after the defaults), e.g. "
+                        "training.epochs=10")
+    p.add_argument("--recipe-as-is", action="store_true",
+                   help="train --config without the default overrides (DEFAULT_OVERRIDES: "
+                        "no random-resized crop, no BlurPool, no label smoothing, 1 worker)")
     p.add_argument("--p", type=float, nargs="+", default=list(DEFAULT_PS),
                    help="poison fractions (default: 0.25 0.5 0.75 1.0)")
     p.add_argument("--resolution", type=int, default=32,
@@ -59,8 +66,9 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 2
+    args.overrides = (() if args.recipe_as_is else DEFAULT_OVERRIDES) + tuple(args.set)
     runs = run_effect(args.work, key, ps=tuple(args.p), resolution=args.resolution,
-                      config=args.config, overrides=tuple(args.set), backend=args.backend,
+                      config=args.config, overrides=args.overrides, backend=args.backend,
                       val=args.val)
     table = effect_table(runs)
     print("\n".join(table))
@@ -94,7 +102,7 @@ def write_page(path: str, table: list[str], command: str, args, runs) -> None:
         "image poisoned independently with probability p (nested: an image poisoned at p "
         "is poisoned at every larger p).",
         f"- Recipe: `{os.path.relpath(args.config, ROOT)}`"
-        + (f" with {', '.join(args.set)}" if args.set else "")
+        + (f" with `--set` {', '.join(args.overrides)}" if args.overrides else "")
         + ", identical for every run; val top-1 with flip TTA.",
         "", *table, "",
     ]

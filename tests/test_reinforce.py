@@ -239,3 +239,24 @@ def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tm
     if was_up:
         ray.init(address="local", num_cpus=2, include_dashboard=False,
                  _node_ip_address="127.0.0.1", log_to_driver=False)
+
+
+def test_ensemble_of_torchvision_and_timm_members_with_weight_files(tmp_path):
+    """Members given as constructor + local weights file; output = mean softmax at T=1."""
+    from shardforge.variants.ensemble import load_ensemble
+
+    classes = [f"class{i}" for i in range(10)]
+    torch.manual_seed(0)
+    members = []
+    for arch in ("resnet18", "timm:resnet10t"):
+        model = build_model(arch, 10).eval()
+        path = tmp_path / (arch.replace(":", "_") + ".pth")
+        torch.save(model.state_dict(), path)
+        members.append((model, parse_member(f"{arch}={path}")))
+    ensemble = load_ensemble([ref for _, ref in members], classes, "test")
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        want = sum(torch.softmax(m(x), 1) for m, _ in members) / 2
+    torch.testing.assert_close(ensemble(x), want)
+    with pytest.raises(ValueError, match="not a timm model"):
+        build_model("timm:no_such_net", 10)

@@ -38,11 +38,27 @@ class SmallCNN(nn.Module):
         return self.fc(self.pool(self.features(x)).flatten(1))
 
 
+TIMM_PREFIX = "timm:"
+
+
+def _timm_model(name: str, num_classes: int) -> nn.Module:
+    """``timm.create_model(name)`` randomly initialised (weights come from a local file)."""
+    try:
+        import timm
+    except ImportError:
+        raise ValueError(f"model {TIMM_PREFIX}{name} needs timm: pip install "
+                         "'shardforge[timm]'") from None
+    if not timm.is_model(name):
+        raise ValueError(f"{name!r} is not a timm model name; see timm.list_models()")
+    return timm.create_model(name, pretrained=False, num_classes=num_classes)
+
+
 def build_model(arch: str, num_classes: int, blurpool: bool = False, width: int = 32) -> nn.Module:
     """A randomly initialised classifier with ``num_classes`` outputs.
 
-    ``arch`` is ``small_cnn`` or any torchvision classification model name (``resnet18``,
-    ``resnet50``, ...; built with ``weights=None``). ``blurpool`` wraps strided convs with
+    ``arch`` is ``small_cnn``, any torchvision classification model name (``resnet18``,
+    ``resnet50``, ...; built with ``weights=None``) or ``timm:NAME`` (a timm model, the
+    ``timm`` extra). ``blurpool`` wraps strided convs with
     :class:`~shardforge.train.blurpool.BlurPoolConv2d` as ffcv-imagenet does. ``width`` is
     the small CNN's base width (ignored for torchvision models). Raises ValueError for an
     unknown ``arch``.
@@ -51,6 +67,8 @@ def build_model(arch: str, num_classes: int, blurpool: bool = False, width: int 
         raise ValueError(f"num_classes must be >= 1, got {num_classes}")
     if arch == SMALL_CNN:
         model: nn.Module = SmallCNN(num_classes, width)
+    elif arch.startswith(TIMM_PREFIX):
+        model = _timm_model(arch[len(TIMM_PREFIX):], num_classes)
     else:
         import torchvision
 

@@ -260,3 +260,16 @@ def test_ensemble_of_torchvision_and_timm_members_with_weight_files(tmp_path):
     torch.testing.assert_close(ensemble(x), want)
     with pytest.raises(ValueError, match="not a timm model"):
         build_model("timm:no_such_net", 10)
+
+
+def test_jobs_train_on_a_reinforced_dataset(reinforced, tmp_path):
+    """`--data NAME` of a reinforced dataset trains on replayed views + stored targets."""
+    from shardforge.train.experiment import train_recipe
+
+    _, summary = reinforced
+    config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
+    r = train_recipe(config, summary["catalog"], str(tmp_path), "plus",
+                     overrides=("training.epochs=2", "scaling.num_workers=1",
+                                "data.num_workers=1", "optim.lr_peak_epoch=1"))
+    assert r.final["epoch"] == 2 and r.final["train_samples"] == 60
+    assert r.final["val_samples"] == 20 and np.isfinite(r.final["train_loss"])

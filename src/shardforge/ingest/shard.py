@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import os
 import tempfile
 from collections import Counter
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from shardforge.engine.cluster import node_id
+from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats import beton
 from shardforge.formats.image import (
     ImageParams,
@@ -85,17 +85,10 @@ def shard_paths(job: ShardJob, spec: ShardSpec) -> dict[str, Location]:
 def load_complete(job: ShardJob, spec: ShardSpec) -> ShardResult | None:
     """The recorded result if this shard is complete and verified, else None."""
     paths = shard_paths(job, spec)
-    try:
-        manifest = json.loads(paths["manifest"].read_bytes())
-    except (OSError, ValueError):
+    recorded = verified_result(paths["manifest"], job.spec_hash(spec), paths)
+    if recorded is None:
         return None
-    if manifest.get("spec_hash") != job.spec_hash(spec):
-        return None
-    for role, rec in manifest["result"]["files"].items():
-        loc = paths[role]
-        if loc.size() != rec["size"] or loc.sha256() != rec["sha256"]:
-            return None
-    result = ShardResult(**manifest["result"])
+    result = ShardResult(**recorded)
     result.class_counts = {int(k): v for k, v in result.class_counts.items()}
     result.reused = True
     return result
@@ -161,8 +154,7 @@ def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = No
                          dict(Counter(s.label for s in samples)),
                          len(tar_bytes) + part_size + len(index_bytes), False, files,
                          node_id())
-    manifest = {"spec_hash": job.spec_hash(spec), "result": asdict(result)}
-    paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
+    write_manifest(paths["manifest"], job.spec_hash(spec), asdict(result))
     return result
 
 

@@ -122,7 +122,6 @@ class ReplayStream(WdsStream):
 
     def _batch(self, reader: RangeReader, pos: np.ndarray, rng: np.random.Generator,
                shared: bool) -> tuple:
-        from shardforge.train.targets import densify_topk
         from shardforge.variants.augment import apply_params, partner_view, sample_params
         from shardforge.variants.reinforce import decode_stored
 
@@ -132,23 +131,34 @@ class ReplayStream(WdsStream):
         views = torch.empty((len(pos), 3, size, size), dtype=torch.uint8)
         if shared:
             views.share_memory_()
-        targets = torch.zeros((len(pos), self.num_classes), dtype=torch.float32)
         labels = torch.from_numpy(idx.label[pos].astype(np.int64))
+        stored = np.full(len(pos), -1, np.int64)       # the stored augmentation used, or -1
         for n, p in enumerate(pos.tolist()):
             image = decode_stored(blobs[n])
             if rng.random() < self.p_reinforce:
-                j = int(rng.integers(self.stored.num_augs))
-                row = self.stored.params[p, j]
-                targets[n] = densify_topk(torch.from_numpy(self.stored.topk_indices[p, j][None]),
-                                          torch.from_numpy(self.stored.topk_probs[p, j][None]),
-                                          self.num_classes)[0]
+                stored[n] = int(rng.integers(self.stored.num_augs))
+                row = self.stored.params[p, stored[n]]
             else:
                 row = sample_params(self.policy, image.shape[1], image.shape[0], rng, 1)[0]
-                targets[n, int(labels[n])] = 1.0
             partner = None
             if self.policy.mixing and int(row["partner"]) >= 0:
                 q = int(self._first[idx.shard[p]]) + int(row["partner"])
                 (blob,) = reader.read(idx.shard[[q]], idx.offset[[q]], idx.size[[q]])
                 partner = partner_view(decode_stored(blob), self.policy)
             views[n] = apply_params(image, row, self.policy, partner=partner)
-        return views, labels, targets, torch.from_numpy(pos.astype(np.int64))
+        return views, labels, self._targets(pos, stored, labels), torch.from_numpy(
+            pos.astype(np.int64))
+
+    def _targets(self, pos: np.ndarray, stored: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
+        """Per sample: the densified stored top-K of augmentation ``stored`` (one batched
+        densification), or the one-hot label where ``stored`` is -1 (a fresh view)."""
+        from shardforge.train.targets import densify_topk
+
+        targets = torch.nn.functional.one_hot(labels, self.num_classes).float()
+        use = np.flatnonzero(stored >= 0)
+        if len(use):
+            p, j = pos[use], stored[use]
+            targets[torch.from_numpy(use)] = densify_topk(
+                torch.from_numpy(self.stored.topk_indices[p, j]),
+                torch.from_numpy(self.stored.topk_probs[p, j]), self.num_classes)
+        return targets

@@ -201,17 +201,12 @@ class ReplayEpochData(WdsEpochData):
                                pin_memory=session.device.type == "cuda")
 
     def train_epoch(self, epoch: int, res: int) -> Iterator[Batch]:
-        import torch.nn.functional as F
-
-        from shardforge.stream.ffcv_loader import normalize_images
+        from shardforge.stream.ray_data import to_model_input
 
         self.train.set_epoch(epoch)
         for views, labels, targets, ids in self.train:
-            x = views.to(self.device, non_blocking=True)
-            if x.shape[-1] != res:
-                x = F.interpolate(x.float(), size=(res, res), mode="bilinear", antialias=True,
-                                  align_corners=False).clamp_(0, 255)
-            yield Batch(normalize_images(x, self.channels_last), labels, ids, targets)
+            hwc = views.to(self.device, non_blocking=True).permute(0, 2, 3, 1)   # a view
+            yield Batch(to_model_input(hwc, res, self.channels_last), labels, ids, targets)
 
 
 def make_epoch_data(cfg: TrainConfig, info: DatasetInfo, session: Session,

@@ -34,12 +34,14 @@ import pyarrow.parquet as pq
 import torch
 
 from shardforge.engine.cluster import node_id
+from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions
 from shardforge.storage import Location, resolve
 from shardforge.variants.augment import (
     AugPolicy,
     apply_batch,
     image_rng,
+    param_dtype,
     params_to_columns,
     partner_view,
     sample_params,
@@ -122,8 +124,6 @@ def shard_name(name: str, spec: ShardSpec) -> str:
 def output_schema(policy: AugPolicy, top_k: int) -> pa.Schema:
     """One row per stored augmentation: sample key, label, augmentation number, the
     record's fields (``aug_*``), top-K class indices (int16) and probabilities (float16)."""
-    from shardforge.variants.augment import param_dtype
-
     dtype = param_dtype(policy)
     fields = [("key", pa.string()), ("label", pa.int32()), ("aug", pa.int32())]
     fields += [(f"aug_{n}", pa.from_numpy_dtype(dtype[n])) for n in dtype.names or ()]
@@ -165,15 +165,15 @@ class Reinforcer:
         paths["shard"].parent().makedirs()
         paths["manifest"].parent().makedirs()
         paths["shard"].write_bytes_atomic(data)
+        record = {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
         result = {"split": spec.split, "index": spec.index, "samples": len(samples),
                   "augmentations": table.num_rows, "rejects": rejects,
+                  "files": {"shard": record},
                   "file": {"path": f"{REINFORCE_DIR}/{shard_name(task.name, spec)}",
-                           "url": paths["shard"].url, "size": len(data),
-                           "sha256": hashlib.sha256(data).hexdigest()},
+                           "url": paths["shard"].url, **record},
                   "seconds": round(time.perf_counter() - started, 3), "reused": False,
                   "node": node_id()}
-        manifest = {"spec_hash": task.spec_hash(spec), "result": result}
-        paths["manifest"].write_bytes_atomic(json.dumps(manifest, sort_keys=True).encode())
+        write_manifest(paths["manifest"], task.spec_hash(spec), result)
         return result
 
     def reinforce(self, samples: list[tuple[RawSample, np.ndarray]]) -> pa.Table:
@@ -252,7 +252,8 @@ def _table(task: ShardTask, samples, records, idx: np.ndarray, prob: np.ndarray)
     n_aug = task.num_augs
     keys = [raw.key for raw, _ in samples for _ in range(n_aug)]
     labels = np.repeat([raw.label for raw, _ in samples], n_aug).astype(np.int32)
-    all_records = np.concatenate(records) if records else np.zeros(0, records)
+    all_records = (np.concatenate(records) if records
+                   else np.zeros(0, param_dtype(task.policy)))
     cols = {"key": pa.array(keys, pa.string()), "label": pa.array(labels),
             "aug": pa.array(np.tile(np.arange(n_aug, dtype=np.int32), len(samples)))}
     for name, values in params_to_columns(all_records).items():
@@ -266,16 +267,8 @@ def _table(task: ShardTask, samples, records, idx: np.ndarray, prob: np.ndarray)
 def load_complete(task: ShardTask, spec: ShardSpec) -> dict | None:
     """The recorded result when this shard is complete and its file verifies, else None."""
     paths = task.paths(spec)
-    try:
-        manifest = json.loads(paths["manifest"].read_bytes())
-    except (OSError, ValueError):
-        return None
-    if manifest.get("spec_hash") != task.spec_hash(spec):
-        return None
-    rec = manifest["result"]["file"]
-    if paths["shard"].size() != rec["size"] or paths["shard"].sha256() != rec["sha256"]:
-        return None
-    return {**manifest["result"], "reused": True}
+    recorded = verified_result(paths["manifest"], task.spec_hash(spec), paths)
+    return None if recorded is None else {**recorded, "reused": True}
 
 
 # ----------------------------------------------------------------------------- the job

@@ -23,6 +23,7 @@ from shardforge.variants.cuda_effect import (
     DEFAULT_CONFIG,
     DEFAULT_OVERRIDES,
     DEFAULT_PS,
+    DEFAULT_SPEC,
     EXPERIMENT_KEY,
     VAL_SPLITS,
     effect_table,
@@ -44,6 +45,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe-as-is", action="store_true",
                    help="train --config without the default overrides (DEFAULT_OVERRIDES: "
                         "no random-resized crop, no BlurPool, no label smoothing, 1 worker)")
+    p.add_argument("--varied-aspect", action="store_true",
+                   help="demo images of the generator's default sizes (aspect 2:3 to 3:2, "
+                        "stretched to 32 x 32 when trained) instead of square ones")
     p.add_argument("--p", type=float, nargs="+", default=list(DEFAULT_PS),
                    help="poison fractions (default: 0.25 0.5 0.75 1.0)")
     p.add_argument("--resolution", type=int, default=32,
@@ -67,7 +71,10 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 2
     args.overrides = (() if args.recipe_as_is else DEFAULT_OVERRIDES) + tuple(args.set)
-    runs = run_effect(args.work, key, ps=tuple(args.p), resolution=args.resolution,
+    from shardforge.sources.demo import DemoSpec
+
+    spec = DemoSpec() if args.varied_aspect else DEFAULT_SPEC
+    runs = run_effect(args.work, key, ps=tuple(args.p), resolution=args.resolution, spec=spec,
                       config=args.config, overrides=args.overrides, backend=args.backend,
                       val=args.val)
     table = effect_table(runs)
@@ -92,7 +99,9 @@ def write_page(path: str, table: list[str], command: str, args, runs) -> None:
         f"- Command: `{command}`",
         f"- Date: {date}; {platform.system()} {platform.release()}, "
         f"Python {platform.python_version()}, {os.cpu_count()} CPUs (shared machine)",
-        "- Data: the demo generator's defaults (10 shape classes, 800 train images) with "
+        "- Data: the demo generator's defaults (10 shape classes, 800 train images"
+        + (")" if args.varied_aspect else "; square 128 px images, `DEFAULT_SPEC`)")
+        + " with "
         + ("20 held-out train-distribution images per class as val"
            if args.val == "heldout" else "demo's own 200 val images (texture-shifted)")
         + f", ingested at max {args.resolution} px (JPEG q90): the clean parent. Its val "

@@ -99,7 +99,7 @@ def test_bad_filter_params_are_named(k, pb):
 
 # -- the transform -------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k", [1, 3, 7, 9, 11, 15])     # one pass, two parts, padded chunks
+@pytest.mark.parametrize("k", [1, 3, 7, 9, 11, 15])     # float64, float32 parts, row chunks
 @pytest.mark.parametrize("shape", [(5, 7, 3), (1, 1, 3), (33, 20, 3)])
 @pytest.mark.parametrize("grayscale", [False, True])
 def test_apply_cuda_matches_a_direct_reference(k, shape, grayscale):
@@ -131,6 +131,60 @@ def test_apply_cuda_is_exact_on_integer_math(k, pb):
     top = max(y.ravel())
     want = np.vectorize(lambda v: (255 * v) // top)(y).astype(np.uint8)
     assert np.array_equal(apply_cuda(img, filt), want)
+
+
+def integer_cuda(img: np.ndarray, filt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(y, out)``: the convolution in int64 units of 2**-WEIGHT_BITS, and
+    ``floor(255 y / max y)`` as uint8."""
+    k, (h, w, _) = filt.shape[0], img.shape
+    m = np.round(filt * 2 ** cuda.WEIGHT_BITS).astype(np.int64)
+    r = k // 2
+    pad = np.zeros((h + 2 * r, w + 2 * r, 3), np.int64)
+    pad[r:r + h, r:r + w] = img
+    y = sum(m[i, j] * pad[i:i + h, j:j + w] for i in range(k) for j in range(k))
+    return y, (255 * y // y.max()).astype(np.uint8)
+
+
+@pytest.mark.parametrize("k", [3, 5, 7, 9, 11, 13, 15])
+def test_convolution_is_exact_at_the_largest_sums(k):
+    """The largest sums the float32 parts and the float64 combination can see (all-255
+    pixels, every weight 1 - 2**-27 so every part at its maximum, one weight 1.0), next to
+    random pixels: the integer convolution and the output equal an int64 reference."""
+    rng = np.random.default_rng(k)
+    img = np.full((40, 37, 3), 255, np.uint8)
+    img[20:] = rng.integers(0, 256, (20, 37, 3))
+    filt = np.full((k, k), 1.0 - 2.0 ** -cuda.WEIGHT_BITS)
+    filt[k // 3, k // 2] = 1.0
+    y, want = integer_cuda(img, filt)
+    assert y.max() == 255 * np.round(filt * 2 ** cuda.WEIGHT_BITS).sum() < 2 ** 53 / 255
+    assert np.array_equal(cuda.conv_units(img, filt, cuda.Scratch()), y)
+    assert np.array_equal(apply_cuda(img, filt), want)
+    with pytest.raises(ValueError, match="multiples of 2"):
+        apply_cuda(img, filt + 2.0 ** -40)
+
+
+@pytest.mark.parametrize("k", [7, 9, 11])
+def test_one_float32_pass_decides_or_defers_to_the_exact_path(k, monkeypatch):
+    """Random pixels: one float32 pass, the pixels it cannot decide computed exactly. Flat
+    grey with a white corner (255 y / max y an integer almost everywhere): too many
+    undecided, so the exact path. Both give the int64 reference's bytes."""
+    rng = np.random.default_rng(k)
+    noisy = rng.integers(0, 256, (64, 61, 3), dtype=np.uint8)
+    flat = np.full((64, 61, 3), 85, np.uint8)
+    flat[:20, :20] = 255
+    filt = class_filter(KEY, 2, k, 0.3)
+    w = cuda.integer_weights(filt)
+    exact_sizes = []
+    exact = cuda._exact_units
+    monkeypatch.setattr(cuda, "_exact_units", lambda px, w, where, scratch: (
+        exact_sizes.append(len(where)), exact(px, w, where, scratch))[1])
+    one_pass = cuda._apply_one_pass(noisy, w, cuda.Scratch())
+    assert len(exact_sizes) == 2 and exact_sizes[1] > 0    # maximum, then undecided pixels
+    assert np.array_equal(one_pass, integer_cuda(noisy, filt)[1])
+    assert cuda._apply_one_pass(flat, w, cuda.Scratch()) is None
+    scratch = cuda.Scratch()                                # reused across sizes
+    for img in (noisy, flat, noisy[:30, :50], flat):
+        assert np.array_equal(apply_cuda(img, filt, scratch=scratch), integer_cuda(img, filt)[1])
 
 
 def test_black_image_stays_black_and_bad_input_is_named():
@@ -346,15 +400,16 @@ def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_lo
 
 @pytest.mark.slow
 def test_cuda_training_lowers_clean_accuracy(tmp_path):
-    """The experiment's recipe (demo_cpu.yaml with ``DEFAULT_OVERRIDES``: no random-resized
-    crop, no BlurPool, no label smoothing; close to the paper's CIFAR training) on clean demo
-    data at 32 px vs its CUDA copy (p = 1), scored on clean held-out images, as in
-    docs/results/unlearnable.md (about 5 minutes on 2 cores).
+    """The experiment's defaults (square demo images, ``DEFAULT_SPEC``; demo_cpu.yaml with
+    ``DEFAULT_OVERRIDES``: no random-resized crop, no BlurPool, no label smoothing; close to
+    the paper's CIFAR training) on clean demo data at 32 px vs its CUDA copy (p = 1), scored
+    on clean held-out images, as in docs/results/unlearnable.md (about 2 minutes on 2 idle
+    cores).
 
-    Measured there: 0.93 clean-trained vs 0.40, 0.53 and 0.47 CUDA-trained in three runs
-    (last-five-epoch means; the last this test's), while the CUDA-trained model fits its own
-    data (train top-1 ~1.0): the paper's collapse (CIFAR-10 94 -> 23), smaller. With
-    demo_cpu.yaml as is the drop is only 0.90 -> 0.74."""
+    Measured there: 0.95 clean-trained vs 0.11-0.19 CUDA-trained in 3 runs (last-five-epoch
+    means) while the CUDA-trained model fits its own data (train top-1 1.0): the paper's collapse
+    (CIFAR-10 94 -> 23). Non-square images give only 0.93 -> 0.40-0.53, demo_cpu.yaml as
+    is 0.90 -> 0.74."""
     from shardforge.variants.cuda_effect import EXPERIMENT_KEY, run_effect
 
     config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
@@ -364,7 +419,7 @@ def test_cuda_training_lowers_clean_accuracy(tmp_path):
           f"(train top-1 {poisoned.train_top1:.3f})")
     assert poisoned.poisoned == poisoned.train_samples == 800
     assert clean.top1_last5 >= 0.85                         # learns the clean data
-    assert poisoned.top1_last5 <= 0.6 * clean.top1_last5    # CUDA-trained: fails on clean
+    assert poisoned.top1_last5 <= 0.5 * clean.top1_last5    # CUDA-trained: fails on clean
     assert poisoned.train_top1 >= 0.9                       # while fitting its own data
 
 

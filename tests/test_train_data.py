@@ -112,3 +112,38 @@ def test_ray_data_reads_shardforge_tars(tiny):
                                                                "label": torch.int64}))
     assert sum(len(b["label"]) for b in batches) == 20
     assert batches[0]["image"].shape[1:] == (32, 32, 3)
+
+
+def test_wds_train_workers_persist_until_the_resolution_changes(tiny, tmp_path):
+    """``data.loader: wds``: the train loader's worker processes serve every epoch at one
+    resolution (reshuffled each epoch) and are replaced when progressive resizing changes
+    the crop size."""
+    from shardforge.stream.dataset import open_dataset
+    from shardforge.train.data import WdsEpochData
+    from shardforge.train.dataset import load_dataset_info
+    from shardforge.train.session import LocalSession
+
+    cfg = TrainConfig.from_dict({
+        "model": {"arch": "small_cnn"}, "data": {"loader": "wds", "num_workers": 2},
+        "training": {"batch_size": 16, "epochs": 3},
+        "resolution": {"min_res": 32, "max_res": 64, "start_ramp": 1, "end_ramp": 2},
+        "validation": {"res": 32}})
+    data = WdsEpochData(cfg, load_dataset_info(tiny), LocalSession(str(tmp_path)),
+                        channels_last=False)
+    n_train = len(open_dataset(tiny).split("train"))
+
+    def epoch(e: int, res: int) -> list:
+        batches = list(data.train_epoch(e, res))
+        assert sum(len(b.labels) for b in batches) == n_train
+        assert {tuple(b.images.shape[-2:]) for b in batches} == {(res, res)}
+        return batches
+
+    first = epoch(0, 32)
+    loader, workers = data.train, [w.pid for w in data.train._iterator._workers]
+    second = epoch(1, 32)
+    assert data.train is loader
+    assert [w.pid for w in data.train._iterator._workers] == workers     # same processes
+    ids = [torch.cat([b.sample_ids for b in bs]).tolist() for bs in (first, second)]
+    assert sorted(ids[0]) == sorted(ids[1]) and ids[0] != ids[1]         # reshuffled
+    epoch(2, 64)
+    assert data.train is not loader                                       # new crop size

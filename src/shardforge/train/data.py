@@ -132,18 +132,25 @@ class WdsEpochData(EpochData):
         for split in ("train", "val"):
             info.require_split(split)
         self.cfg, self.device, self.channels_last = cfg, session.device, channels_last
-        common = {"rank": session.rank, "world_size": session.world_size,
-                  "num_workers": cfg.data.num_workers, "seed": cfg.training.seed,
-                  "layout": "hwc", "pin_memory": session.device.type == "cuda"}
-        # Workers restart each epoch (persistent_workers off): the crop size can change
-        # between epochs (progressive resizing) and is baked into the workers' transform.
-        self.train = make_loader(info.url, "train", cfg.training.batch_size, with_ids=True,
-                                 transform=self._crop(cfg.resolution.min_res),
-                                 persistent_workers=False, **common)
+        self.url = info.url
+        self.common = {"rank": session.rank, "world_size": session.world_size,
+                       "num_workers": cfg.data.num_workers, "seed": cfg.training.seed,
+                       "layout": "hwc", "pin_memory": session.device.type == "cuda"}
+        self.train = self._train_loader(cfg.resolution.min_res)
         self.val = make_loader(info.url, "val", cfg.validation.batch_size,
                                transform=CenterCrop(cfg.validation.res,
                                                     cfg.validation.crop_ratio),
-                               order="sequential", **common)
+                               order="sequential", **self.common)
+
+    def _train_loader(self, res: int):
+        """The train loader for crops of ``res`` px. Its workers persist across epochs (the
+        stream's position is shared with them) and are replaced only when progressive
+        resizing changes ``res``, which is baked into their transform (restarting them every
+        epoch costs a worker start-up and a first batch per worker each epoch)."""
+        from shardforge.stream.wds_loader import make_loader
+
+        return make_loader(self.url, "train", self.cfg.training.batch_size, with_ids=True,
+                           transform=self._crop(res), persistent_workers=True, **self.common)
 
     def _crop(self, res: int):
         from shardforge.stream.decode import RandomResizedCrop
@@ -161,7 +168,7 @@ class WdsEpochData(EpochData):
 
     def train_epoch(self, epoch: int, res: int) -> Iterator[Batch]:
         if self.train.stream.transform.output_size != (res, res):
-            self.train.stream.transform = self._crop(res)
+            self.train = self._train_loader(res)
         self.train.set_epoch(epoch)
         for images, labels, ids in self.train:
             yield Batch(self._images(images), labels, ids)

@@ -8,11 +8,15 @@ Steps (each a subprocess with its own timeout; a failed step is recorded and the
 2. ``train_local``: jobs/train.py (rn18_16ep.yaml, WebDataset loader, bf16 autocast,
    channels_last, BlurPool) on the GPU with ``--backend local``.
 3. ``model_alone``: the same model's training step alone (synthetic batches on the GPU,
-   same batch, resolution, precision and memory format): the loader + loop's limit.
+   same batch, resolution, precision and memory format): the loader + loop's limit;
+   ``loader_alone``: the WebDataset train loader alone (to the GPU, normalised) vs
+   torchvision ImageFolder + DataLoader with the same workers.
 4. ``train_ray``: the same recipe through Ray Train (``TorchTrainer``, ``use_gpu``).
 5. ``reinforce``: pipelines/reinforce.py with the step-2 checkpoint as teacher on a GPU actor
    (bf16 autocast, channels_last), then the stored top-K against the same teacher in float32
-   on the CPU for replayed views (top-1 agreement, top-K overlap, max probability gap).
+   on the CPU for replayed views (top-1 agreement, top-K overlap, max probability gap);
+   ``train_replay``: jobs/train.py on the reinforced dataset (replayed views, stored
+   targets) on the GPU.
 6. ``stylize``: pipelines/stylize.py, AdaIN (random weights) on a GPU actor under fp16.
 7. ``distill``: pipelines/distill.py (RDED) with the step-2 checkpoint as observer on a GPU
    actor.
@@ -309,8 +313,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--quick", action="store_true", help="tiny sizes: try the script on a CPU")
     ap.add_argument("--actors", type=int, default=1,
                     help="reinforce/stylize/distill actors sharing the GPU (1/N GPU each)")
-    ap.add_argument("--steps", default="data,train_local,model_alone,train_ray,reinforce,"
-                                       "stylize,distill")
+    ap.add_argument("--steps", default="data,train_local,model_alone,loader_alone,reinforce,"
+                                       "train_replay,train_ray,stylize,distill")
     args = ap.parse_args(argv)
     if args.report:
         runs = []
@@ -416,6 +420,14 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # noqa: BLE001 - record any failure and go on
             rec["agreement"] = repr(exc)
         save()
+    if "train_replay" in steps:   # training from the stored teacher top-K (ImageNet+)
+        rec = step("train_replay", train[:5] + [plus] + train[6:]
+                   + ["--backend", "local", "--name", "gpu-replay"]
+                   + recipe_overrides(quick, workers)
+                   + ["--set", "training.epochs=" + ("2" if quick else "4"),
+                      "--set", "optim.lr_peak_epoch=1", "--set", "resolution.start_ramp=2",
+                      "--set", "resolution.end_ramp=3"], 200)
+        rec["figures"] = train_figures(os.path.join(runs, "gpu-replay"))
     if "train_ray" in steps:
         rec = step("train_ray", train + ["--backend", "ray", "--name", "gpu-ray"]
                    + recipe_overrides(quick, workers) + ["--set", "training.epochs=2"], 150)

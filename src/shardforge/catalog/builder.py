@@ -8,10 +8,14 @@ For each card on the way from the requested dataset up to its source:
    citation, and not the source location;
 2. resolve what it is built from (its *origin*): the parent's build (built first when
    missing), or the source location (``--source`` override, else the card's path);
-3. reuse the latest catalog build with the same name, card hash and origin whose files are
-   all present with their recorded sizes; otherwise run the pipeline into
-   ``OUT_ROOT/datasets/NAME/KEY`` (``KEY`` from card hash and origin, so an interrupted
-   build resumes in place) and register the result.
+3. compute the content digests of the files its parameters name (the pipeline's
+   ``inputs``: an observer checkpoint, teacher weights, a recipe, a style directory; see
+   :mod:`shardforge.catalog.inputs`);
+4. reuse the latest catalog build with the same name, card hash and origin, the same input
+   digests, and all files present with their recorded sizes; otherwise say what changed
+   and run the pipeline into ``OUT_ROOT/datasets/NAME/KEY`` (``KEY`` from card hash,
+   origin and input digests, so an interrupted build resumes in place and a changed input
+   never reuses the old shards) and register the result with its input digests.
 
 Ray starts (a private loopback runtime, unless ``ray_address``/``RAY_ADDRESS`` name a
 cluster) only when something is actually built.
@@ -25,7 +29,7 @@ import json
 import os
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
@@ -39,6 +43,7 @@ from shardforge.catalog.errors import (
     did_you_mean,
 )
 from shardforge.catalog.home import resolve_home
+from shardforge.catalog.inputs import Input, changes, digests, inputs_key, recorded
 from shardforge.catalog.lookup import get
 from shardforge.catalog.pipelines import Pipeline, get_pipeline
 from shardforge.catalog.register import register_build
@@ -57,7 +62,8 @@ class ResolvedCard:
     ``params``: every parameter (defaults applied, ``${VAR}`` expanded). ``secrets``:
     secret values by name (``repr`` shows fingerprints only). ``source_url``: the location
     to read for ``path`` and ``demo`` sources, None for ``dataset`` sources (the parent
-    build is passed separately).
+    build is passed separately). ``inputs``: content digests of the files the parameters
+    name (:mod:`shardforge.catalog.inputs`).
     """
 
     card: Card
@@ -65,6 +71,7 @@ class ResolvedCard:
     secrets: Secrets
     source_url: str | None
     card_hash: str
+    inputs: Mapping[str, Input] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -139,6 +146,7 @@ class _Builder:
         resolved_params = self._params(card, pipeline)
         secrets = _read_secrets(card)
         card_hash = _card_hash(card, resolved_params, secrets)
+        inputs = _inputs(card, pipeline, resolved_params)     # before building a parent
         parent: Build | None = None
         source_url: str | None = None
         if card.source_kind == "dataset":
@@ -154,7 +162,10 @@ class _Builder:
             if source_url is None:  # unresolved parent source: use its latest build
                 return self._latest_of_card(card, card_hash)
             origin = source_url
-        existing = self.store.find_card_build(name, card_hash, origin)
+        candidates = self.store.find_card_builds(name, card_hash, origin)
+        existing = next((b for b in candidates if _same_inputs(b, inputs)), None)
+        if existing is None and not rebuild:
+            self._say_why(card, candidates, card_hash, origin, secrets, inputs)
         if existing is not None and not rebuild:
             missing = verify_build(existing, rehash=False)
             if missing.ok:
@@ -166,7 +177,8 @@ class _Builder:
         if dry:
             return self._cannot_build(card, pipeline)
         return self._run(card, pipeline, ResolvedCard(card, resolved_params, secrets,
-                                                      source_url, card_hash), parent, origin)
+                                                      source_url, card_hash, inputs),
+                         parent, origin)
 
     # -- steps -------------------------------------------------------------------------
 
@@ -240,6 +252,28 @@ class _Builder:
               f"{card.name}=PATH to build from another source)", file=self.log)
         return found
 
+    def _say_why(self, card: Card, candidates: list[Build], card_hash: str, origin: str,
+                 secrets: Secrets, inputs: Mapping[str, Input]) -> None:
+        """Log why no earlier build of ``card`` can be reused (nothing when it has none)."""
+        if candidates:       # same card and origin: an input's content changed
+            latest = candidates[0]
+            why = "; ".join(changes(latest.inputs, inputs))
+            print(f"{card.name}: {why} since {latest.ref}: rebuilding", file=self.log)
+            return
+        latest = self.store.get(card.name)
+        if latest is None:
+            return
+        reasons = [f"secret {n} changed (fingerprint {latest.secrets.get(n, 'none')} -> {fp})"
+                   for n, fp in secrets.fingerprints().items() if latest.secrets.get(n) != fp]
+        if latest.origin != origin:
+            reasons.append(f"built from {origin} ({latest.ref}: from {latest.origin})")
+        if not reasons:
+            reasons.append(f"the card changed (card hash {latest.card_hash[:12]} -> "
+                           f"{card_hash[:12]})" if latest.card_hash else
+                           "it was not built from a card")
+        print(f"{card.name}: {'; '.join(reasons)} (compared with {latest.ref}): building anew",
+              file=self.log)
+
     def _cannot_build(self, card: Card, pipeline: Pipeline) -> None:
         """Planning only: raise for a pipeline that is not implemented, else report (in a
         dry run) that the card would be built."""
@@ -257,7 +291,10 @@ class _Builder:
         from shardforge.engine.cluster import ray_session
         from shardforge.storage import resolve
 
-        key = hashlib.sha256(f"{resolved.card_hash}\0{origin}".encode()).hexdigest()[:12]
+        ident = f"{resolved.card_hash}\0{origin}"
+        if resolved.inputs:     # without inputs: the key of builds made before inputs existed
+            ident += f"\0{inputs_key(resolved.inputs)}"
+        key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         out = resolve(self.out_root).join("datasets", card.name, key).url
         if card.source_kind == "demo":
             _materialise_demo(resolved.source_url, card.source, self.log)
@@ -275,7 +312,8 @@ class _Builder:
                                parent=parent.ref if parent else None, pipeline=pipeline.name,
                                params=params, secret_params=resolved.secrets,
                                card=card.meta(),
-                               source=summary.get("source") if parent else origin)
+                               source=summary.get("source") if parent else origin,
+                               inputs=recorded(resolved.inputs))
         print(f"{card.name}: registered {build.ref} ({build.samples:,} samples)", file=self.log)
         return build
 
@@ -305,6 +343,24 @@ def _read_secrets(card: Card) -> Secrets:
                             "characters (a short secret's fingerprint can be brute-forced)")
         values[name] = value
     return Secrets(values)
+
+
+def _inputs(card: Card, pipeline: Pipeline, params: dict) -> dict[str, Input]:
+    """The pipeline's input digests for ``params`` ({} when it declares none); CardError
+    naming the card when a named file cannot be read."""
+    if pipeline.inputs is None:
+        return {}
+    try:
+        return dict(pipeline.inputs(dict(params)))
+    except (ValueError, OSError) as exc:
+        raise CardError(card.file, "pipeline.params", f"an input named there cannot be read "
+                        f"({exc})", "fix the path, or create the file first (e.g. train the "
+                        "observer or teacher the card names)") from None
+
+
+def _same_inputs(build: Build, inputs: Mapping[str, Input]) -> bool:
+    """Whether ``build`` recorded exactly these input digests (none recorded = none)."""
+    return digests(build.inputs or {}) == {n: i.digest for n, i in sorted(inputs.items())}
 
 
 def _card_hash(card: Card, params: dict, secrets: Secrets) -> str:

@@ -291,6 +291,9 @@ def format_build(build, versions: Sequence[int] = ()) -> str:
     lines.append(f"  params     {params or '-'}")
     for name, fp in sorted(build.secrets.items()):
         lines.append(f"  secret     {name}: {fp} (value not stored)")
+    for name, rec in sorted((build.inputs or {}).items()):
+        where = rec["location"] + (f" ({rec['file']})" if rec.get("file") else "")
+        lines.append(f"  input      {name}: {where} {rec['digest'][:rec['digest'].index(':') + 13]}")
     lines.append(f"  samples    {build.samples:,}; {build.rejects.get('count', 0):,} rejected "
                  f"({build.rejects.get('url', '-')}); {build.bytes_per_sample:,} B/sample")
     classes = build.classes or []

@@ -48,7 +48,9 @@ class Build:
     ``rejects`` and ``per_class`` (label -> count; ``classes[label]`` is its name).
     ``parent`` is the ``NAME@vN`` this build was made from (None for a build from a
     source), ``source`` the location its pipeline read. ``secrets`` maps secret
-    parameter names to fingerprints; secret values are never stored.
+    parameter names to fingerprints; secret values are never stored. ``inputs`` maps the
+    files the pipeline's parameters name to ``{location, digest[, file]}``
+    (:mod:`shardforge.catalog.inputs`; None for builds registered without them).
     """
 
     name: str
@@ -73,6 +75,7 @@ class Build:
     job_hash: str | None
     build_id: str
     card: dict | None = None
+    inputs: dict | None = None
 
     @property
     def ref(self) -> str:

@@ -11,6 +11,10 @@ for builds that start their own jobs), and returns the build's summary in the
 ``summary.json`` layout of an ingest (see :mod:`shardforge.ingest.job`). It must raise on
 failure; the caller registers the summary in the catalog only when ``build`` returns.
 
+A pipeline whose parameters name files (a checkpoint, weights, a recipe, a style directory)
+declares ``inputs(params) -> {name: Input}`` (:mod:`shardforge.catalog.inputs`): their
+content digests decide reuse together with the card hash.
+
 Variant modules plug their pipelines in (``shardforge.variants.registry``; others with
 :func:`register_pipeline`). A pipeline declared
 without ``build`` (planned, not implemented yet) validates cards but refuses to build.
@@ -29,8 +33,10 @@ from shardforge.catalog.errors import CatalogError, did_you_mean
 if TYPE_CHECKING:
     from shardforge.catalog.builder import ResolvedCard
     from shardforge.catalog.entry import Build
+    from shardforge.catalog.inputs import Input
 
 BuildFn = Callable[["ResolvedCard", "Build | None", str, "str | None"], dict]
+InputsFn = Callable[[dict], "Mapping[str, Input]"]
 
 
 class _Required:
@@ -91,8 +97,10 @@ class Pipeline:
     ``sources``: the card source kinds it accepts (``path``, ``demo``, ``dataset``).
     ``secrets``: names of secret parameters (all required; given as ``{env: VAR}`` or
     ``{file: PATH}`` in the card, never as values). ``check`` validates the parameters
-    together (raise ValueError naming the parameter). ``build`` None: planned, not
-    implemented yet; ``planned`` says where it comes from.
+    together (raise ValueError naming the parameter). ``inputs`` maps the validated
+    parameters to the content digests of the files they name (raise ValueError or OSError
+    naming the file). ``build`` None: planned, not implemented yet; ``planned`` says
+    where it comes from.
     """
 
     name: str
@@ -103,6 +111,7 @@ class Pipeline:
     formats: tuple[str, ...] = FORMATS
     check: Callable[[dict], None] | None = None
     build: BuildFn | None = None
+    inputs: InputsFn | None = None
     planned: str = ""
 
     @property

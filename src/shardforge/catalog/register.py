@@ -23,7 +23,8 @@ def register_build(home: str | os.PathLike | None, name: str, summary: Mapping, 
                    card_hash: str | None = None, parent: str | None = None,
                    pipeline: str = "ingest", params: Mapping | None = None,
                    secret_params: Mapping[str, str] | None = None,
-                   card: Mapping | None = None, source: str | None = None) -> Build:
+                   card: Mapping | None = None, source: str | None = None,
+                   inputs: Mapping[str, Mapping] | None = None) -> Build:
     """Register the complete build described by ``summary`` (the ``summary.json`` layout).
 
     Call it only after the build committed (its ``summary.json`` written): a failed or
@@ -31,7 +32,9 @@ def register_build(home: str | os.PathLike | None, name: str, summary: Mapping, 
     ``NAME@vN`` the build was made from; ``source`` (default ``summary["source"]``) the
     location its pipeline read. ``params`` default to ``summary["params"]``.
     ``secret_params`` (name -> value) are stored as fingerprints only, and any copy of a
-    secret value elsewhere in the entry is replaced by its fingerprint.
+    secret value elsewhere in the entry is replaced by its fingerprint. ``inputs``: the
+    content digests of the files the parameters name (:func:`shardforge.catalog.inputs.
+    recorded`), part of the build's identity.
 
     Idempotent: a registration identical in provenance and file contents to an existing
     build returns that build; otherwise the build gets the next version of ``name``
@@ -68,6 +71,7 @@ def register_build(home: str | os.PathLike | None, name: str, summary: Mapping, 
         "bytes_per_sample": summary["bytes_per_sample"],
         "job_hash": summary.get("job_hash"),
         "card": dict(card) if card is not None else None,
+        "inputs": dict(inputs) if inputs else None,
     })
     fields["secrets"] = secrets.fingerprints()
     build_id = _build_id(fields)
@@ -85,6 +89,8 @@ def _build_id(fields: dict) -> str:
                    for label, rec in file_records(fields["formats"], fields["index"]))
     identity = {k: fields[k] for k in ("name", "pipeline", "card_hash", "parent", "source",
                                        "params", "secrets", "out", "job_hash")}
+    if fields.get("inputs"):    # absent when empty: ids of builds without inputs unchanged
+        identity["inputs"] = fields["inputs"]
     identity["files"] = files
     blob = json.dumps(identity, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()

@@ -186,6 +186,12 @@ class Store:
 
     def find_card_build(self, name: str, card_hash: str, origin: str | None) -> Build | None:
         """The latest build of ``name`` made from this card hash (and ``origin``, when given)."""
+        found = self.find_card_builds(name, card_hash, origin)
+        return found[0] if found else None
+
+    def find_card_builds(self, name: str, card_hash: str, origin: str | None) -> list[Build]:
+        """Every build of ``name`` made from this card hash (and ``origin``, when given),
+        newest first."""
         query = "SELECT entry FROM builds WHERE name = ? AND card_hash = ?"
         args: tuple = (name, card_hash)
         if origin is not None:
@@ -193,9 +199,9 @@ class Store:
             args += (origin,)
         with self._read() as conn:
             if conn is None:
-                return None
-            row = conn.execute(query + " ORDER BY version DESC LIMIT 1", args).fetchone()
-        return _load(row[0]) if row else None
+                return []
+            rows = conn.execute(query + " ORDER BY version DESC", args).fetchall()
+        return [_load(r[0]) for r in rows]
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""

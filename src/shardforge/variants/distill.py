@@ -60,6 +60,17 @@ def check_params(params: dict) -> None:
                          "checkpoint, or a model name with observer_weights)")
 
 
+def distill_inputs(params: dict) -> dict:
+    """The catalog inputs of a card: the observer's file (and class file), none for the
+    random baseline. Reuse of a build depends on their content."""
+    from shardforge.variants.observer import observer_inputs
+
+    ref = observer_ref(params)
+    if params.get("method", "rded") != "rded" or ref is None:
+        return {}
+    return observer_inputs(ref, "observer")
+
+
 def auto_num_gpus() -> float:
     """1 GPU per actor when the running Ray cluster has GPUs, else 0."""
     import ray
@@ -147,4 +158,5 @@ PIPELINE = Pipeline(
     name="distill",
     summary="dataset distillation of a parent dataset (RDED, Sun et al. CVPR 2024) into ipc "
             "images per class, or ipc random real images per class (baseline)",
-    params=PARAMS, sources=("dataset",), check=check_params, build=_build)
+    params=PARAMS, sources=("dataset",), check=check_params, build=_build,
+    inputs=distill_inputs)

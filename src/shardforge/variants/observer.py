@@ -136,6 +136,21 @@ def _short(names: list[str], k: int = 6) -> str:
     return "[" + ", ".join(names[:k]) + (", ...]" if len(names) > k else "]")
 
 
+def observer_inputs(ref: ObserverRef, name: str) -> dict:
+    """The catalog inputs (:mod:`shardforge.catalog.inputs`) of what ``ref`` loads:
+    ``name`` -> the checkpoint's resolved ``state.pt`` (a run directory: its newest) or
+    the weights file, and ``name_classes`` -> a class-list file (not for ``sorted``)."""
+    from shardforge.catalog.inputs import checkpoint_input, file_input
+
+    if ref.is_checkpoint:
+        return {name: checkpoint_input(ref.location)}
+    assert ref.weights is not None
+    out = {name: file_input(ref.weights)}
+    if ref.classes and ref.classes != SORTED:
+        out[f"{name}_classes"] = file_input(ref.classes)
+    return out
+
+
 def observer_identity(ref: ObserverRef) -> dict:
     """What the catalog records about the observer: its reference, the resolved file and
     the sha256 of that file (the checkpoint's ``state.pt`` or the weights file)."""

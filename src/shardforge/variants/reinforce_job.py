@@ -158,6 +158,26 @@ PARAMS = {
 }
 
 
+def teacher_inputs(params: dict) -> dict:
+    """The catalog inputs of a card: each member's checkpoint or weights file (and class
+    file), or a ``recipe:`` member's config file (that teacher is trained inside the
+    build). One member: ``teacher``; several: ``teacher1``, ``teacher2``, ..."""
+    from shardforge.catalog.inputs import Input, file_input
+    from shardforge.variants.ensemble import parse_member
+    from shardforge.variants.observer import observer_inputs
+
+    members = [t.strip() for t in params["teacher"].split(",")]
+    out: dict = {}
+    for i, text in enumerate(members, 1):
+        name = "teacher" if len(members) == 1 else f"teacher{i}"
+        if text.startswith(RECIPE_PREFIX):
+            digest = file_input(text[len(RECIPE_PREFIX):]).digest
+            out[name] = Input(text, digest)
+        else:
+            out.update(observer_inputs(parse_member(text, params["teacher_classes"]), name))
+    return out
+
+
 def _build(card, parent, out: str, ray_address: str | None) -> dict:
     from shardforge.variants.augment import AugPolicy
     from shardforge.variants.ensemble import parse_member
@@ -187,4 +207,4 @@ PIPELINE = Pipeline(
     name="reinforce",
     summary="dataset reinforcement (ImageNet+): teacher top-K predictions stored for many "
             "replayable augmentations of every training image (images not copied)",
-    params=PARAMS, sources=("dataset",), build=_build)
+    params=PARAMS, sources=("dataset",), build=_build, inputs=teacher_inputs)

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, TextIO
 
-from shardforge.catalog.pipelines import Param, Pipeline
+from shardforge.catalog.pipelines import InputsFn, Param, Pipeline
 from shardforge.variants.base import VariantSpec
 
 if TYPE_CHECKING:
@@ -72,9 +72,12 @@ def run_variant(parent: str, variant: VariantSpec, name: str, out: str, *,
 
 def variant_pipeline(name: str, summary: str, params: Mapping[str, Param],
                      make_variant: MakeVariant, secrets: tuple[str, ...] = (),
-                     check: Callable[[dict], None] | None = None) -> Pipeline:
+                     check: Callable[[dict], None] | None = None,
+                     inputs: InputsFn | None = None) -> Pipeline:
     """A catalog :class:`Pipeline` that builds a card by running ``make_variant(params,
-    secrets)`` over the card's parent dataset (the builder registers the result)."""
+    secrets)`` over the card's parent dataset (the builder registers the result).
+    ``inputs``: the content digests of the files the parameters name (see
+    :class:`~shardforge.catalog.pipelines.Pipeline`)."""
 
     def build(card: ResolvedCard, parent: Build | None, out: str,
               ray_address: str | None) -> dict:
@@ -86,4 +89,4 @@ def variant_pipeline(name: str, summary: str, params: Mapping[str, Param],
                            register=False)
 
     return Pipeline(name=name, summary=summary, params=dict(params), sources=("dataset",),
-                    secrets=secrets, check=check, build=build)
+                    secrets=secrets, check=check, build=build, inputs=inputs)

@@ -148,11 +148,29 @@ def load_style_set(location: str, size: int = STYLE_SIZE, catalog_home: str | No
     return StyleSet(location, size, styles, rejects)
 
 
+def _is_image_dir(location: str) -> bool:
+    """A local directory of style images (not a dataset directory)."""
+    return "://" not in location and os.path.isdir(location) and not os.path.isfile(
+        os.path.join(location, "index.parquet"))
+
+
+def style_set_input(location: str, catalog_home: str | None = None):
+    """The catalog input (:mod:`shardforge.catalog.inputs`) of the style set at
+    ``location``, computed without reading an image: a directory's image files' paths,
+    sizes and mtimes, a dataset's ``summary.json``; None for the procedural builtin set."""
+    from shardforge.catalog.inputs import dataset_input, tree_input
+
+    if location == BUILTIN_DEMO:
+        return None
+    if _is_image_dir(location):
+        return tree_input(location, IMAGE_EXTENSIONS)
+    return dataset_input(location, catalog_home)
+
+
 def _candidates(location: str, catalog_home: str | None) -> list[StyleRef]:
     if location == BUILTIN_DEMO:
         return [StyleRef(f"demo-style-{i:03d}", f"{BUILTIN_DEMO}#{i}") for i in range(DEMO_STYLES)]
-    if "://" not in location and os.path.isdir(location) and not os.path.isfile(
-            os.path.join(location, "index.parquet")):
+    if _is_image_dir(location):
         root = os.path.abspath(location)
         found = []
         for dirpath, dirs, files in os.walk(root):

@@ -243,7 +243,28 @@ def variant_from_params(params: Mapping, secrets: Mapping | None = None) -> Vari
                                 params.get("jpeg_quality"), float(params["num_gpus"]))
 
 
+def stylize_inputs(params: Mapping) -> dict:
+    """The catalog inputs of a card: the style set (a directory by its files' paths, sizes
+    and mtimes: no image is read) and, for AdaIN, the two weight files' sha256."""
+    import json
+
+    from shardforge.catalog.inputs import Input
+    from shardforge.variants.styles import style_set_input
+
+    out = {}
+    styles = style_set_input(params["styles"])
+    if styles is not None:
+        out["styles"] = styles
+    if params["method"] == "adain" and params.get("weights"):
+        from shardforge.variants.adain import weights_sha256
+
+        files = weights_sha256(params["weights"])
+        blob = json.dumps(files, sort_keys=True).encode()
+        out["weights"] = Input(params["weights"], "sha256:" + hashlib.sha256(blob).hexdigest())
+    return out
+
+
 PIPELINE = variant_pipeline(
     "stylize", "style-transferred variant of a parent dataset (Stylized-ImageNet: AdaIN with "
                "painting styles; or the weights-free Fourier amplitude swap)",
-    PARAMS, variant_from_params, check=_check)
+    PARAMS, variant_from_params, check=_check, inputs=stylize_inputs)

@@ -37,6 +37,20 @@ class ShardWorker:
         return build_shard(spec, self.job, self.transform)
 
 
+def gpus_per_actor(requested: float | None, num_actors: int | None) -> float:
+    """GPUs for each model actor (needs a running Ray: ``ray_session``): ``requested`` when
+    given; else 0 on a cluster without GPUs, and on one with G GPUs a share that lets
+    ``num_actors`` actors use them all (G / ``num_actors``, at most 1), or 1 (one actor per
+    GPU) when ``num_actors`` is None. An explicit default matters: Ray hides the GPUs from
+    an actor that asks for none, so a model actor on a GPU cluster would run on its CPU."""
+    if requested is not None:
+        return float(requested)
+    gpus = float(ray.cluster_resources().get("GPU", 0)) if ray.is_initialized() else 0.0
+    if gpus <= 0:
+        return 0.0
+    return 1.0 if num_actors is None else min(1.0, gpus / num_actors)
+
+
 def pool_size(num_actors: int | None, num_cpus: float, num_gpus: float,
               num_specs: int) -> int:
     """Actors to start: ``num_actors``, else as many as the cluster's GPUs (or CPUs) allow

@@ -71,13 +71,6 @@ def distill_inputs(params: dict) -> dict:
     return observer_inputs(ref, "observer")
 
 
-def auto_num_gpus() -> float:
-    """1 GPU per actor when the running Ray cluster has GPUs, else 0."""
-    import ray
-
-    return 1.0 if ray.is_initialized() and ray.cluster_resources().get("GPU", 0) > 0 else 0.0
-
-
 def parent_classes(location: str) -> tuple[str, ...]:
     """The class names (label order) of the dataset at ``location``."""
     from shardforge.ingest.config import SUMMARY_FILE
@@ -101,8 +94,11 @@ def distill_variant(params: Mapping[str, Any], classes: tuple[str, ...], *,
                     num_gpus: float | None = None,
                     num_actors: int | None = None) -> VariantSpec:
     """The :class:`VariantSpec` (call :func:`check_observer_classes` first); ``num_gpus``
-    per observer actor, None: 1 when the running Ray cluster has GPUs."""
-    gpus = auto_num_gpus() if num_gpus is None else num_gpus
+    per observer actor, None: the cluster's GPUs shared by the actors
+    (:func:`~shardforge.ingest.actors.gpus_per_actor`)."""
+    from shardforge.ingest.actors import gpus_per_actor
+
+    gpus = gpus_per_actor(num_gpus, num_actors)
     return make_variant(params, {}, dataset_classes=classes, num_gpus=gpus,
                         num_actors=num_actors)
 
@@ -124,7 +120,8 @@ def distill(parent: str, params: Mapping[str, Any], name: str, out: str | None =
     """Distil ``parent`` (catalog ref or location) into dataset ``name`` at ``out``
     (default :func:`default_out`).
 
-    ``num_gpus`` per observer actor (None: 1 when the cluster has GPUs). Returns the
+    ``num_gpus`` per observer actor (None: the cluster's GPUs shared by the actors; one
+    per GPU without ``num_actors``). Returns the
     summary; resumable (finished classes are verified and reused)."""
     from shardforge.engine.cluster import ray_session
     from shardforge.variants.run import resolve_parent, run_variant

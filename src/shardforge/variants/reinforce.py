@@ -60,9 +60,11 @@ class ReinforceConfig:
     """A reinforcement job. Defaults follow ImageNet+ (Sec. 4): 400 augmentations per
     image (``num_augs``), top-10 probabilities (``top_k``), the RRC+RA/RE policy.
 
-    ``batch_size``: views per teacher forward pass. ``num_actors`` None: one per GPU (at
-    ``num_gpus_per_actor``) or one per CPU. ``split``: the split reinforced (the parent's
-    other splits are used as they are).
+    ``batch_size``: views per teacher forward pass. ``num_gpus_per_actor`` None: the
+    cluster's GPUs shared by ``num_actors`` actors, or one actor per GPU (0 without GPUs;
+    :func:`~shardforge.ingest.actors.gpus_per_actor`). ``num_actors`` None: one per GPU
+    (at ``num_gpus_per_actor``) or one per CPU. ``split``: the split reinforced (the
+    parent's other splits are used as they are).
     """
 
     parent: str
@@ -76,7 +78,7 @@ class ReinforceConfig:
     split: str = "train"
     batch_size: int = 256
     num_actors: int | None = None
-    num_gpus_per_actor: float = 0.0
+    num_gpus_per_actor: float | None = None
     ray_address: str | None = None
     catalog_home: str | None = None
     register: bool = True
@@ -324,11 +326,12 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
 
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],
                 classes: tuple[str, ...], dataset: str, on_result) -> Iterator[dict]:
-    from shardforge.ingest.actors import run_actor_pool
+    from shardforge.ingest.actors import gpus_per_actor, run_actor_pool
 
+    gpus = gpus_per_actor(config.num_gpus_per_actor, config.num_actors)
     return run_actor_pool(Reinforcer, (task, config.teachers, classes, dataset), specs,
-                          num_actors=config.num_actors, num_cpus=1,
-                          num_gpus=config.num_gpus_per_actor, on_result=on_result)
+                          num_actors=config.num_actors, num_cpus=1, num_gpus=gpus,
+                          on_result=on_result)
 
 
 def _summary(config: ReinforceConfig, parent, location: str, parent_ref: str | None,

@@ -78,7 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cutmix-p", type=float, default=0.0, help="CutMix probability (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="views per teacher forward")
     p.add_argument("--num-actors", type=int, help="teacher actors (default: one per GPU/CPU)")
-    p.add_argument("--num-gpus-per-actor", type=float, default=0.0)
+    p.add_argument("--num-gpus-per-actor", type=float, default=None,
+                   help="GPUs per teacher actor (default: the cluster's GPUs shared by "
+                        "--num-actors actors, one actor per GPU without it; 0 on CPUs)")
     p.add_argument("--runs", default="data/runs", help="where recipe: teachers are trained")
     p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     p.add_argument("--no-register", action="store_true", help="do not register in the catalog")

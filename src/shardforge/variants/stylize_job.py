@@ -52,9 +52,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="autocast dtype on GPU (default fp16; AdaIN statistics stay fp32)")
     p.add_argument("--batch-size", type=int, default=32, help="images per AdaIN forward")
     p.add_argument("--num-gpus-per-actor", type=float, default=None,
-                   help="GPUs per actor (default: 1 when the cluster has GPUs, else 0)")
+                   help="GPUs per actor (default: AdaIN on the cluster's GPUs, shared by "
+                        "--num-actors actors, one per GPU without it; else 0)")
     p.add_argument("--num-actors", type=int, default=None,
-                   help="actors (default: one per GPU, else one per CPU)")
+                   help="actors (default: one per GPU, else one per CPU; on a GPU node the "
+                        "CPU side (decode, encode) is the limit: more actors sharing the GPU "
+                        "go faster, see BENCHMARKS.md 'GPU paths')")
     p.add_argument("--name", default=None, help="new dataset's name (default stylized-SOURCE)")
     p.add_argument("--out", default=None,
                    help="output directory or s3:// URL (default: HOME/datasets/NAME/KEY, "
@@ -78,9 +81,8 @@ def default_out(home: str | None, name: str, parent: str, params: Mapping[str, A
 
 def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:
     """Run the job for parsed ``args``; return the build summary."""
-    import ray
-
     from shardforge.engine.cluster import ray_session
+    from shardforge.ingest.actors import gpus_per_actor
     from shardforge.storage import resolve
     from shardforge.variants.run import run_variant
     from shardforge.variants.styles import load_style_set
@@ -99,10 +101,9 @@ def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:
     for r in style_set.rejects[:10]:
         print(f"  rejected {r['style']}: {r['reason']}", file=log)
     with ray_session(args.ray_address):     # the same Ray for the GPU count and the job
-        gpus = args.num_gpus_per_actor
-        if gpus is None:    # AdaIN on GPU actors when the cluster has GPUs
-            has_gpus = ray.cluster_resources().get("GPU", 0) > 0
-            gpus = 1.0 if config.method == "adain" and has_gpus else 0.0
+        # AdaIN on the cluster's GPUs (shared by --num-actors actors); fourier on CPUs
+        gpus = (gpus_per_actor(args.num_gpus_per_actor, args.num_actors)
+                if config.method == "adain" else args.num_gpus_per_actor or 0.0)
         splits = tuple(s for s in args.splits.split(",") if s)
         variant = make_stylize_variant(config, style_set, splits, args.jpeg_quality, gpus,
                                        args.num_actors)

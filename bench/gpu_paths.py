@@ -116,7 +116,7 @@ def summary_figures(out: str) -> dict:
     with open(path) as f:
         s = json.load(f)
     return {k: s[k] for k in ("samples", "seconds", "images_per_second",
-                              "augmentations_per_second", "shards_reused") if k in s}
+                              "augmentations_per_second", "shards_reused", "devices") if k in s}
 
 
 def model_alone(batch: int, res: int, steps: int) -> dict:
@@ -312,7 +312,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-per-class", type=int, default=300)
     ap.add_argument("--quick", action="store_true", help="tiny sizes: try the script on a CPU")
     ap.add_argument("--actors", type=int, default=1,
-                    help="reinforce/stylize/distill actors sharing the GPU (1/N GPU each)")
+                    help="reinforce/stylize/distill actors sharing the GPU (the jobs' default "
+                         "GPUs per actor: 1/N each)")
     ap.add_argument("--steps", default="data,train_local,model_alone,loader_alone,reinforce,"
                                        "train_replay,train_ray,stylize,distill")
     args = ap.parse_args(argv)
@@ -343,8 +344,7 @@ def main(argv: list[str] | None = None) -> int:
     cpus = os.cpu_count() or 2
     workers = max(1, min(12, cpus - 2))
     quick = args.quick
-    gpu = "0" if quick else str(round(1 / args.actors, 3))
-    actors = str(args.actors)
+    actors = str(args.actors)   # GPUs per actor: the jobs' default (the GPU shared by all)
     w = args.work
     parent = os.path.join(w, "datasets", "demo")
     runs = os.path.join(w, "runs")
@@ -412,7 +412,7 @@ def main(argv: list[str] | None = None) -> int:
                                  "--teacher", teacher, "--name", "demo-plus", "--out", plus,
                                  "--num-augs", "2" if quick else "10", "--top-k", str(top_k),
                                  "--size", str(size), "--batch-size", "256",
-                                 "--num-gpus-per-actor", gpu, "--num-actors", actors,
+                                 "--num-actors", actors,
                                  "--no-register"], 150)
         rec["figures"] = summary_figures(plus)
         try:
@@ -440,14 +440,14 @@ def main(argv: list[str] | None = None) -> int:
         rec = step("stylize", [py, "pipelines/stylize.py", "--source", parent,
                          "--styles", "builtin:demo", "--weights", weights,
                          "--resize", "64" if quick else "144", "--crop", "64" if quick else "128",
-                         "--num-gpus-per-actor", gpu, "--num-actors", actors,
+                         "--num-actors", actors,
                          "--out", os.path.join(w, "datasets", "stylized"), "--no-register"], 120)
         rec["figures"] = summary_figures(os.path.join(w, "datasets", "stylized"))
     if "distill" in steps:
         rec = step("distill", [py, "pipelines/distill.py", "--source", parent, "--observer", teacher,
                          "--ipc", "2" if quick else "10", "--size", str(size),
                          "--mipc", "8" if quick else "100",
-                         "--num-gpus-per-actor", gpu, "--num-actors", actors,
+                         "--num-actors", actors,
                          "--out", os.path.join(w, "datasets", "rded"), "--no-register"], 120)
         rec["figures"] = summary_figures(os.path.join(w, "datasets", "rded"))
     save()

@@ -174,7 +174,7 @@ class Reinforcer:
                   "file": {"path": f"{REINFORCE_DIR}/{shard_name(task.name, spec)}",
                            "url": paths["shard"].url, **record},
                   "seconds": round(time.perf_counter() - started, 3), "reused": False,
-                  "node": node_id()}
+                  "node": node_id(), "device": self.device.type}
         write_manifest(paths["manifest"], task.spec_hash(spec), result)
         return result
 
@@ -306,8 +306,14 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
           f"{config.out}", file=log)
     progress = Progress(f"reinforce {config.name}", len(specs), stream=log)
     with ray_session(config.ray_address):
+        from shardforge.ingest.actors import gpus_per_actor
+
+        gpus = gpus_per_actor(config.num_gpus_per_actor, config.num_actors)
+        print(f"{config.name}: teacher actors: {config.num_actors or 'one per GPU/CPU'}, "
+              f"{gpus:g} GPU each", file=log)
         results = list(_run_actors(config, task, specs, tuple(parent.classes), location,
-                                   lambda r: progress.advance(r["samples"], r["reused"])))
+                                   gpus, lambda r: progress.advance(r["samples"],
+                                                                    r["reused"])))
     results.sort(key=lambda r: r["index"])
     summary = _summary(config, parent, location, parent_ref, params, results, started,
                        progress.fresh_items)
@@ -325,10 +331,10 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
 
 
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],
-                classes: tuple[str, ...], dataset: str, on_result) -> Iterator[dict]:
-    from shardforge.ingest.actors import gpus_per_actor, run_actor_pool
+                classes: tuple[str, ...], dataset: str, gpus: float,
+                on_result) -> Iterator[dict]:
+    from shardforge.ingest.actors import run_actor_pool
 
-    gpus = gpus_per_actor(config.num_gpus_per_actor, config.num_actors)
     return run_actor_pool(Reinforcer, (task, config.teachers, classes, dataset), specs,
                           num_actors=config.num_actors, num_cpus=1, num_gpus=gpus,
                           on_result=on_result)
@@ -364,6 +370,7 @@ def _summary(config: ReinforceConfig, parent, location: str, parent_ref: str | N
                           files[0]["url"], config.top_k), 2) if files else None},
         "seconds": seconds, "shards_reused": sum(r["reused"] for r in results),
         "nodes": len({r.get("node") for r in results if not r["reused"]}),
+        "devices": sorted({r["device"] for r in results if "device" in r}),
         "images_per_second": round(fresh / max(seconds, 1e-9), 1),
         "augmentations_per_second": round(fresh * config.num_augs / max(seconds, 1e-9), 1),
     }

@@ -258,48 +258,74 @@ def render(runs: list[tuple[str, dict]], command: str) -> str:
     first = runs[0][1]
     lines = ["## GPU paths (bench/gpu_paths.py)", "",
              "The paths CI cannot run, end to end on one lent GPU machine: training with bf16 "
-             "autocast + channels_last (local processes and Ray Train), and the variants' GPU "
-             "actors. Demo data: 10 classes x 300 train images, ingested at 128 px on the "
-             "machine; figures are single runs.", "",
-             f"- Command (there): {command}; section: `python bench/gpu_paths.py --report "
-             + " ".join(p for p, _ in runs) + " --out-md BENCHMARKS.md`",
+             "autocast + channels_last (local processes and Ray Train), training from stored "
+             "teacher targets, and the variants' GPU actors. Demo data: 10 classes x 300 "
+             "train images, ingested at 128 px on the machine; every figure is one run. The "
+             "jobs' img/s include Ray and actor start-up (seconds), which dominates at this "
+             "size.", "",
+             f"- Command (there): {command}; this section: `python bench/gpu_paths.py "
+             "--report " + " ".join(p for p, _ in runs) + " --out-md BENCHMARKS.md`",
              f"- Machine: 1 x {first.get('gpu')}, {first['cpus']} CPUs, Python "
              f"{first['python']}, torch {first['torch']}; ray 2.60.0 and webdataset carried as "
              "wheels (no ffcv there: the FFCV Loader did not run)",
-             f"- Date: {first['date']}", ""]
+             "- Runs: " + "; ".join(f"`{os.path.basename(p)}` {r['date']} ({r.get('label', '')})"
+                                    for p, r in runs), ""]
     rows = []
     for path, run in runs:
-        tag = os.path.basename(path)
-        for s in run["steps"]:
-            f = dict(s.get("figures") or {})
+        tag = os.path.basename(path).removesuffix(".json")
+        for st in run["steps"]:
+            f = dict(st.get("figures") or {})
             if f.get("per_epoch"):   # recomputed: earlier files used a plain mean
                 f["train_images_per_s_final_res"] = steady_rate(f["per_epoch"])
             f.pop("per_epoch", None)
-            extra = s.get("agreement")
             text = ", ".join(f"{k} {v}" for k, v in f.items())
-            if isinstance(extra, dict):
+            if isinstance(st.get("agreement"), dict):
                 text += "; bf16 GPU top-K vs fp32 CPU: " + ", ".join(
-                    f"{k} {v}" for k, v in extra.items())
-            rows.append((tag, s["step"], s.get("rc"), s.get("seconds", ""), text or "-"))
+                    f"{k} {v}" for k, v in st["agreement"].items())
+            rows.append((tag, st["step"], st.get("rc"), st.get("seconds", ""), text or "-"))
     lines += md_table(("run", "step", "exit", "seconds", "figures"), rows)
-    train, alone = _step(first, "train_local"), _step(first, "model_alone")
-    loader = next((_step(r, "loader_alone") for _, r in runs if _step(r, "loader_alone")), {})
-    if train.get("figures") and alone.get("figures") and loader.get("figures"):
-        t = steady_rate(train["figures"]["per_epoch"])
-        m = alone["figures"]["images_per_s"]
-        ld = loader["figures"]["wds_images_per_s"]
-        lines += ["", f"- Training at 128 px ran at {t:,.0f} img/s (median of the epochs after the first "
-                  f"at 128 px): {t / m:.2f}x the model's "
-                  f"training step alone ({m:,.0f} img/s) and {t / ld:.2f}x the loader alone "
-                  f"({ld:,.0f} img/s; {loader['figures']['ratio']}x torchvision ImageFolder + "
-                  "DataLoader with the same workers). Not separated further (15 minutes of device "
-                  "time): a demo epoch is only 12 steps (~0.6 s), so per-epoch costs weigh "
-                  "heavily, likely most of the gap: the train loader's 12 workers restart "
-                  "every epoch (persistent_workers is off so that progressive resizing can "
-                  "change the crop) and each must decode a whole batch before the first "
-                  "step. The first epoch at each resolution is slower still (13 s at 96 px, "
-                  "8 s at 128 px: worker start, cuDNN autotuning for the new shapes). "
-                  "Steady-state throughput on ImageNet-length epochs was not measured."]
+
+    def found(name: str) -> list[tuple[str, dict]]:
+        return [(os.path.basename(p).removesuffix(".json"), _step(r, name)) for p, r in runs
+                if _step(r, name).get("figures")]
+
+    train, alone, loader = found("train_local"), found("model_alone"), found("loader_alone")
+    if train and alone and loader:
+        m = alone[0][1]["figures"]["images_per_s"]
+        ld = loader[0][1]["figures"]
+        rates = ", ".join(f"{steady_rate(st['figures']['per_epoch']):,.0f} img/s "
+                          f"({m and steady_rate(st['figures']['per_epoch']) / m:.2f}x) in "
+                          f"`{tag}`" for tag, st in train)
+        lines += ["", "- **Training** (rn18 recipe, 128 px, median of the epochs after the "
+                  f"first at 128 px): {rates}; x = vs the model's training step alone "
+                  f"({m:,.0f} img/s). The loader alone delivers {ld['wds_images_per_s']:,.0f} "
+                  f"img/s to the GPU ({ld['ratio']}x torchvision ImageFolder + DataLoader "
+                  "with the same 12 workers). A demo epoch is 12 steps, so per-epoch costs "
+                  "weigh heavily: with the train workers restarted every epoch (the first two "
+                  "runs) training reached ~0.2x the model alone; with workers kept until the "
+                  "resolution changes about 2x that. The first epoch at each resolution "
+                  "stays slow (8-16 s: worker start-up and cuDNN autotuning for the new "
+                  "shapes); ImageNet-length epochs were not measured."]
+    reinforce = found("reinforce")
+    if reinforce:
+        def actors(st: dict) -> str:
+            parts = st.get("cmd", "").split()
+            return parts[parts.index("--num-actors") + 1] if "--num-actors" in parts else "?"
+        rates = ", ".join(f"{actors(st)} actor(s) {st['figures']['augmentations_per_second']:,.0f}"
+                          for _, st in reinforce)
+        lines += [f"- **Reinforce** views/s (ResNet-18 teacher, 128 px, 10 augmentations): "
+                  f"{rates}. One actor is limited by its CPU side (decode + RandAugment, one "
+                  "thread); past 4 actors the 23-40 s jobs are likely dominated by Ray and actor "
+                  "start-up (not separated). The "
+                  "stored bf16 top-K agreed with the same teacher in float32 on the CPU on "
+                  "every run (top-1 64/64 views)."]
+    for tag, st in found("train_replay"):
+        pe = st["figures"]["per_epoch"]
+        lines += [f"- **Training from stored targets** (`{tag}`: jobs/train.py on the "
+                  "reinforced dataset: replayed views, densified teacher top-K, KL loss) ran "
+                  f"on the GPU: {max(e['images_per_s'] for e in pe):,.0f} img/s at best over "
+                  f"{len(pe)} short epochs (the replay decodes and re-augments every view "
+                  "on the CPU workers)."]
     return "\n".join(lines) + "\n"
 
 
@@ -314,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--actors", type=int, default=1,
                     help="reinforce/stylize/distill actors sharing the GPU (the jobs' default "
                          "GPUs per actor: 1/N each)")
+    ap.add_argument("--label", default="", help="what this run measures (kept in the JSON)")
     ap.add_argument("--steps", default="data,train_local,model_alone,loader_alone,reinforce,"
                                        "train_replay,train_ray,stylize,distill")
     args = ap.parse_args(argv)
@@ -322,9 +349,9 @@ def main(argv: list[str] | None = None) -> int:
         for path in args.report:
             with open(path) as f:
                 runs.append((path, json.load(f)))
-        body = render(runs, "`python bench/gpu_paths.py --work /tmp/gpu --out $OUT`, then "
-                            "`... --actors 4 --steps data,train_local,loader_alone,reinforce,"
-                            "stylize`")
+        body = render(runs, "`python bench/gpu_paths.py --work /tmp/gpu --out $OUT "
+                            "[--actors N] [--steps ...]` (each run's steps are in its table "
+                            "rows)")
         if args.out_md:
             from common import write_section
 
@@ -352,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     plus = os.path.join(w, "datasets", "demo-plus")
     steps = args.steps.split(",")
     results: dict = {"machine": platform.node(), "python": platform.python_version(),
-                     "cpus": cpus, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                     "cpus": cpus, "label": args.label, "date": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
                      "steps": []}
     try:
         import torch

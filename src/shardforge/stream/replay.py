@@ -19,11 +19,10 @@ with the split's positions once per node into ``.npy`` files of a local cache
 ``CATALOG_HOME/cache/replay``, the same size on disk) and memory-mapped read-only: the
 pages sit in the OS page cache, shared by every rank and loader worker of the node, and
 no process holds a private copy (pickling to spawned workers sends the folder, not the
-arrays). Measured with ``bench/replay_memory.py`` (200 k images x 50 augmentations, K=10,
-650 MB of arrays, 2-core VM): the previous in-memory load added ~800 MB peak RSS
-(~650 MB private) to every loading process; the cache's first build added ~180 MB peak
-(one shard at a time) in 9 s, a reuse ~160 MB (imports and the key digest, none of it the
-arrays) in 1.5 s.
+arrays). Measured (``bench/replay_memory.py``, BENCHMARKS.md "Replay loader memory"; 200 k
+images x 50 augmentations, 648 MiB of arrays, 4 processes): 4.0x less memory than one
+private in-RAM copy per process (655 vs 2,591 MiB of PSS above the processes' baseline);
+the cache is built once in ~9 s.
 """
 
 from __future__ import annotations

@@ -13,12 +13,13 @@ import io
 import os
 import posixpath
 import re
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from shardforge.storage import resolve
-from shardforge.train.models import build_model
+
+if TYPE_CHECKING:   # torch only where a state is saved or loaded: finding one needs none
+    import torch
+    from torch import nn
 
 STATE_FILE = "state.pt"
 STATE_FORMAT = 1
@@ -32,6 +33,8 @@ def checkpoint_name(epochs_done: int) -> str:
 
 def save_state(directory: str, state: dict) -> str:
     """Write ``state`` to ``DIRECTORY/state.pt`` (local dir, atomic rename); return the path."""
+    import torch
+
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, STATE_FILE)
     tmp = path + ".tmp"
@@ -75,6 +78,8 @@ def find_state_file(path: str) -> str:
 
 def load_state(path: str, map_location: str | torch.device = "cpu") -> dict:
     """Load a checkpoint (any form :func:`find_state_file` accepts); ValueError if not ours."""
+    import torch
+
     url = find_state_file(path)
     state = torch.load(io.BytesIO(resolve(url).read_bytes()), map_location=map_location,
                        weights_only=False)
@@ -86,6 +91,8 @@ def load_state(path: str, map_location: str | torch.device = "cpu") -> dict:
 
 def model_from_state(state: dict) -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (CPU, eval mode)."""
+    from shardforge.train.models import build_model
+
     spec = state["model_spec"]
     model = build_model(spec["arch"], spec["num_classes"], blurpool=spec.get("blurpool", False),
                         width=spec.get("width", 32))

@@ -20,25 +20,27 @@ This module holds the network only; :mod:`shardforge.variants.stylize` runs it o
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
-ENCODER_FILE = "vgg_normalised.pth"
-DECODER_FILE = "decoder.pth"
+from shardforge.variants.adain_weights import (
+    DECODER_FILE,
+    ENCODER_FILE,
+    WeightsError,
+    file_sha256,
+    weight_path,
+    weights_sha256,
+)
+
 #: The encoder is used up to relu4_1: its first 31 modules (anchors: Stylized-ImageNet).
 RELU4_1 = 31
 #: Added to the unbiased per-channel variance before the square root (AdaIN reference).
 EPS = 1e-5
 #: Autocast dtypes on GPU, by name; "off" runs float32 everywhere.
 AMP_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "off": None}
-
-
-class WeightsError(ValueError):
-    """A weight file is missing, unreadable or does not have the canonical layout."""
 
 
 def _pad() -> nn.Module:
@@ -119,31 +121,6 @@ def adain(content_feat: torch.Tensor, style_feat: torch.Tensor,
         raise ValueError(f"content features {tuple(content_feat.shape)} and style features "
                          f"{tuple(style_feat.shape)} differ in batch size or channels")
     return adain_from_stats(content_feat, *channel_stats(style_feat), alpha=alpha)
-
-
-def file_sha256(path: str) -> str:
-    """Hex sha256 of a local file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def weights_sha256(weights_dir: str) -> dict[str, str]:
-    """``{file name: sha256}`` of the two canonical files in ``weights_dir``."""
-    return {name: file_sha256(_weight_path(weights_dir, name))
-            for name in (ENCODER_FILE, DECODER_FILE)}
-
-
-def _weight_path(weights_dir: str, name: str) -> str:
-    path = os.path.join(os.path.expanduser(weights_dir), name)
-    if not os.path.isfile(path):
-        raise WeightsError(f"AdaIN weights: {path} not found; --weights must be a directory "
-                           f"holding {ENCODER_FILE} and {DECODER_FILE} (the canonical AdaIN "
-                           "files; they are not downloaded automatically), or use --method "
-                           "fourier, which needs no weights")
-    return path
 
 
 def _read_state(path: str) -> dict[str, torch.Tensor]:
@@ -234,8 +211,8 @@ def load_adain(weights_dir: str) -> AdainNet:
     Raises :class:`WeightsError` naming the file and key when a file is missing or its keys
     or shapes differ from the canonical layout.
     """
-    enc_path = _weight_path(weights_dir, ENCODER_FILE)
-    dec_path = _weight_path(weights_dir, DECODER_FILE)
+    enc_path = weight_path(weights_dir, ENCODER_FILE)
+    dec_path = weight_path(weights_dir, DECODER_FILE)
     encoder, decoder = build_encoder(), build_decoder()
     for model, path in ((encoder, enc_path), (decoder, dec_path)):
         state = _read_state(path)

@@ -19,19 +19,7 @@ from shardforge.variants.observer import (
     load_observer,
     observer_identity,
 )
-
-
-def parse_member(text: str, classes: str | None = "sorted") -> ObserverRef:
-    """``PATH`` (a jobs/train.py checkpoint, run dir or state.pt) or ``ARCH=WEIGHTS`` (a
-    ``small_cnn``/torchvision constructor and a local state-dict file, whose class order is
-    ``classes``: ``sorted`` or a file of class names)."""
-    arch, sep, weights = text.partition("=")
-    if sep:
-        if not arch or not weights:
-            raise ValueError(f"teacher {text!r}: write ARCH=WEIGHTS_FILE (e.g. "
-                             "resnet50=/weights/rn50.pth) or a checkpoint path")
-        return ObserverRef(arch, weights, classes)
-    return ObserverRef(text)
+from shardforge.variants.observer import parse_member as parse_member  # torch-free; re-exported
 
 
 class Ensemble(nn.Module):

@@ -22,11 +22,12 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-
-import torch
-from torch import nn
+from typing import TYPE_CHECKING
 
 from shardforge.storage import resolve
+
+if TYPE_CHECKING:   # torch is imported where a model is loaded: the schema needs none
+    from torch import nn
 
 SORTED = "sorted"
 
@@ -51,6 +52,19 @@ class Observer:
 
     model: nn.Module
     classes: tuple[str, ...]
+
+
+def parse_member(text: str, classes: str | None = "sorted") -> ObserverRef:
+    """``PATH`` (a jobs/train.py checkpoint, run dir or state.pt) or ``ARCH=WEIGHTS`` (a
+    ``small_cnn``/torchvision constructor and a local state-dict file, whose class order is
+    ``classes``: ``sorted`` or a file of class names)."""
+    arch, sep, weights = text.partition("=")
+    if sep:
+        if not arch or not weights:
+            raise ValueError(f"teacher {text!r}: write ARCH=WEIGHTS_FILE (e.g. "
+                             "resnet50=/weights/rn50.pth) or a checkpoint path")
+        return ObserverRef(arch, weights, classes)
+    return ObserverRef(text)
 
 
 def _class_list_file(path: str) -> tuple[str, ...]:
@@ -87,6 +101,8 @@ def load_observer(ref: ObserverRef, dataset_classes: tuple[str, ...] | list[str]
 
     Raises ValueError naming the reference when it cannot be loaded or names no classes.
     The class order is not checked here (see :func:`check_class_order`)."""
+    import torch
+
     from shardforge.train.checkpoint import load_state, model_from_state
     from shardforge.train.models import build_model
 

@@ -26,15 +26,16 @@ from __future__ import annotations
 import functools
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from shardforge.variants.base import Decoded, VariantSpec
 from shardforge.variants.observer import ObserverRef, load_observer, observer_identity
+
+if TYPE_CHECKING:   # torch is imported where the observer runs: the catalog's schema needs none
+    import torch
 
 METHODS = ("rded", "random")
 #: RandomResizedCrop area range of the candidates (paper's code: scale=(0.08, 1)).
@@ -147,6 +148,9 @@ def candidate_crops(pixels: np.ndarray, num_crop: int, patch: int,
 def to_observer_input(patches: np.ndarray, size: int) -> torch.Tensor:
     """N x p x p x 3 uint8 patches -> N x 3 x size x size float32: ImageNet-normalised,
     each patch centred on a zero canvas (zero = the mean colour after normalisation)."""
+    import torch
+    import torch.nn.functional as F
+
     x = (patches.astype(np.float32) - _MEAN) / _STD
     t = torch.from_numpy(x).permute(0, 3, 1, 2)
     p = t.shape[-1]
@@ -155,18 +159,21 @@ def to_observer_input(patches: np.ndarray, size: int) -> torch.Tensor:
     return F.pad(t, (before, after, before, after)).contiguous()
 
 
-@torch.no_grad()
 def score_patches(model: torch.nn.Module, patches: np.ndarray, label: int, size: int,
                   device: torch.device | str = "cpu",
                   batch_size: int = SCORE_BATCH) -> np.ndarray:
     """Cross-entropy of class ``label`` for each patch (float64 array of length N), the
     observer seeing the patch zero-padded to ``size`` (:func:`to_observer_input`)."""
+    import torch
+    import torch.nn.functional as F
+
     out = []
-    for i in range(0, len(patches), batch_size):
-        x = to_observer_input(patches[i:i + batch_size], size).to(device)
-        logits = model(x).float()
-        target = torch.full((x.shape[0],), label, dtype=torch.long, device=logits.device)
-        out.append(F.cross_entropy(logits, target, reduction="none").cpu().double())
+    with torch.no_grad():
+        for i in range(0, len(patches), batch_size):
+            x = to_observer_input(patches[i:i + batch_size], size).to(device)
+            logits = model(x).float()
+            target = torch.full((x.shape[0],), label, dtype=torch.long, device=logits.device)
+            out.append(F.cross_entropy(logits, target, reduction="none").cpu().double())
     return torch.cat(out).numpy() if out else np.zeros(0)
 
 
@@ -270,6 +277,8 @@ class RdedTransform:
 
     def __init__(self, params: RdedParams, observer: ObserverRef | None,
                  classes: tuple[str, ...], sha256: str | None) -> None:
+        import torch
+
         self.params = params
         self.model: torch.nn.Module | None = None
         self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

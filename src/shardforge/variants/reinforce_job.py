@@ -165,8 +165,7 @@ def teacher_inputs(params: dict) -> dict:
     file), or a ``recipe:`` member's config file (that teacher is trained inside the
     build). One member: ``teacher``; several: ``teacher1``, ``teacher2``, ..."""
     from shardforge.catalog.inputs import Input, file_input
-    from shardforge.variants.ensemble import parse_member
-    from shardforge.variants.observer import observer_inputs
+    from shardforge.variants.observer import observer_inputs, parse_member
 
     members = [t.strip() for t in params["teacher"].split(",")]
     out: dict = {}

@@ -183,7 +183,7 @@ def make_stylize_variant(config: StylizeConfig, style_set: StyleSet,
     the bytes: method, alpha, seed, sizes, AMP, the style set's location, size and sha256,
     the weights' sha256 (AdaIN), the splits and the storage."""
     if config.method == "adain" and weights_sha256 is None:
-        from shardforge.variants.adain import weights_sha256 as sha
+        from shardforge.variants.adain_weights import weights_sha256 as sha
 
         assert config.weights is not None
         weights_sha256 = sha(config.weights)
@@ -256,7 +256,7 @@ def stylize_inputs(params: Mapping) -> dict:
     if styles is not None:
         out["styles"] = styles
     if params["method"] == "adain" and params.get("weights"):
-        from shardforge.variants.adain import weights_sha256
+        from shardforge.variants.adain_weights import weights_sha256
 
         files = weights_sha256(params["weights"])
         blob = json.dumps(files, sort_keys=True).encode()

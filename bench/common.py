@@ -141,6 +141,20 @@ def write_section(md_path: str | os.PathLike, name: str, body: str,
     os.replace(tmp, path)
 
 
+def publish(body: str, out_md: str | None, section: str, results: object = None,
+            work: str | None = None) -> None:
+    """A benchmark's ending: print ``body``; keep ``results`` as ``WORK/results.json``
+    (when both are given); write ``body`` as section ``section`` of ``out_md`` (if any)."""
+    import json
+
+    print(body)
+    if results is not None and work is not None:
+        Path(work, "results.json").write_text(json.dumps(results, indent=1))
+    if out_md:
+        write_section(out_md, section, body)
+        print(f"wrote section '{section}' of {out_md}", file=sys.stderr)
+
+
 def tree_cpu_seconds(include_reaped: bool = False) -> float:
     """User + system CPU seconds of this process and its live descendants (Ray daemons and
     workers, DataLoader workers); with ``include_reaped``, also of children already reaped."""

@@ -204,9 +204,7 @@ def main(argv: list[str] | None = None) -> int:
         f"({job['class_s']:.2f} s per class; Ray already up, actor start-up included), "
         f"{job['train_images']} distilled images.",
     ])
-    print(body)
-    if not args.no_md:
-        common.write_section(args.out_md, SECTION, body)
+    common.publish(body, None if args.no_md else args.out_md, SECTION)
     return 0
 
 

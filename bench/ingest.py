@@ -411,11 +411,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work.mkdir(parents=True, exist_ok=True)
     (work / "results-ingest.json").write_text(json.dumps(results, indent=2))
-    body = render_markdown(args, results, shard_sizes)
-    print(body)
-    if args.out_md:
-        common.write_section(args.out_md, SECTION, body)
-        print(f"wrote section '{SECTION}' of {args.out_md}", file=sys.stderr)
+    common.publish(render_markdown(args, results, shard_sizes), args.out_md, SECTION)
     return 0
 
 

@@ -300,10 +300,7 @@ def main(argv: list[str] | None = None) -> int:
         entry["cpu_ms_per_image"] = 1000 * entry["cpu"][entry["runs"].index(best)] / n
     results["wall_s"] = time.perf_counter() - wall0
     (Path(args.work) / "results-loaders.json").write_text(json.dumps(results, indent=2))
-    body = report(results, args, summary)
-    print(body)
-    if args.out_md:
-        common.write_section(args.out_md, SECTION, body)
+    common.publish(report(results, args, summary), args.out_md, SECTION)
     return 0
 
 

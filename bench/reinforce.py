@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import os
 import shutil
 import sys
@@ -175,11 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     os.makedirs(args.work, exist_ok=True)
     r = run(args)
-    (open(os.path.join(args.work, "results.json"), "w")).write(json.dumps(r, indent=2))
-    body = report(r, args)
-    print(body)
-    if args.out_md:
-        common.write_section(args.out_md, SECTION, body)
+    common.publish(report(r, args), args.out_md, SECTION, r, args.work)
     return 0
 
 

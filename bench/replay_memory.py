@@ -322,12 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         r[mode] = summarise(r[mode + "_raw"])
         print(json.dumps({mode: r[mode]}), file=sys.stderr)
     r["load"] = os.getloadavg()[0]
-    with open(os.path.join(args.work, "results.json"), "w") as f:
-        json.dump(r, f, indent=1)
-    body = report(r, args)
-    print(body)
-    if args.out_md:
-        common.write_section(args.out_md, SECTION, body)
+    common.publish(report(r, args), args.out_md, SECTION, r, args.work)
     return 0
 
 

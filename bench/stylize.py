@@ -153,8 +153,7 @@ def main() -> int:
         "CPU numbers say little about the GPU actors the job uses on a cluster: rerun this "
         "script on a GPU node.",
     ])
-    common.write_section(args.out_md, SECTION, body)
-    print(body)
+    common.publish(body, args.out_md, SECTION)
     return 0
 
 

@@ -162,10 +162,7 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
     results["load_after"] = os.getloadavg()[1]
     (work / "results-unlearnable.json").write_text(json.dumps(results, indent=1))
-    body = render(results, common.command_line())
-    print(body)
-    if args.out_md:
-        common.write_section(args.out_md, SECTION, body)
+    common.publish(render(results, common.command_line()), args.out_md, SECTION)
     return 0
 
 

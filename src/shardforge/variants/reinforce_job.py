@@ -77,7 +77,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixup-p", type=float, default=0.0, help="MixUp probability (default 0)")
     p.add_argument("--cutmix-p", type=float, default=0.0, help="CutMix probability (default 0)")
     p.add_argument("--batch-size", type=int, default=256, help="views per teacher forward")
-    p.add_argument("--num-actors", type=int, help="teacher actors (default: one per GPU/CPU)")
+    p.add_argument("--num-actors", type=int,
+                   help="teacher actors (default: one per GPU, else one per CPU). On a GPU "
+                        "node one actor is limited by its CPU side (decode + augment, ~0.7k "
+                        "views/s): several actors sharing a GPU go faster (1 -> 4 actors: "
+                        "1.7x on an H200, BENCHMARKS.md 'GPU paths')")
     p.add_argument("--num-gpus-per-actor", type=float, default=None,
                    help="GPUs per teacher actor (default: the cluster's GPUs shared by "
                         "--num-actors actors, one actor per GPU without it; 0 on CPUs)")

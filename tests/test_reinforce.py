@@ -20,10 +20,8 @@ from shardforge.variants.reinforce import ReinforceConfig, decode_stored, run_re
 POLICY = AugPolicy(size=32)
 
 
-@pytest.fixture(scope="module")
-def teacher(demo_dataset, tmp_path_factory) -> str:
-    """A randomly initialised small CNN saved as a jobs/train.py checkpoint."""
-    torch.manual_seed(0)
+def _save_teacher(demo_dataset: str, directory: str, seed: int) -> str:
+    torch.manual_seed(seed)
     spec = {"arch": "small_cnn", "num_classes": 10, "blurpool": False, "width": 8}
     model = build_model(**spec).eval()
     with torch.no_grad():   # give BatchNorm non-trivial statistics
@@ -31,10 +29,15 @@ def teacher(demo_dataset, tmp_path_factory) -> str:
             if isinstance(m, torch.nn.BatchNorm2d):
                 m.running_mean.uniform_(-0.1, 0.1)
     classes = list(open_dataset(demo_dataset).classes)
-    d = str(tmp_path_factory.mktemp("teacher"))
-    save_state(d, {"format": STATE_FORMAT, "model": model.state_dict(), "model_spec": spec,
-                   "classes": classes, "epochs_done": 1})
-    return d
+    save_state(directory, {"format": STATE_FORMAT, "model": model.state_dict(),
+                           "model_spec": spec, "classes": classes, "epochs_done": 1})
+    return directory
+
+
+@pytest.fixture(scope="module")
+def teacher(demo_dataset, tmp_path_factory) -> str:
+    """A randomly initialised small CNN saved as a jobs/train.py checkpoint."""
+    return _save_teacher(demo_dataset, str(tmp_path_factory.mktemp("teacher")), 0)
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +53,24 @@ def parent(demo_dataset) -> str:
 
 
 def _config(parent, teacher, out, **kw) -> ReinforceConfig:
-    base = dict(parent=parent, name="demo-plus", out=str(out), teachers=(parse_member(teacher),),
+    base = dict(parent=parent, name="demo-plus", out=None if out is None else str(out),
+                teachers=(parse_member(teacher),),
                 num_augs=4, top_k=3, policy=POLICY, batch_size=16, num_actors=2)
     base.update(kw)
     return ReinforceConfig(**base)
+
+
+def _tree(root: str) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    import hashlib
+
+    found = {}
+    for d, _dirs, names in os.walk(root):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                found[os.path.relpath(os.path.join(d, n), root)] = hashlib.sha256(
+                    f.read()).hexdigest()
+    return found
 
 
 def _files(out: str) -> dict[str, bytes]:
@@ -134,6 +151,54 @@ def test_same_seed_same_bytes_any_actor_count_and_resume(parent, teacher, reinfo
     run_reinforce(_config(parent, teacher, seeded, seed=1, register=False),
                   log=io.StringIO())
     assert _files(str(seeded)) != _files(out)
+
+
+def test_default_out_is_keyed_so_reruns_never_change_an_earlier_version(
+        demo_dataset, parent, teacher, tmp_path):
+    """No ``out``: HOME/datasets/NAME/KEY. An unchanged rerun reuses every shard and the
+    build; another seed or teacher writes elsewhere, and v1's files stay byte-identical
+    (and verify against the catalog)."""
+    from shardforge import catalog
+    from shardforge.catalog.home import resolve_home
+    from shardforge.catalog.verifier import verify_build
+
+    def run(**kw) -> dict:
+        return run_reinforce(_config(parent, teacher, None, **{"name": "keyed-plus",
+                                                                "num_augs": 2, **kw}),
+                             log=io.StringIO())
+
+    first = run()
+    out1 = first["out"]
+    assert os.path.dirname(out1) == str(resolve_home() / "datasets" / "keyed-plus")
+    again = run()
+    assert again["out"] == out1 and again["catalog"] == first["catalog"]
+    assert again["shards_reused"] == len(_files(out1)) > 0
+    v1 = _tree(out1)
+    other_teacher = _save_teacher(demo_dataset, str(tmp_path / "teacher2"), 1)
+    seeded = run(seed=1)
+    other = run(teachers=(parse_member(other_teacher),))
+    assert len({out1, seeded["out"], other["out"]}) == 3
+    assert _files(seeded["out"]) != _files(out1) != _files(other["out"])
+    assert _tree(out1) == v1
+    assert len({first["catalog"], seeded["catalog"], other["catalog"]}) == 3
+    report = verify_build(catalog.get(first["catalog"]))
+    assert report.ok and report.checked > 0, report.problems
+
+
+def test_an_out_holding_another_reinforcement_is_refused(parent, teacher, reinforced, capsys):
+    """An explicit ``out`` with a finished build of other params: ValueError naming the
+    registered build and the fix, before any file is written (API and CLI)."""
+    from shardforge.variants.reinforce_job import main
+
+    out, summary = reinforced
+    before = _tree(out)
+    with pytest.raises(ValueError, match="another --out") as err:
+        run_reinforce(_config(parent, teacher, out, seed=1), log=io.StringIO())
+    assert summary["catalog"] in str(err.value) and "seed" in str(err.value)
+    assert main(["--source", parent, "--teacher", teacher, "--out", out, "--seed", "1",
+                 "--num-augs", "4", "--top-k", "3", "--size", "32"]) == 2
+    assert summary["catalog"] in capsys.readouterr().err
+    assert _tree(out) == before
 
 
 def test_replay_loader_yields_views_and_densified_targets(demo_dataset, reinforced):

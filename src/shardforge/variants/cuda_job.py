@@ -7,14 +7,13 @@ the summary, ``summary.json`` and the catalog hold its fingerprint only.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
 from shardforge.variants.cuda import check_key, make_variant, secrets_of
+from shardforge.variants.run import default_out
 
 
 def read_key(*, key_file: str | None = None, key_env: str | None = None) -> str:
@@ -37,17 +36,6 @@ def read_key(*, key_file: str | None = None, key_env: str | None = None) -> str:
         raise ValueError(f"--key-env {key_env}: the environment variable is not set; export "
                          f"{key_env}=KEY (at least 16 random characters) first")
     return check_key(value, f"the key in ${key_env}")
-
-
-def default_out(home: str | os.PathLike | None, name: str, parent: str,
-                params: Mapping[str, Any]) -> str:
-    """``HOME/datasets/NAME/KEY``: KEY a hash of the parent and the variant's params (which
-    hold the key's fingerprint), so another key or parameter never reuses these shards."""
-    from shardforge.catalog.home import resolve_home
-
-    blob = json.dumps({"parent": parent, "params": dict(params)}, sort_keys=True)
-    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
-    return str(resolve_home(home) / "datasets" / name / key)
 
 
 def build_unlearnable(parent: str, name: str, key: str, params: Mapping[str, Any], *,

@@ -9,7 +9,6 @@ register the result with lineage and the observer's identity (file + sha256 in p
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Mapping
@@ -27,6 +26,7 @@ from shardforge.variants.rded import (
     observer_ref,
     rded_params,
 )
+from shardforge.variants.run import default_out
 
 if TYPE_CHECKING:
     from shardforge.catalog.builder import ResolvedCard
@@ -101,16 +101,6 @@ def distill_variant(params: Mapping[str, Any], classes: tuple[str, ...], *,
     gpus = gpus_per_actor(num_gpus, num_actors)
     return make_variant(params, {}, dataset_classes=classes, num_gpus=gpus,
                         num_actors=num_actors)
-
-
-def default_out(home: str | None, name: str, parent: str, params: Mapping[str, Any]) -> str:
-    """``HOME/datasets/NAME/KEY``: KEY a hash of the parent and the variant's parameters
-    (which hold the observer's sha256), so another observer or setting never reuses them."""
-    from shardforge.catalog.home import resolve_home
-
-    blob = json.dumps({"parent": parent, "params": dict(params)}, sort_keys=True)
-    return str(resolve_home(home) / "datasets" / name / hashlib.sha256(blob.encode())
-               .hexdigest()[:12])
 
 
 def distill(parent: str, params: Mapping[str, Any], name: str, out: str | None = None, *,

@@ -13,6 +13,16 @@ Shards run on a pool of actors that keep the ensemble loaded (GPU when
 augments the next batch while the teacher runs the current one. Each shard is written
 under a temporary name, then renamed, with a manifest (spec hash + sha256): a rerun
 verifies and skips finished shards, so a killed job redoes only the unfinished ones.
+
+Where it writes: ``out`` None is ``HOME/datasets/NAME/KEY``
+(:func:`shardforge.variants.run.default_out`), KEY a hash of the parent build and the
+parameters (teachers' sha256 included), so another seed, policy or teacher gets its own
+directory. The rule that keeps a registered build's files unchanged: a location whose
+``summary.json`` records a finished reinforcement made with other parameters is never
+written to (:func:`check_out`; the job fails before any work, naming the catalog builds
+there). A location with no ``summary.json`` holds no registered build (a build is
+registered only after its summary is written), so an interrupted job's shards made with
+other parameters are rewritten.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import TextIO
 
 import numpy as np
@@ -60,6 +70,7 @@ class ReinforceConfig:
     """A reinforcement job. Defaults follow ImageNet+ (Sec. 4): 400 augmentations per
     image (``num_augs``), top-10 probabilities (``top_k``), the RRC+RA/RE policy.
 
+    ``out`` None: the keyed default location (module docstring).
     ``batch_size``: views per teacher forward pass. ``num_gpus_per_actor`` None: the
     cluster's GPUs shared by ``num_actors`` actors, or one actor per GPU (0 without GPUs;
     :func:`~shardforge.ingest.actors.gpus_per_actor`). ``num_actors`` None: one per GPU
@@ -69,7 +80,7 @@ class ReinforceConfig:
 
     parent: str
     name: str
-    out: str
+    out: str | None
     teachers: tuple[ObserverRef, ...]
     num_augs: int = 400
     top_k: int = 10
@@ -279,14 +290,18 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
     """Reinforce ``config.split`` of the parent; write shards and ``summary.json``; register
     ``NAME@vN`` with the parent as lineage (when ``config.register``). Returns the summary.
 
-    Idempotent and resumable: finished shards are verified and reused.
+    Idempotent and resumable: finished shards are verified and reused. ``config.out``
+    None: ``HOME/datasets/NAME/KEY`` (see the module docstring). ValueError (before any
+    work) when the location holds a finished reinforcement made with other parameters
+    (:func:`check_out`).
     """
+
     from shardforge.engine.cluster import ray_session
     from shardforge.engine.progress import Progress
     from shardforge.sources import dataset as dataset_source
     from shardforge.stream.dataset import open_dataset
     from shardforge.variants.ensemble import ensemble_identity
-    from shardforge.variants.run import resolve_parent
+    from shardforge.variants.run import default_out, resolve_parent
 
     log = log if log is not None else sys.stderr
     started = time.monotonic()
@@ -299,6 +314,10 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
     params = {"num_augs": config.num_augs, "top_k": config.top_k, "seed": config.seed,
               "policy": config.policy.to_dict(), "split": config.split, "teachers": teachers}
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
+    if config.out is None:
+        config = replace(config, out=default_out(config.catalog_home, config.name,
+                                                 parent_ref or location, params))
+    check_out(config.out, params, config.catalog_home)
     task = ShardTask(config.out, config.name, config.num_augs, config.top_k, config.seed,
                      config.policy, config.batch_size, params_hash)
     print(f"{config.name}: reinforcing {parent_ref or location} ({len(specs)} shards, "
@@ -330,6 +349,38 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
     return {**summary, "catalog": build.ref}
 
 
+def check_out(out: str, params: dict, home: str | None = None) -> None:
+    """Refuse to write into ``out`` when its ``summary.json`` records a finished
+    reinforcement made with other ``params``: its shards would be rewritten in place,
+    changing the files of the catalog builds that point there. ValueError naming the
+    location, those builds and the fix; nothing when ``out`` holds no finished build or one
+    with the same params (a rerun, which verifies and reuses its shards)."""
+    root = resolve(out)
+    summary = root.join(SUMMARY_FILE)
+    if not summary.exists():
+        return
+    try:
+        recorded = json.loads(summary.read_bytes()).get("params")
+    except ValueError:
+        recorded = None
+    current = json.loads(json.dumps(params))        # the JSON form summary.json holds
+    if recorded == current:
+        return
+    from shardforge.catalog import list_builds
+
+    builds = [b.ref for b in list_builds(home, all_versions=True)
+              if resolve(b.out).url == root.url]
+    changed = sorted(k for k in set(current) | set(recorded or {})
+                     if (recorded or {}).get(k) != current.get(k))
+    held = (f"the reinforcement registered as {', '.join(builds)}" if builds
+            else "a finished reinforcement (not registered in the catalog)")
+    raise ValueError(
+        f"{root.url} already holds {held}, made with other parameters (differing: "
+        f"{', '.join(changed) or 'unreadable summary.json'}); writing there would change its "
+        "files. Give another --out (or none: the default location is keyed by the "
+        f"parameters) or another --name; delete {root.url} first only if no build needs it")
+
+
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],
                 classes: tuple[str, ...], dataset: str, gpus: float,
                 on_result) -> Iterator[dict]:
@@ -355,7 +406,9 @@ def _summary(config: ReinforceConfig, parent, location: str, parent_ref: str | N
         "format_version": FORMAT_VERSION, "params": params,
         "job_hash": hashlib.sha256("".join(f["sha256"] for f in files).encode()).hexdigest(),
         "classes": list(parent.classes), "splits": ps["splits"], "samples": ps["samples"],
-        "formats": ps["formats"], "index": ps["index"],
+        # the parent's files by URL (no "path" relative to this build's location), so the
+        # catalog's verify finds them
+        "formats": _by_url(ps["formats"]), "index": _by_url(ps["index"]),
         "rejects": {"url": ps["rejects"]["url"],
                     "count": sum(len(r["rejects"]) for r in results)},
         "bytes_per_sample": round(stored / max(1, sum(r["samples"] for r in results)), 1),
@@ -374,6 +427,15 @@ def _summary(config: ReinforceConfig, parent, location: str, parent_ref: str | N
         "images_per_second": round(fresh / max(seconds, 1e-9), 1),
         "augmentations_per_second": round(fresh * config.num_augs / max(seconds, 1e-9), 1),
     }
+
+
+def _by_url(records):
+    """``records`` (nested dicts/lists of file records) without their ``path`` keys."""
+    if isinstance(records, list):
+        return [_by_url(r) for r in records]
+    if isinstance(records, dict):
+        return {k: _by_url(v) for k, v in records.items() if k != "path"}
+    return records
 
 
 def gzip_bytes_per_augmentation(shard: str, top_k: int) -> float:

@@ -10,7 +10,15 @@ small CNN teacher it trains there (jobs/configs/demo_cpu.yaml), on CPU.
 A teacher is a jobs/train.py checkpoint (run dir, checkpoint dir or state.pt),
 ``ARCH=WEIGHTS`` (torchvision/small_cnn constructor + local state-dict file; class order
 from ``--teacher-classes``), or ``recipe:CONFIG.yaml`` (train that recipe on the source
-first, reusing a finished run: what the demo and the demo-plus card use).
+first, reusing a finished run of the same recipe content: what the demo and the
+demo-plus card use).
+
+Output: ``--out``, or by default ``HOME/datasets/NAME/KEY`` (HOME the catalog home), KEY a
+hash of the parent build and every parameter that decides the bytes (teachers' sha256
+included, so for a ``recipe:`` teacher the weights it trained to): rerunning with another
+teacher, seed or policy writes a new directory and never touches an earlier version's
+files. A location holding a finished reinforcement made with other parameters is refused
+(:func:`shardforge.variants.reinforce.check_out`).
 """
 
 from __future__ import annotations
@@ -31,15 +39,16 @@ DEMO_SIZE, DEMO_AUGS, DEMO_TOP_K, DEMO_CROP_SCALE_MIN = 32, 20, 5, 0.35
 
 def resolve_teacher(text: str, source: str, runs: str) -> str:
     """A teacher reference with ``recipe:CONFIG`` replaced by the checkpoint of that recipe
-    trained on ``source`` (run ``RUNS/CONFIGSTEM-SOURCE-teacher``; a finished run is
-    reused)."""
+    trained on ``source`` (run ``RUNS/CONFIGSTEM-SOURCE-teacher``; a finished run of the
+    same recipe content is reused, an edited recipe trains a new run beside it: see
+    :func:`shardforge.train.experiment.train_recipe`)."""
     if not text.startswith(RECIPE_PREFIX):
         return text
     from shardforge.train.experiment import train_recipe
 
     config = text[len(RECIPE_PREFIX):]
     stem = os.path.splitext(os.path.basename(config))[0]
-    print(f"teacher: training {config} on {source} (reused when finished)", flush=True)
+    print(f"teacher: {config} on {source}", flush=True)
     return train_recipe(config, source, runs, f"{stem}-{_slug(source)}-teacher").run_dir
 
 
@@ -62,7 +71,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-classes", default="sorted",
                    help="class order of ARCH=WEIGHTS members: 'sorted' or a file of names")
     p.add_argument("--name", help="output dataset name (default: SOURCE-plus)")
-    p.add_argument("--out", help="output location (default: data/datasets/NAME)")
+    p.add_argument("--out", help="output location (default: HOME/datasets/NAME/KEY, KEY a "
+                                 "hash of the parent and the parameters, teachers' sha256 "
+                                 "included); a location holding a finished reinforcement "
+                                 "made with other parameters is refused")
     p.add_argument("--num-augs", type=int, help="augmentations per image (ImageNet+: 400; "
                                                 f"demo default {DEMO_AUGS})")
     p.add_argument("--top-k", type=int, help=f"probabilities kept (default 10; demo {DEMO_TOP_K})")
@@ -114,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
                            cutmix_p=args.cutmix_p)
         name = args.name or f"{_slug(args.source.split('@')[0])}-plus"
         config = ReinforceConfig(
-            parent=args.source, name=name, out=args.out or os.path.join("data", "datasets", name),
+            parent=args.source, name=name, out=args.out,
             teachers=refs, num_augs=args.num_augs or (DEMO_AUGS if demo else 400),
             top_k=args.top_k or (DEMO_TOP_K if demo else 10), seed=args.seed, policy=policy,
             batch_size=args.batch_size, num_actors=args.num_actors,
@@ -123,12 +135,16 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, CatalogError) as exc:
         print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
         return 2
-    summary = run_reinforce(config)
+    try:
+        summary = run_reinforce(config)
+    except ValueError as exc:      # e.g. --out holds another reinforcement (check_out)
+        print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
+        return 2
     r = summary["reinforce"]
     print(f"{name}: {r['augmentations']:,} augmentations of {summary['splits'][r['split']]['samples']:,}"
           f" images, {r['bytes_per_augmentation']} B per augmentation, "
-          f"{summary['images_per_second']} img/s" + (f"; catalog {summary['catalog']}"
-                                                    if "catalog" in summary else ""))
+          f"{summary['images_per_second']} img/s; {summary['out']}"
+          + (f"; catalog {summary['catalog']}" if "catalog" in summary else ""))
     return 0
 
 

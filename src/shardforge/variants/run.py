@@ -8,9 +8,12 @@ the ingest engine with the variant (sharded, resumable, both formats; see
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import sys
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from shardforge.catalog.pipelines import InputsFn, Param, Pipeline
 from shardforge.variants.base import VariantSpec
@@ -34,6 +37,19 @@ def resolve_parent(parent: str, catalog_home: str | None = None) -> tuple[str, s
     from shardforge import catalog
 
     return location, catalog.get(parent, home=catalog_home).ref
+
+
+def default_out(home: str | os.PathLike | None, name: str, parent: str,
+                params: Mapping[str, Any]) -> str:
+    """``HOME/datasets/NAME/KEY``: KEY a hash of ``parent`` and the variant's ``params``
+    (which hold the content digests of the files they name: observer, teacher weights, key
+    fingerprint), so another parent, parameter or input never reuses (or rewrites) the
+    shards of an earlier build. The default output location of every variant job."""
+    from shardforge.catalog.home import resolve_home
+
+    blob = json.dumps({"parent": parent, "params": dict(params)}, sort_keys=True)
+    key = hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return str(resolve_home(home) / "datasets" / name / key)
 
 
 def run_variant(parent: str, variant: VariantSpec, name: str, out: str, *,

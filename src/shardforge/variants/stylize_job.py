@@ -13,14 +13,13 @@ weights' and style set's sha256 in its parameters.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
-from collections.abc import Mapping
-from typing import Any, TextIO
+from typing import TextIO
 
 from shardforge.engine import RAY_ADDRESS_HELP
+from shardforge.variants.run import default_out
 from shardforge.variants.stylize import CROP, METHODS, RESIZE, StylizeConfig, make_stylize_variant
 
 
@@ -68,15 +67,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--no-register", action="store_true",
                    help="build only; do not register in the catalog")
     return p.parse_args(argv)
-
-
-def default_out(home: str | None, name: str, parent: str, params: Mapping[str, Any]) -> str:
-    """``HOME/datasets/NAME/KEY``, KEY a hash of the parent and the variant's parameters."""
-    from shardforge.catalog.home import resolve_home
-
-    blob = json.dumps({"parent": parent, "params": dict(params)}, sort_keys=True)
-    return str(resolve_home(home) / "datasets" / name /
-               hashlib.sha256(blob.encode()).hexdigest()[:12])
 
 
 def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:

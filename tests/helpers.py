@@ -36,6 +36,19 @@ def tree_files(root: str) -> dict[str, tuple[str, int]]:
     return out
 
 
+def tree_sha256(root: str) -> dict[str, str]:
+    """sha256 of every file under ``root``, by relative path."""
+    import hashlib
+
+    found = {}
+    for d, _dirs, names in os.walk(root):
+        for n in names:
+            with open(os.path.join(d, n), "rb") as f:
+                found[os.path.relpath(os.path.join(d, n), root)] = hashlib.sha256(
+                    f.read()).hexdigest()
+    return found
+
+
 def index_rows(out: str) -> list[dict]:
     return pq.read_table(os.path.join(out, "index.parquet")).to_pylist()
 

@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
+from helpers import tree_sha256
 
 from shardforge.stream.dataset import open_dataset
 from shardforge.train.checkpoint import STATE_FORMAT, save_state
@@ -58,19 +59,6 @@ def _config(parent, teacher, out, **kw) -> ReinforceConfig:
                 num_augs=4, top_k=3, policy=POLICY, batch_size=16, num_actors=2)
     base.update(kw)
     return ReinforceConfig(**base)
-
-
-def _tree(root: str) -> dict[str, str]:
-    """sha256 of every file under ``root``, by relative path."""
-    import hashlib
-
-    found = {}
-    for d, _dirs, names in os.walk(root):
-        for n in names:
-            with open(os.path.join(d, n), "rb") as f:
-                found[os.path.relpath(os.path.join(d, n), root)] = hashlib.sha256(
-                    f.read()).hexdigest()
-    return found
 
 
 def _files(out: str) -> dict[str, bytes]:
@@ -173,13 +161,13 @@ def test_default_out_is_keyed_so_reruns_never_change_an_earlier_version(
     again = run()
     assert again["out"] == out1 and again["catalog"] == first["catalog"]
     assert again["shards_reused"] == len(_files(out1)) > 0
-    v1 = _tree(out1)
+    v1 = tree_sha256(out1)
     other_teacher = _save_teacher(demo_dataset, str(tmp_path / "teacher2"), 1)
     seeded = run(seed=1)
     other = run(teachers=(parse_member(other_teacher),))
     assert len({out1, seeded["out"], other["out"]}) == 3
     assert _files(seeded["out"]) != _files(out1) != _files(other["out"])
-    assert _tree(out1) == v1
+    assert tree_sha256(out1) == v1
     assert len({first["catalog"], seeded["catalog"], other["catalog"]}) == 3
     report = verify_build(catalog.get(first["catalog"]))
     assert report.ok and report.checked > 0, report.problems
@@ -191,14 +179,14 @@ def test_an_out_holding_another_reinforcement_is_refused(parent, teacher, reinfo
     from shardforge.variants.reinforce_job import main
 
     out, summary = reinforced
-    before = _tree(out)
+    before = tree_sha256(out)
     with pytest.raises(ValueError, match="another --out") as err:
         run_reinforce(_config(parent, teacher, out, seed=1), log=io.StringIO())
     assert summary["catalog"] in str(err.value) and "seed" in str(err.value)
     assert main(["--source", parent, "--teacher", teacher, "--out", out, "--seed", "1",
                  "--num-augs", "4", "--top-k", "3", "--size", "32"]) == 2
     assert summary["catalog"] in capsys.readouterr().err
-    assert _tree(out) == before
+    assert tree_sha256(out) == before
 
 
 def test_replay_loader_yields_views_and_densified_targets(demo_dataset, reinforced):

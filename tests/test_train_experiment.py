@@ -4,9 +4,10 @@ which happened."""
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
+
+from helpers import tree_sha256
 
 from shardforge.train.experiment import differences, train_recipe
 
@@ -21,16 +22,6 @@ validation: {batch_size: 100, res: 32, tta: false}
 """
 
 
-def _tree(root: str) -> dict[str, str]:
-    found = {}
-    for d, _dirs, names in os.walk(root):
-        for n in names:
-            with open(os.path.join(d, n), "rb") as f:
-                found[os.path.relpath(os.path.join(d, n), root)] = hashlib.sha256(
-                    f.read()).hexdigest()
-    return found
-
-
 def _train(recipe, data, storage) -> tuple:
     log = io.StringIO()
     result = train_recipe(str(recipe), data, str(storage), "tiny", log=log)
@@ -42,7 +33,7 @@ def test_an_edited_recipe_trains_anew_and_an_unchanged_one_is_reused(demo_datase
     recipe.write_text(TINY.replace("LR", "0.1"))
     first, log = _train(recipe, demo_dataset, storage)
     assert first.run_dir == str(storage / "tiny") and ": training" in log
-    files = _tree(first.run_dir)
+    files = tree_sha256(first.run_dir)
 
     again, log = _train(recipe, demo_dataset, storage)
     assert again == first and "reusing the finished run" in log
@@ -52,7 +43,7 @@ def test_an_edited_recipe_trains_anew_and_an_unchanged_one_is_reused(demo_datase
     assert edited.run_dir != first.run_dir
     assert os.path.basename(edited.run_dir).startswith("tiny-")
     assert "differing: optim.lr" in log and ": training" in log
-    assert _tree(first.run_dir) == files                    # the old run is left as it was
+    assert tree_sha256(first.run_dir) == files                    # the old run is left as it was
 
     again, log = _train(recipe, demo_dataset, storage)       # the edited recipe's run reused
     assert again == edited and "reusing the finished run" in log

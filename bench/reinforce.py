@@ -154,9 +154,10 @@ def report(r: dict, args) -> str:
         f"top-{args.top_k} int16 indices + float16 probabilities before compression). A "
         "random-init teacher's near-uniform probabilities compress worst: the demo's trained "
         "teacher gives 23.4 B at top-5 (docs/results/reinforce.md).",
-        "- On a GPU the teacher is 50-100x faster and the CPU side (decode + RandAugment "
-        "replay, ~1 ms per view here) becomes the limit: give actors CPUs accordingly "
-        "(not measured here: no GPU on this machine)."]
+        "- On a GPU the CPU side (decode + RandAugment replay, ~1 ms per view here) is the "
+        "limit: on an H200 (BENCHMARKS.md 'GPU paths', ResNet-18 teacher at 128 px) one "
+        "actor made 724 views/s, four actors sharing the GPU 1,259; run several actors per "
+        "GPU (`--num-actors`)."]
     return "\n".join(lines)
 
 

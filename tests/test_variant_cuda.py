@@ -173,15 +173,14 @@ def test_one_float32_pass_decides_or_defers_to_the_exact_path(k, monkeypatch):
     flat = np.full((64, 61, 3), 85, np.uint8)
     flat[:20, :20] = 255
     filt = class_filter(KEY, 2, k, 0.3)
-    w = cuda.integer_weights(filt)
     exact_sizes = []
     exact = cuda._exact_units
     monkeypatch.setattr(cuda, "_exact_units", lambda px, w, where, scratch: (
         exact_sizes.append(len(where)), exact(px, w, where, scratch))[1])
-    one_pass = cuda._apply_one_pass(noisy, w, cuda.Scratch())
+    one_pass = cuda._apply_one_pass(noisy, filt, cuda.Scratch())
     assert len(exact_sizes) == 2 and exact_sizes[1] > 0    # maximum, then undecided pixels
     assert np.array_equal(one_pass, integer_cuda(noisy, filt)[1])
-    assert cuda._apply_one_pass(flat, w, cuda.Scratch()) is None
+    assert cuda._apply_one_pass(flat, filt, cuda.Scratch()) is None
     scratch = cuda.Scratch()                                # reused across sizes
     for img in (noisy, flat, noisy[:30, :50], flat):
         assert np.array_equal(apply_cuda(img, filt, scratch=scratch), integer_cuda(img, filt)[1])

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.usefixtures("ray_local")
 
 def _config(src: str, out: str, **kw) -> IngestConfig:
     options = SourceOptions(shard_size=kw.pop("shard_size", 16))
-    return IngestConfig(source=src, name="demo", out=out, source_options=options,
+    return IngestConfig(source=src, name=kw.pop("name", "demo"), out=out, source_options=options,
                         image=kw.pop("image", ImageParams(max_resolution=96)), **kw)
 
 
@@ -168,3 +168,27 @@ def test_raw_and_proportion_modes_read_by_ffcv(demo_tree, tmp_path):
     assert set(np.unique(modes).tolist()) == {0, 1}
     assert len(ffcv_labels(os.path.join(out, "beton", "demo-train.beton"))) == 60
     assert summary["samples"] == 80
+
+
+def test_other_parameters_never_rewrite_a_registered_build(built, tmp_path):
+    """A finished ingest rebuilt into the same location with other parameters: refused,
+    files untouched, while a catalog build points there; rebuilt once nothing does."""
+    from helpers import tree_sha256
+
+    from shardforge.catalog import get
+
+    src, _out, _summary = built
+    home, out = str(tmp_path / "home"), str(tmp_path / "out")
+    first = run_ingest(_config(src, out, name="guarded", catalog_home=home))
+    before = tree_sha256(out)
+    other = _config(src, out, name="guarded", catalog_home=home,
+                    image=ImageParams(max_resolution=64))
+    with pytest.raises(ValueError, match="another output location") as err:
+        run_ingest(other)
+    assert first["catalog"] in str(err.value) and get("guarded", home).ref in str(err.value)
+    assert tree_sha256(out) == before
+    unregistered = str(tmp_path / "free")
+    run_ingest(_config(src, unregistered, name="free", catalog_home=home, register=False))
+    rebuilt = run_ingest(_config(src, unregistered, name="free", catalog_home=home,
+                                 register=False, image=ImageParams(max_resolution=64)))
+    assert rebuilt["samples"] == first["samples"]

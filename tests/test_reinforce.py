@@ -180,7 +180,7 @@ def test_an_out_holding_another_reinforcement_is_refused(parent, teacher, reinfo
 
     out, summary = reinforced
     before = tree_sha256(out)
-    with pytest.raises(ValueError, match="another --out") as err:
+    with pytest.raises(ValueError, match="another output location") as err:
         run_reinforce(_config(parent, teacher, out, seed=1), log=io.StringIO())
     assert summary["catalog"] in str(err.value) and "seed" in str(err.value)
     assert main(["--source", parent, "--teacher", teacher, "--out", out, "--seed", "1",

@@ -39,6 +39,23 @@ def list_builds(home: Home = None, all_versions: bool = False) -> list[Build]:
     return Store(home).all(latest_only=not all_versions)
 
 
+def refuse_to_rewrite(out: str, home: Home, what: str) -> None:
+    """Guard of every job that is about to rewrite ``out`` with other inputs or parameters
+    (``what``: how they differ): ValueError naming ``out``, the catalog builds at ``home``
+    whose files are there and the fix, when there are any (their files must never change);
+    nothing otherwise (an unregistered output is the job's to rebuild)."""
+    from shardforge.storage import resolve
+
+    url = resolve(out).url
+    held = [b.ref for b in Store(home).all(latest_only=False) if resolve(b.out).url == url]
+    if held:
+        raise ValueError(
+            f"{url} holds the files of the catalog build(s) {', '.join(held)}, made with "
+            f"{what}; rebuilding there would change them. Give another output location (or "
+            "none: the variant jobs' default is keyed by their parameters) or another name; "
+            f"delete {url} first only if no build needs it")
+
+
 def resolve_urls(ref: str | Ref, format: str = "wds", split: str = "train",  # noqa: A002
                  home: Home = None) -> list[str]:
     """Shard URLs of one split in one format: the tars in order (``wds``), or the one

@@ -52,6 +52,8 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     job = _job(config)
     job_hash = hashlib.sha256("".join(job.spec_hash(s) for s in plan.shards).encode()).hexdigest()
     previous = _verified_summary(config, job_hash)
+    if previous is None:
+        _refuse_to_rewrite_another_build(config, job_hash)
     if previous is not None:
         print(f"{config.name}: already built with these inputs and parameters "
               f"({resolve(config.out).join(SUMMARY_FILE).url}); nothing to do", file=log)
@@ -174,6 +176,21 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
         "bytes_per_sample": round(wds_bytes / total, 1) if total else 0.0,
         "shard_pattern": tar_name(config.name, "{split}", 0).replace("000000", "{index:06d}"),
     }
+
+
+def _refuse_to_rewrite_another_build(config: IngestConfig, job_hash: str) -> None:
+    """A finished build of other inputs or parameters at ``config.out`` is rewritten only
+    when no catalog build points there (:func:`shardforge.catalog.lookup.refuse_to_rewrite`)."""
+    from shardforge.catalog.lookup import refuse_to_rewrite
+
+    try:
+        recorded = json.loads(resolve(config.out).join(SUMMARY_FILE).read_bytes())
+    except (OSError, ValueError):
+        return      # nothing finished there (an interrupted build resumes)
+    if recorded.get("job_hash") != job_hash:
+        refuse_to_rewrite(config.out, config.catalog_home,
+                          f"other inputs or parameters (job hash "
+                          f"{str(recorded.get('job_hash'))[:12]}, now {job_hash[:12]})")
 
 
 def _verified_summary(config: IngestConfig, job_hash: str) -> dict | None:

@@ -17,12 +17,12 @@ verifies and skips finished shards, so a killed job redoes only the unfinished o
 Where it writes: ``out`` None is ``HOME/datasets/NAME/KEY``
 (:func:`shardforge.variants.run.default_out`), KEY a hash of the parent build and the
 parameters (teachers' sha256 included), so another seed, policy or teacher gets its own
-directory. The rule that keeps a registered build's files unchanged: a location whose
-``summary.json`` records a finished reinforcement made with other parameters is never
-written to (:func:`check_out`; the job fails before any work, naming the catalog builds
-there). A location with no ``summary.json`` holds no registered build (a build is
-registered only after its summary is written), so an interrupted job's shards made with
-other parameters are rewritten.
+directory. The rule that keeps a registered build's files unchanged, the same as every
+ingest and variant job's: a location whose ``summary.json`` records a finished
+reinforcement made with other parameters is not written to while catalog builds point
+there (:func:`check_out`; the job fails before any work, naming them). A location with no
+``summary.json`` holds no registered build (a build is registered only after its summary
+is written), so an interrupted job's shards made with other parameters are rewritten.
 """
 
 from __future__ import annotations
@@ -292,7 +292,7 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
 
     Idempotent and resumable: finished shards are verified and reused. ``config.out``
     None: ``HOME/datasets/NAME/KEY`` (see the module docstring). ValueError (before any
-    work) when the location holds a finished reinforcement made with other parameters
+    work) when the location holds a registered reinforcement made with other parameters
     (:func:`check_out`).
     """
 
@@ -350,35 +350,21 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
 
 
 def check_out(out: str, params: dict, home: str | None = None) -> None:
-    """Refuse to write into ``out`` when its ``summary.json`` records a finished
-    reinforcement made with other ``params``: its shards would be rewritten in place,
-    changing the files of the catalog builds that point there. ValueError naming the
-    location, those builds and the fix; nothing when ``out`` holds no finished build or one
-    with the same params (a rerun, which verifies and reuses its shards)."""
-    root = resolve(out)
-    summary = root.join(SUMMARY_FILE)
-    if not summary.exists():
-        return
-    try:
-        recorded = json.loads(summary.read_bytes()).get("params")
-    except ValueError:
-        recorded = None
-    current = json.loads(json.dumps(params))        # the JSON form summary.json holds
-    if recorded == current:
-        return
-    from shardforge.catalog import list_builds
+    """The ingest engine's guard for a reinforcement (its shards are rewritten in place
+    when the params change): ValueError when ``out``'s ``summary.json`` records other
+    ``params`` and catalog builds point at ``out``
+    (:func:`shardforge.catalog.lookup.refuse_to_rewrite`, naming the differing params)."""
+    from shardforge.catalog.lookup import refuse_to_rewrite
 
-    builds = [b.ref for b in list_builds(home, all_versions=True)
-              if resolve(b.out).url == root.url]
-    changed = sorted(k for k in set(current) | set(recorded or {})
-                     if (recorded or {}).get(k) != current.get(k))
-    held = (f"the reinforcement registered as {', '.join(builds)}" if builds
-            else "a finished reinforcement (not registered in the catalog)")
-    raise ValueError(
-        f"{root.url} already holds {held}, made with other parameters (differing: "
-        f"{', '.join(changed) or 'unreadable summary.json'}); writing there would change its "
-        "files. Give another --out (or none: the default location is keyed by the "
-        f"parameters) or another --name; delete {root.url} first only if no build needs it")
+    try:
+        recorded = json.loads(resolve(out).join(SUMMARY_FILE).read_bytes()).get("params")
+    except (OSError, ValueError):
+        return      # nothing finished there (an interrupted run resumes)
+    current = json.loads(json.dumps(params))        # the JSON form summary.json holds
+    if recorded != current:
+        changed = sorted(k for k in set(current) | set(recorded or {})
+                         if (recorded or {}).get(k) != current.get(k))
+        refuse_to_rewrite(out, home, f"other parameters (differing: {', '.join(changed)})")
 
 
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],

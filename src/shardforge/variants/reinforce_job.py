@@ -17,7 +17,7 @@ Output: ``--out``, or by default ``HOME/datasets/NAME/KEY`` (HOME the catalog ho
 hash of the parent build and every parameter that decides the bytes (teachers' sha256
 included, so for a ``recipe:`` teacher the weights it trained to): rerunning with another
 teacher, seed or policy writes a new directory and never touches an earlier version's
-files. A location holding a finished reinforcement made with other parameters is refused
+files. A location holding a registered reinforcement made with other parameters is refused
 (:func:`shardforge.variants.reinforce.check_out`).
 """
 

@@ -161,13 +161,20 @@ def test_training_resumes_after_a_kill(demo, tmp_path):
 
 
 def test_ray_torch_trainer_two_workers(demo, tmp_path):
-    """The demo recipe through Ray Train: TorchTrainer, 2 CPU workers (gloo), 127.0.0.1."""
-    from shardforge.train.config import load_config
-    from shardforge.train.runner import prepare_run, run_training
-
-    cfg = load_config(DEMO_CONFIG, ["scaling.cpus_per_worker=1"])
-    plan = prepare_run(cfg, demo, DEMO_CONFIG, "ray", str(tmp_path))
-    metrics = run_training(plan, cfg, "ray")
+    """The demo recipe through Ray Train (jobs/train.py --backend ray: TorchTrainer, 2 CPU
+    workers, gloo, a private Ray on 127.0.0.1), and what its console shows: each epoch's
+    line once, without Ray Train's per-report dumps of the metrics dict (it used to print
+    every epoch twice plus one dump per rank)."""
+    proc = _train(["--config", DEMO_CONFIG, "--data", demo, "--backend", "ray",
+                   "--storage", str(tmp_path), "--name", "ray",
+                   "--set", "scaling.cpus_per_worker=1"])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    metrics = read_metrics(str(tmp_path / "ray"))
     assert [m["epoch"] for m in metrics] == list(range(1, 41))
     assert metrics[-1]["world_size"] == 2 and metrics[-1]["top1"] >= 0.3
     assert os.path.exists(tmp_path / "ray" / "checkpoint_epoch0040" / "state.pt")
+    console = proc.stdout + proc.stderr
+    for epoch in (1, 20, 40):
+        assert console.count(f"epoch {epoch}/40 res ") == 1, console[-3000:]
+    assert "Reporting training result" not in console
+    assert "Checkpoint successfully created" not in console

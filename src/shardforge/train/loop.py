@@ -126,7 +126,7 @@ def run_worker(payload: dict, session: Session) -> list[dict]:
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     start, history = _resume(session.resume_state(), model, optimizer, scaler)
     if start and session.rank == 0:
-        print(f"resuming {payload['run_dir']} after epoch {start}", flush=True)
+        session.say(f"resuming {payload['run_dir']} after epoch {start}")
     trained = model
     if session.world_size > 1:
         trained = nn.parallel.DistributedDataParallel(
@@ -172,7 +172,7 @@ def run_worker(payload: dict, session: Session) -> list[dict]:
                     "dataset": info.url, "metrics": history})
                 ckpt_dir = d
                 append_metrics(payload["run_dir"], metrics)
-                print(format_metrics(metrics), flush=True)
+                session.say(format_metrics(metrics))
             session.report(metrics, ckpt_dir, checkpoint_name(epoch + 1))
     return history
 

@@ -7,8 +7,10 @@ checkpoint to resume from, reporting an epoch (metrics + checkpoint), dataset sh
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Iterator
 
@@ -39,6 +41,10 @@ class Session:
         """Report an epoch: every rank calls it; rank 0 passes the checkpoint directory."""
         raise NotImplementedError
 
+    def say(self, line: str) -> None:
+        """Show one progress line (an epoch's metrics) on the run's console, once."""
+        print(line, flush=True)
+
     def dataset_shard(self, name: str):
         """This worker's Ray Data iterator for dataset ``name`` (Ray sessions only)."""
         raise ValueError("data.loader=ray_data needs the Ray Train backend (jobs/train.py "
@@ -55,6 +61,7 @@ class RaySession(Session):
         self.rank, self.world_size = ctx.get_world_rank(), ctx.get_world_size()
         self.local_rank = ctx.get_local_rank()
         self.run_dir = run_dir
+        _quiet_ray_train_reports()
 
     @property
     def device(self) -> torch.device:
@@ -77,6 +84,13 @@ class RaySession(Session):
         checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
         ray.train.report(metrics, checkpoint=checkpoint, checkpoint_dir_name=name)
 
+    def say(self, line: str) -> None:
+        # Ray Train v2 patches print() in the worker: it logs the line through the root
+        # logger's console handler and also tees it to the redirected stdout, so every
+        # print showed twice in `ray job submit` output (demo log, ray 2.60). One write.
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
     def dataset_shard(self, name: str):
         import ray.train
 
@@ -85,6 +99,28 @@ class RaySession(Session):
             raise ValueError(f"Ray Train gave this worker no {name!r} dataset; pass "
                              f"datasets={{'{name}': ...}} to the TorchTrainer")
         return shard
+
+
+#: Ray Train v2 loggers that log every ``ray.train.report`` at INFO: the whole metrics dict
+#: from every rank, and the checkpoint path. The loop's epoch line (:meth:`Session.say`)
+#: says the same once. The first is named by its source file, outside ``ray.train``, so
+#: RunConfig's LoggingConfig does not reach it.
+_RAY_REPORT_LOGGERS = ("ray.train.v2._internal.execution.context",
+                       "ray.train.v2._internal.execution.storage")
+
+
+def _quiet_ray_train_reports() -> None:
+    """Raise :data:`_RAY_REPORT_LOGGERS` to WARNING in this worker (no-op on a Ray
+    without Train v2)."""
+    import importlib
+
+    for module_name in _RAY_REPORT_LOGGERS:
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError:
+            continue
+        for name in {module_name, getattr(module, "__file__", None) or module_name}:
+            logging.getLogger(name).setLevel(logging.WARNING)
 
 
 class LocalSession(Session):

@@ -22,6 +22,13 @@ import pyarrow.fs as pafs
 # ("The specified copy source is larger than the maximum allowable size"). Larger
 # objects are written straight to their key instead of via a temporary name.
 MAX_SERVER_COPY_BYTES = 5 * 1024**3
+# Every S3 request gets a timeout, so a stalled endpoint fails the read (one reject or a
+# retried task) instead of hanging a task: 10 s to connect, 60 s request timeout (pyarrow
+# documents request_timeout as the socket read timeout on Windows and macOS; on Linux it
+# is passed to the AWS SDK but pyarrow says it is ignored there). The SDK's default
+# retry strategy (3 attempts) applies on top. pyarrow's URI query cannot set these.
+S3_CONNECT_TIMEOUT_S = 10.0
+S3_REQUEST_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -175,7 +182,20 @@ def resolve(url: str) -> Location:
                          "use a local path or an s3:// URL") from exc
     base, query = _split_query(url)
     base = base.rstrip("/")
-    return Location(fs, path.rstrip("/"), f"{base}?{query}" if query else base)
+    return Location(_with_timeouts(fs), path.rstrip("/"), f"{base}?{query}" if query else base)
+
+
+def _with_timeouts(fs: pafs.FileSystem) -> pafs.FileSystem:
+    """An S3 filesystem with :data:`S3_CONNECT_TIMEOUT_S` / :data:`S3_REQUEST_TIMEOUT_S`
+    where the URI left them unset (its other options kept); other filesystems as given."""
+    if not isinstance(fs, pafs.S3FileSystem):
+        return fs
+    options = dict(fs.__reduce__()[1][0])
+    if options.get("connect_timeout", -1) < 0:
+        options["connect_timeout"] = S3_CONNECT_TIMEOUT_S
+    if options.get("request_timeout", -1) < 0:
+        options["request_timeout"] = S3_REQUEST_TIMEOUT_S
+    return pafs.S3FileSystem._reconstruct(options)
 
 
 def _split_query(url: str) -> tuple[str, str]:

@@ -1,10 +1,32 @@
-"""What every source yields: deterministic shard specs and, per spec, raw samples."""
+"""What every source yields: deterministic shard specs and, per spec, raw samples.
+
+Source stamps (content-aware resume). Every spec carries a ``stamp``: a digest of what
+the listing says about each input file the spec reads, ``size:mtime_ns`` plus ``:inode``
+for local files (object stores: size and the listing's LastModified, no extra request).
+It is part of the spec, so ``ShardJob.spec_hash`` changes when an input file changes and
+a rerun rebuilds exactly the shards that read it. This is a fast check, not a content
+hash: a rewrite that keeps the size, the mtime (to the nanosecond locally, to the second
+on S3) and, locally, the inode is not noticed (``touch -r``-style restores, or an S3
+overwrite of the same size within the same second). Parent datasets (``sources/dataset``)
+use the parent's recorded sha256 of each tar instead, which is exact.
+
+Local reads (:func:`open_local_regular`) open with ``O_NONBLOCK`` and check with
+``fstat`` that the file is still a regular file, so a path replaced by a FIFO or a device
+after planning is rejected instead of blocking forever. Object-store reads time out
+through the S3 filesystem's connect/request timeouts (``storage.S3_CONNECT_TIMEOUT_S``).
+"""
 
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import BinaryIO
+
+import pyarrow.fs as pafs
 
 from shardforge.storage import Location, resolve
 
@@ -38,6 +60,11 @@ class ShardSpec:
     ``kind`` names the source reader, ``source`` the source root URL, and ``items`` what
     that reader needs, with paths relative to the root: folder: ((relpath, label), ...);
     wds: (tar_relpath,); parquet: (relpath, start_row, stop_row).
+
+    ``stamp``: a digest of the listing's size/mtime(/inode) of the input files this spec
+    reads (see the module docstring), so the spec (and its hash) changes when they do.
+    ``skip``: positions the reader must not yield because planning rejected them (parquet:
+    absolute row numbers holding a duplicate key); their rejects are in the plan.
     """
 
     kind: str
@@ -45,6 +72,8 @@ class ShardSpec:
     split: str
     index: int
     items: tuple
+    stamp: str = ""
+    skip: tuple = ()
 
     @property
     def name(self) -> str:
@@ -77,20 +106,92 @@ class SourcePlan:
         return sorted({s.split for s in self.shards})
 
 
-def list_inputs(url: str, suffix: str) -> tuple[Location, list[str]]:
-    """``(root, files)``: the one file ``url`` names, or every ``*suffix`` file below it.
+def list_inputs(url: str, suffix: str) -> tuple[Location, list[str], dict[str, str]]:
+    """``(root, files, stamps)``: the one file ``url`` names, or every ``*suffix`` file
+    below it, with each file's stamp (:func:`info_stamp`) from the listing.
 
     ``root`` is the directory the files' relative paths are taken from. Raises ValueError
     naming the URL when there is no such file.
     """
     root = resolve(url)
-    if root.path.endswith(suffix) and root.size() is not None:
-        return root.parent(), [root.path]
-    files = [p for p in root.list_files() if p.endswith(suffix)]
-    if not files:
+    if root.path.endswith(suffix):
+        info = root.fs.get_file_info(root.path)
+        if info.type == pafs.FileType.File:
+            return root.parent(), [root.path], {root.path: info_stamp(info, root.is_local)}
+    selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
+    infos = [i for i in root.fs.get_file_info(selector)
+             if i.type == pafs.FileType.File and i.path.endswith(suffix)]
+    if not infos:
         raise ValueError(f"source {url!r} holds no {suffix} files; give one {suffix} file "
                          f"or a directory of them")
-    return root, files
+    stamps = {i.path: info_stamp(i, root.is_local) for i in infos}
+    return root, sorted(stamps), stamps
+
+
+def info_stamp(info: pafs.FileInfo, local: bool) -> str:
+    """``size:mtime_ns`` of a listed file, plus ``:inode`` on a local disk (one stat)."""
+    if local:
+        try:
+            return stat_stamp(os.stat(info.path))
+        except OSError:
+            pass
+    return f"{info.size}:{info.mtime_ns}"
+
+
+def stat_stamp(st: os.stat_result) -> str:
+    """``size:mtime_ns:inode`` of a local file's stat."""
+    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
+
+
+def combine_stamps(stamps: Iterable[str]) -> str:
+    """One short digest of several file stamps, in the given order."""
+    return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:32]
+
+
+class NotRegularFile(OSError):
+    """A source path that is not (or no longer) a regular file: never read."""
+
+
+def file_type(mode: int) -> str:
+    """A readable name of a file type from ``st_mode``."""
+    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def open_local_regular(path: str) -> BinaryIO:
+    """Open a local file for reading only if it is a regular file, without blocking.
+
+    ``stat`` first (so a device is never opened), then ``open(O_NONBLOCK | O_NOFOLLOW)``
+    and ``fstat`` on the descriptor (so a path swapped for a FIFO or a symlink after the
+    check cannot block or redirect the read). Raises :class:`NotRegularFile` naming the
+    path and its type, or the OSError of the open.
+    """
+    st = os.stat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise NotRegularFile(f"{path} is {file_type(st.st_mode)}; only regular files are read")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NotRegularFile(f"{path} is {file_type(st.st_mode)}; only regular files "
+                                 "are read")
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_input(loc: Location, seekable: bool = False):
+    """A readable file for a source file: :func:`open_local_regular` on a local disk, the
+    filesystem's stream (or random-access file when ``seekable``) on an object store.
+    A local symlink is resolved first (the final open refuses to follow one)."""
+    if loc.is_local:
+        return open_local_regular(os.path.realpath(loc.path))
+    return loc.fs.open_input_file(loc.path) if seekable else loc.fs.open_input_stream(loc.path)
 
 
 def make_key(origin: str) -> str:

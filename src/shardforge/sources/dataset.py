@@ -9,7 +9,11 @@ label: a variant's samples line up with the parent's by key. Specs come in two s
   that work on a class at a time (RDED); shard ``index`` is the class index.
 
 Each spec's ``items`` are ``(tar_name, offset, size, key, label)`` tuples; ``source`` is
-the parent dataset's root URL.
+the parent dataset's root URL. Its ``stamp`` digests the parent's recorded sha256 of each
+tar it reads (``summary.json``), so a parent rebuilt with other bytes rebuilds the
+variant's shards (exact, unlike the size/mtime stamp of file sources). A key that appears
+twice in the parent (a build from before keys were checked) is rejected at planning (the
+second and later rows; the first origin is named) and never read.
 """
 
 from __future__ import annotations
@@ -18,7 +22,14 @@ from collections.abc import Collection, Iterator
 
 import numpy as np
 
-from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions, SourcePlan
+from shardforge.sources.base import (
+    RawSample,
+    Reject,
+    ShardSpec,
+    SourceOptions,
+    SourcePlan,
+    combine_stamps,
+)
 
 KIND = "dataset"
 
@@ -41,17 +52,45 @@ def plan(url: str, options: SourceOptions, by_class: Collection[str] = ()) -> So
     ``url``: a dataset directory or catalog reference. The plan's classes are the parent's.
     """
     ref = _open(url)
+    digests = _tar_digests(ref.summary)
     shards: list[ShardSpec] = []
+    rejects: list[Reject] = []
+    first_seen: dict[str, str] = {}
     for split, index in sorted(ref.splits.items()):
-        if split in by_class:
-            for label in np.unique(index.label).tolist():
-                rows = np.flatnonzero(index.label == label)
-                shards.append(ShardSpec(KIND, ref.url, split, int(label), _items(index, rows)))
-            continue
-        for shard_id in range(len(index.shard_urls)):
-            rows = np.flatnonzero(index.shard == shard_id)
-            shards.append(ShardSpec(KIND, ref.url, split, shard_id, _items(index, rows)))
-    return SourcePlan(KIND, ref.url, list(ref.classes), shards, [])
+        keep = _first_keys(index, split, first_seen, rejects)
+        groups = ([(int(label), index.label == label) for label in np.unique(index.label)]
+                  if split in by_class else
+                  [(shard_id, index.shard == shard_id) for shard_id in range(len(index.shard_urls))])
+        for number, selected in groups:
+            items = _items(index, np.flatnonzero(selected & keep))
+            stamp = combine_stamps(f"{n}:{digests.get(n, '')}"
+                                   for n in sorted({it[0] for it in items}))
+            shards.append(ShardSpec(KIND, ref.url, split, number, items, stamp))
+    return SourcePlan(KIND, ref.url, list(ref.classes), shards, rejects)
+
+
+def _tar_digests(summary: dict) -> dict[str, str]:
+    """``{tar name: sha256}`` as the parent's summary records them."""
+    records = summary.get("formats", {}).get("wds", {}).values()
+    return {r["path"].rsplit("/", 1)[-1]: r.get("sha256", "") for recs in records for r in recs}
+
+
+def _first_keys(index, split: str, first_seen: dict[str, str],
+                rejects: list[Reject]) -> np.ndarray:
+    """A mask of the rows whose key was not seen before (in this split or an earlier one);
+    the others are rejected, naming the first origin."""
+    names = [u.rsplit("/", 1)[-1] for u in index.shard_urls]
+    keep = np.ones(len(index.key), dtype=bool)
+    for r, key in enumerate(index.key.tolist()):
+        origin = f"{names[int(index.shard[r])]}#{key}"
+        if key in first_seen:
+            keep[r] = False
+            rejects.append(Reject(origin, f"duplicate sample key {key!r} in the parent: "
+                                  f"first read from {first_seen[key]}; this one is not read",
+                                  split))
+        else:
+            first_seen[key] = origin
+    return keep
 
 
 def plan_by_class(url: str, options: SourceOptions, splits: Collection[str]) -> SourcePlan:

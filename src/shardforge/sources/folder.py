@@ -5,12 +5,27 @@
 sorted list of class folders (ImageFolder's rule; empty class folders keep their index).
 Every regular file inside a class folder is a candidate: files that are not images are
 rejected later, with a reason, never silently skipped. Hidden files (``.name``) are skipped.
+
+What is read on a local disk (listed by :func:`walk_local`, not by pyarrow): regular files
+only; FIFOs, sockets and devices are rejected by type (a FIFO would block the read
+forever). Symlinks are followed only when their target lies inside the source root; a
+link to outside the root, a broken link and a folder reached a second time (a symlink
+loop, or two links to one folder) are rejected with the reason. pyarrow's recursive
+``FileSelector`` cannot be used locally: it follows directory symlinks without loop
+detection (two ``..`` links make it never return) and reports FIFOs as files. Object
+stores have no symlinks or special files, so they keep pyarrow's listing (one LIST per
+1,000 keys, no per-file request).
+
+Each spec's ``stamp`` digests its files' ``size:mtime_ns:inode`` (object stores:
+``size:mtime``), so a changed image rebuilds its shard on a rerun (see ``sources.base``).
 """
 
 from __future__ import annotations
 
+import os
 import posixpath
 import random
+import stat
 from collections.abc import Iterator
 
 import pyarrow.fs as pafs
@@ -23,10 +38,14 @@ from shardforge.sources.base import (
     SourceOptions,
     SourcePlan,
     chunk,
+    combine_stamps,
+    file_type,
     make_key,
+    open_local_regular,
     shard_size_for,
+    stat_stamp,
 )
-from shardforge.storage import resolve
+from shardforge.storage import Location, resolve
 
 KIND = "folder"
 
@@ -34,13 +53,10 @@ KIND = "folder"
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """List a class-folder tree and cut each split into shards (``shard_size_for``)."""
     root = resolve(url)
-    infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
-    dirs, files = [], []
-    for info in infos:
-        rel = posixpath.relpath(info.path, root.path)
-        if any(part.startswith(".") for part in rel.split("/")):
-            continue
-        (dirs if info.type == pafs.FileType.Directory else files).append(rel)
+    if root.is_local:
+        dirs, stamps, refused = walk_local(root.path)
+    else:
+        dirs, stamps, refused = _list_store(root)
     top = {d for d in dirs if "/" not in d}
     split_dirs = sorted(top & set(SPLIT_NAMES))
     rejects: list[Reject] = []
@@ -51,12 +67,15 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
         parts = d.split("/")
         if len(parts) == depth and (not split_dirs or parts[0] in split_dirs):
             classes.add(parts[-1])
-    for rel in sorted(files):
+    for rel, reason in refused:
+        split = _split_of(rel, split_dirs, options)
+        if split is not None:
+            rejects.append(Reject(rel, reason, split))
+    for rel in sorted(stamps):
         parts = rel.split("/")
-        if split_dirs and parts[0] not in split_dirs:
+        split = _split_of(rel, split_dirs, options)
+        if split is None:
             continue
-        split = parts[0] if split_dirs else options.default_split
-        split = "val" if split == "validation" else split
         if len(parts) != depth + 1:
             rejects.append(Reject(rel, "not directly inside a class folder", split))
             continue
@@ -70,20 +89,132 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
             random.Random(f"{options.seed}:{split}").shuffle(items)
         size = shard_size_for(options, len(items))
         for i, group in enumerate(chunk(items, size)):
-            shards.append(ShardSpec(KIND, url, split, i, tuple(group)))
+            stamp = combine_stamps(stamps[rel] for rel, _ in group)
+            shards.append(ShardSpec(KIND, url, split, i, tuple(group), stamp))
     if not shards:
         raise ValueError(f"source {url!r} has no files in class folders; expected "
                          "ROOT/CLASS/IMAGE or ROOT/{train,val}/CLASS/IMAGE")
     return SourcePlan(KIND, url, class_list, shards, rejects)
 
 
+def _split_of(rel: str, split_dirs: list[str], options: SourceOptions) -> str | None:
+    """The split a relative path belongs to; None when it lies outside every split folder."""
+    first = rel.split("/", 1)[0]
+    if split_dirs and first not in split_dirs:
+        return None
+    split = first if split_dirs else options.default_split
+    return "val" if split == "validation" else split
+
+
+def _list_store(root: Location) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:
+    """An object store's listing: (dirs, {file: size:mtime stamp}, []) (no symlinks there)."""
+    infos = root.fs.get_file_info(pafs.FileSelector(root.path, recursive=True))
+    dirs, stamps = [], {}
+    for info in infos:
+        rel = posixpath.relpath(info.path, root.path)
+        if any(part.startswith(".") for part in rel.split("/")):
+            continue
+        if info.type == pafs.FileType.Directory:
+            dirs.append(rel)
+        else:
+            stamps[rel] = f"{info.size}:{info.mtime_ns}"
+    return dirs, stamps, []
+
+
+def _inside(path: str, real_root: str) -> bool:
+    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
+
+
+def walk_local(root: str) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:
+    """List a local tree: ``(dirs, {file relpath: stamp}, [(relpath, reason refused)])``.
+
+    Depth first in sorted name order (deterministic). Regular files and folders are
+    listed; symlinks are followed only to targets inside ``root`` (by real path); each
+    folder (device, inode) is listed once, so symlink loops end; FIFOs, sockets, devices,
+    broken links and links out of the tree are refused with a reason. Hidden entries
+    (``.name``) are skipped. Relative paths use ``/``.
+    """
+    real_root = os.path.realpath(root)
+    st = os.stat(real_root)
+    listed: dict[tuple[int, int], str] = {(st.st_dev, st.st_ino): "."}
+    dirs: list[str] = []
+    stamps: dict[str, str] = {}
+    refused: list[tuple[str, str]] = []
+    stack = [(root, "")]
+    while stack:
+        path, rel = stack.pop()
+        try:
+            with os.scandir(path) as it:
+                names = sorted(e.name for e in it if not e.name.startswith("."))
+        except OSError as exc:
+            refused.append((rel or ".", f"folder cannot be listed: {exc}"))
+            continue
+        children = []
+        for name in names:
+            child, child_rel = os.path.join(path, name), f"{rel}/{name}" if rel else name
+            st, why = _follow(child, real_root)
+            if st is None:
+                refused.append((child_rel, why))
+            elif stat.S_ISDIR(st.st_mode):
+                ident = (st.st_dev, st.st_ino)
+                if ident in listed:
+                    refused.append((child_rel, f"folder already listed as {listed[ident]!r} "
+                                    "(a symlink loop or a second link to it); not listed again"))
+                    continue
+                listed[ident] = child_rel
+                dirs.append(child_rel)
+                children.append((child, child_rel))
+            elif stat.S_ISREG(st.st_mode):
+                stamps[child_rel] = stat_stamp(st)
+            else:
+                refused.append((child_rel, f"{file_type(st.st_mode)}; only regular files are "
+                                "read (remove it from the source tree)"))
+        stack.extend(reversed(children))
+    return dirs, stamps, refused
+
+
+def _follow(path: str, real_root: str) -> tuple[os.stat_result | None, str]:
+    """``(stat, "")`` of ``path`` (through a symlink whose target is inside the root),
+    else ``(None, reason)``."""
+    try:
+        st = os.lstat(path)
+    except OSError as exc:
+        return None, f"cannot stat: {exc}"
+    if not stat.S_ISLNK(st.st_mode):
+        return st, ""
+    target = os.path.realpath(path)
+    if not _inside(target, real_root):
+        return None, (f"symlink to {target}, outside the source root {real_root}: only "
+                      "links inside the root are followed; copy the data in or give a "
+                      "source root that contains it")
+    try:
+        return os.stat(path), ""
+    except OSError as exc:
+        return None, f"broken symlink or symlink loop: {exc}"
+
+
 def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:
-    """Read every file of a shard spec; unreadable files become :class:`Reject`."""
+    """Read every file of a shard spec; unreadable files become :class:`Reject`.
+
+    Locally, a file is read only while it is (still) a regular file whose real path lies
+    inside the source root (:func:`open_local_regular`).
+    """
     root = resolve(spec.source)
+    real_root = os.path.realpath(root.path) if root.is_local else ""
     for rel, label in spec.items:
         try:
-            data = root.join(rel).read_bytes()
+            data = _read_file(root, rel, real_root)
         except OSError as exc:
             yield Reject(rel, f"unreadable: {exc}", spec.split)
             continue
         yield RawSample(make_key(rel), label, rel, data)
+
+
+def _read_file(root: Location, rel: str, real_root: str) -> bytes:
+    if not root.is_local:
+        return root.join(rel).read_bytes()
+    real = os.path.realpath(os.path.join(root.path, rel))
+    if not _inside(real, real_root):
+        raise OSError(f"now resolves to {real}, outside the source root {real_root}")
+    with open_local_regular(real) as f:
+        return f.read()

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 from shardforge.sources import dataset, folder, parquet, wds
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions, SourcePlan
+from shardforge.sources.localfs import walk_local
 from shardforge.storage import resolve
 
 READERS = {folder.KIND: folder, wds.KIND: wds, parquet.KIND: parquet, dataset.KIND: dataset}
@@ -25,7 +26,10 @@ def detect_kind(url: str) -> str:
         return wds.KIND
     if loc.path.endswith(".parquet"):
         return parquet.KIND
-    files = loc.list_files()
+    if loc.is_local:   # a tree listed without following symlink loops (sources.localfs)
+        files = sorted(walk_local(loc.path)[1])
+    else:
+        files = loc.list_files()
     if files and all(f.endswith(".tar") for f in files):
         return wds.KIND
     if files and all(f.endswith(".parquet") for f in files):

@@ -20,14 +20,20 @@ from __future__ import annotations
 
 import hashlib
 import os
+import posixpath
 import re
-import stat
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import BinaryIO
 
 import pyarrow.fs as pafs
 
+from shardforge.sources.localfs import (  # noqa: F401  (re-exported for the readers)
+    NotRegularFile,
+    file_type,
+    open_local_regular,
+    stat_stamp,
+    walk_local,
+)
 from shardforge.storage import Location, resolve
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
@@ -106,9 +112,12 @@ class SourcePlan:
         return sorted({s.split for s in self.shards})
 
 
-def list_inputs(url: str, suffix: str) -> tuple[Location, list[str], dict[str, str]]:
-    """``(root, files, stamps)``: the one file ``url`` names, or every ``*suffix`` file
-    below it, with each file's stamp (:func:`info_stamp`) from the listing.
+def list_inputs(url: str, suffix: str) -> tuple[Location, list[str], dict[str, str],
+                                                list[tuple[str, str]]]:
+    """``(root, files, stamps, refused)``: the one file ``url`` names, or every ``*suffix``
+    file below it, with each file's stamp (:func:`info_stamp`) from the listing, and the
+    ``*suffix`` entries of a local tree that are not read, ``(relpath, reason)``
+    (:func:`~shardforge.sources.localfs.walk_local`: FIFOs, links out of the tree, loops).
 
     ``root`` is the directory the files' relative paths are taken from. Raises ValueError
     naming the URL when there is no such file.
@@ -117,15 +126,22 @@ def list_inputs(url: str, suffix: str) -> tuple[Location, list[str], dict[str, s
     if root.path.endswith(suffix):
         info = root.fs.get_file_info(root.path)
         if info.type == pafs.FileType.File:
-            return root.parent(), [root.path], {root.path: info_stamp(info, root.is_local)}
-    selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
-    infos = [i for i in root.fs.get_file_info(selector)
-             if i.type == pafs.FileType.File and i.path.endswith(suffix)]
-    if not infos:
+            return (root.parent(), [root.path], {root.path: info_stamp(info, root.is_local)},
+                    [])
+    refused: list[tuple[str, str]] = []
+    if root.is_local and os.path.isdir(root.path):
+        _dirs, found, refused = walk_local(root.path)
+        stamps = {posixpath.join(root.path, rel): s for rel, s in found.items()
+                  if rel.endswith(suffix)}
+        refused = [(rel, why) for rel, why in refused if rel.endswith(suffix)]
+    else:
+        selector = pafs.FileSelector(root.path, recursive=True, allow_not_found=True)
+        stamps = {i.path: info_stamp(i, root.is_local) for i in root.fs.get_file_info(selector)
+                  if i.type == pafs.FileType.File and i.path.endswith(suffix)}
+    if not stamps:
         raise ValueError(f"source {url!r} holds no {suffix} files; give one {suffix} file "
                          f"or a directory of them")
-    stamps = {i.path: info_stamp(i, root.is_local) for i in infos}
-    return root, sorted(stamps), stamps
+    return root, sorted(stamps), stamps, refused
 
 
 def info_stamp(info: pafs.FileInfo, local: bool) -> str:
@@ -138,51 +154,9 @@ def info_stamp(info: pafs.FileInfo, local: bool) -> str:
     return f"{info.size}:{info.mtime_ns}"
 
 
-def stat_stamp(st: os.stat_result) -> str:
-    """``size:mtime_ns:inode`` of a local file's stat."""
-    return f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}"
-
-
 def combine_stamps(stamps: Iterable[str]) -> str:
     """One short digest of several file stamps, in the given order."""
     return hashlib.sha256("\n".join(stamps).encode()).hexdigest()[:32]
-
-
-class NotRegularFile(OSError):
-    """A source path that is not (or no longer) a regular file: never read."""
-
-
-def file_type(mode: int) -> str:
-    """A readable name of a file type from ``st_mode``."""
-    for test, name in ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISSOCK, "a socket"),
-                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
-                       (stat.S_ISDIR, "a directory"), (stat.S_ISLNK, "a symlink")):
-        if test(mode):
-            return name
-    return "not a regular file"
-
-
-def open_local_regular(path: str) -> BinaryIO:
-    """Open a local file for reading only if it is a regular file, without blocking.
-
-    ``stat`` first (so a device is never opened), then ``open(O_NONBLOCK | O_NOFOLLOW)``
-    and ``fstat`` on the descriptor (so a path swapped for a FIFO or a symlink after the
-    check cannot block or redirect the read). Raises :class:`NotRegularFile` naming the
-    path and its type, or the OSError of the open.
-    """
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFile(f"{path} is {file_type(st.st_mode)}; only regular files are read")
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0))
-    try:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise NotRegularFile(f"{path} is {file_type(st.st_mode)}; only regular files "
-                                 "are read")
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def open_input(loc: Location, seekable: bool = False):

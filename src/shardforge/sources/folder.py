@@ -11,10 +11,9 @@ only; FIFOs, sockets and devices are rejected by type (a FIFO would block the re
 forever). Symlinks are followed only when their target lies inside the source root; a
 link to outside the root, a broken link and a folder reached a second time (a symlink
 loop, or two links to one folder) are rejected with the reason. pyarrow's recursive
-``FileSelector`` cannot be used locally: it follows directory symlinks without loop
-detection (two ``..`` links make it never return) and reports FIFOs as files. Object
-stores have no symlinks or special files, so they keep pyarrow's listing (one LIST per
-1,000 keys, no per-file request).
+``FileSelector`` cannot be used locally (see ``sources.localfs``). Object stores have no
+symlinks or special files, so they keep pyarrow's listing (one LIST per 1,000 keys, no
+per-file request).
 
 Each spec's ``stamp`` digests its files' ``size:mtime_ns:inode`` (object stores:
 ``size:mtime``), so a changed image rebuilds its shard on a rerun (see ``sources.base``).
@@ -25,7 +24,6 @@ from __future__ import annotations
 import os
 import posixpath
 import random
-import stat
 from collections.abc import Iterator
 
 import pyarrow.fs as pafs
@@ -39,12 +37,10 @@ from shardforge.sources.base import (
     SourcePlan,
     chunk,
     combine_stamps,
-    file_type,
     make_key,
-    open_local_regular,
     shard_size_for,
-    stat_stamp,
 )
+from shardforge.sources.localfs import inside, open_local_regular, walk_local
 from shardforge.storage import Location, resolve
 
 KIND = "folder"
@@ -121,78 +117,6 @@ def _list_store(root: Location) -> tuple[list[str], dict[str, str], list[tuple[s
     return dirs, stamps, []
 
 
-def _inside(path: str, real_root: str) -> bool:
-    return path == real_root or path.startswith(real_root.rstrip(os.sep) + os.sep)
-
-
-def walk_local(root: str) -> tuple[list[str], dict[str, str], list[tuple[str, str]]]:
-    """List a local tree: ``(dirs, {file relpath: stamp}, [(relpath, reason refused)])``.
-
-    Depth first in sorted name order (deterministic). Regular files and folders are
-    listed; symlinks are followed only to targets inside ``root`` (by real path); each
-    folder (device, inode) is listed once, so symlink loops end; FIFOs, sockets, devices,
-    broken links and links out of the tree are refused with a reason. Hidden entries
-    (``.name``) are skipped. Relative paths use ``/``.
-    """
-    real_root = os.path.realpath(root)
-    st = os.stat(real_root)
-    listed: dict[tuple[int, int], str] = {(st.st_dev, st.st_ino): "."}
-    dirs: list[str] = []
-    stamps: dict[str, str] = {}
-    refused: list[tuple[str, str]] = []
-    stack = [(root, "")]
-    while stack:
-        path, rel = stack.pop()
-        try:
-            with os.scandir(path) as it:
-                names = sorted(e.name for e in it if not e.name.startswith("."))
-        except OSError as exc:
-            refused.append((rel or ".", f"folder cannot be listed: {exc}"))
-            continue
-        children = []
-        for name in names:
-            child, child_rel = os.path.join(path, name), f"{rel}/{name}" if rel else name
-            st, why = _follow(child, real_root)
-            if st is None:
-                refused.append((child_rel, why))
-            elif stat.S_ISDIR(st.st_mode):
-                ident = (st.st_dev, st.st_ino)
-                if ident in listed:
-                    refused.append((child_rel, f"folder already listed as {listed[ident]!r} "
-                                    "(a symlink loop or a second link to it); not listed again"))
-                    continue
-                listed[ident] = child_rel
-                dirs.append(child_rel)
-                children.append((child, child_rel))
-            elif stat.S_ISREG(st.st_mode):
-                stamps[child_rel] = stat_stamp(st)
-            else:
-                refused.append((child_rel, f"{file_type(st.st_mode)}; only regular files are "
-                                "read (remove it from the source tree)"))
-        stack.extend(reversed(children))
-    return dirs, stamps, refused
-
-
-def _follow(path: str, real_root: str) -> tuple[os.stat_result | None, str]:
-    """``(stat, "")`` of ``path`` (through a symlink whose target is inside the root),
-    else ``(None, reason)``."""
-    try:
-        st = os.lstat(path)
-    except OSError as exc:
-        return None, f"cannot stat: {exc}"
-    if not stat.S_ISLNK(st.st_mode):
-        return st, ""
-    target = os.path.realpath(path)
-    if not _inside(target, real_root):
-        return None, (f"symlink to {target}, outside the source root {real_root}: only "
-                      "links inside the root are followed; copy the data in or give a "
-                      "source root that contains it")
-    try:
-        return os.stat(path), ""
-    except OSError as exc:
-        return None, f"broken symlink or symlink loop: {exc}"
-
-
 def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:
     """Read every file of a shard spec; unreadable files become :class:`Reject`.
 
@@ -214,7 +138,7 @@ def _read_file(root: Location, rel: str, real_root: str) -> bytes:
     if not root.is_local:
         return root.join(rel).read_bytes()
     real = os.path.realpath(os.path.join(root.path, rel))
-    if not _inside(real, real_root):
+    if not inside(real, real_root):
         raise OSError(f"now resolves to {real}, outside the source root {real_root}")
     with open_local_regular(real) as f:
         return f.read()

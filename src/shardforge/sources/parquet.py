@@ -50,10 +50,11 @@ ERRORS = (OSError, pa.ArrowException, ValueError)
 
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """Shard specs of consecutive row ranges, per split, files in sorted path order."""
-    root, files, stamps = list_inputs(url, ".parquet")
+    root, files, stamps, refused = list_inputs(url, ".parquet")
     per_split: dict[str, int] = {}
     counted = []   # (rel, split, rows): footers first, so the auto shard size sees the split
-    rejects: list[Reject] = []
+    rejects = [Reject(rel, why, split_from_name(rel, options.default_split))
+               for rel, why in refused]
     first_seen: dict[str, str] = {}     # sample key -> origin of its first row
     skip: dict[str, list[int]] = {}     # rel -> rows rejected as duplicate keys
     for path in files:

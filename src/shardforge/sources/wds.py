@@ -35,7 +35,7 @@ LABEL_EXTS = ("cls", "label", "target", "cls2")
 def plan(url: str, options: SourceOptions) -> SourcePlan:
     """One shard spec per input tar, numbered per split in sorted path order; each spec's
     stamp is its tar's listing stamp, so a changed tar rebuilds only its shard."""
-    root, tars, stamps = list_inputs(url, ".tar")
+    root, tars, stamps, refused = list_inputs(url, ".tar")
     per_split: dict[str, int] = {}
     shards = []
     for path in tars:
@@ -44,7 +44,9 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
         index = per_split.get(split, 0)
         per_split[split] = index + 1
         shards.append(ShardSpec(KIND, root.url, split, index, (rel,), stamps[path]))
-    return SourcePlan(KIND, url, [], shards, [])
+    rejects = [Reject(rel, why, split_from_name(rel, options.default_split))
+               for rel, why in refused]
+    return SourcePlan(KIND, url, [], shards, rejects)
 
 
 def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:

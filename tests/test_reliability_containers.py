@@ -416,6 +416,15 @@ def test_folder_symlink_loop_plans_in_bounded_time(tmp_path):
     assert all("already listed" in r for r in reasons.values())
     assert sorted(s.origin for s in samples_of(items)) == sorted(
         f"{c}/{c}{i}.jpg" for c in "ab" for i in range(3))
+    # the same for a directory of tars (kind detection and listing), and a FIFO named .tar
+    tars = tmp_path / "tars"
+    make_tar(tars / "x-train-0.tar", good(2))
+    os.symlink("..", tars / "up")
+    os.mkfifo(tars / "y-train-1.tar")
+    plan, items = read_plan(str(tars), SourceOptions())
+    assert plan.kind == "wds" and len(samples_of(items)) == 2
+    (rej,) = rejects_of(items)
+    assert rej.origin == "y-train-1.tar" and rej.reason.startswith("a FIFO (named pipe)")
 
 
 def test_folder_file_replaced_or_removed_after_planning(tmp_path):
@@ -528,13 +537,14 @@ def test_changed_tar_or_parquet_rebuilds_only_its_shards(tmp_path):
 @pytest.mark.usefixtures("ray_local")
 def test_run_ingest_rerun_picks_up_a_fixed_image(tmp_path):
     """The whole job: a bad image is rejected; fixed at the same path, the rerun accepts
-    it (not 'nothing to do'), rebuilding one shard and reusing the other."""
+    it (not 'nothing to do'), rebuilding one shard and reusing the other (parts kept:
+    without them every shard is rebuilt, to the same bytes)."""
     from shardforge.ingest.job import run_ingest
 
     root = folder_case(tmp_path)
     write(root / "a" / "zz.jpg", b"garbage")
     config = IngestConfig(source=str(root), name="t", out=str(tmp_path / "out"),
-                          image=ImageParams(max_resolution=64), register=False,
+                          image=ImageParams(max_resolution=64), register=False, keep_parts=True,
                           source_options=SourceOptions(shard_size=4, seed=None))
     first = run_ingest(config, log=io.StringIO())
     assert first["samples"] == 6 and first["rejects"]["count"] == 1

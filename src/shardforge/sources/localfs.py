@@ -79,14 +79,15 @@ def walk_local(root: str) -> tuple[list[str], dict[str, str], list[tuple[str, st
         path, rel = stack.pop()
         try:
             with os.scandir(path) as it:
-                names = sorted(e.name for e in it if not e.name.startswith("."))
+                entries = sorted((e for e in it if not e.name.startswith(".")),
+                                 key=lambda e: e.name)
         except OSError as exc:
             refused.append((rel or ".", f"folder cannot be listed: {exc}"))
             continue
         children = []
-        for name in names:
-            child, child_rel = os.path.join(path, name), f"{rel}/{name}" if rel else name
-            st, why = follow(child, real_root)
+        for entry in entries:
+            child, child_rel = entry.path, f"{rel}/{entry.name}" if rel else entry.name
+            st, why = follow(child, real_root, entry)
             if st is None:
                 refused.append((child_rel, why))
             elif stat.S_ISDIR(st.st_mode):
@@ -107,11 +108,12 @@ def walk_local(root: str) -> tuple[list[str], dict[str, str], list[tuple[str, st
     return dirs, stamps, refused
 
 
-def follow(path: str, real_root: str) -> tuple[os.stat_result | None, str]:
+def follow(path: str, real_root: str,
+           entry: os.DirEntry | None = None) -> tuple[os.stat_result | None, str]:
     """``(stat, "")`` of ``path`` (through a symlink whose target is inside the root),
-    else ``(None, reason)``."""
+    else ``(None, reason)``. ``entry``: its ``os.scandir`` entry, if at hand."""
     try:
-        st = os.lstat(path)
+        st = entry.stat(follow_symlinks=False) if entry is not None else os.lstat(path)
     except OSError as exc:
         return None, f"cannot stat: {exc}"
     if not stat.S_ISLNK(st.st_mode):

@@ -556,3 +556,39 @@ def test_run_ingest_rerun_picks_up_a_fixed_image(tmp_path):
     assert second["shards_reused"] == 1
     origins = sorted(j["origin"] for _k, _c, j in out_samples(config.out))
     assert "a/zz.jpg" in origins and len(origins) == 7
+
+
+@pytest.mark.usefixtures("ray_local")
+def test_parent_dataset_stamps_and_duplicate_keys(tmp_path):
+    """A variant's parent: each spec's stamp follows the parent's recorded tar sha256, and
+    a key that appears twice in the parent's index is read once (the second rejected)."""
+    import json
+
+    from shardforge.ingest.job import run_ingest
+    from shardforge.sources import dataset as dataset_source
+
+    root = folder_case(tmp_path)
+    out = str(tmp_path / "parent")
+    run_ingest(IngestConfig(source=str(root), name="p", out=out, register=False,
+                            image=ImageParams(max_resolution=64),
+                            source_options=SourceOptions(shard_size=3, seed=None)),
+               log=io.StringIO())
+    plan = within(dataset_source.plan, out, SourceOptions())
+    assert plan.rejects == [] and len(plan.shards) == 2 and all(s.stamp for s in plan.shards)
+    summary_path = os.path.join(out, "summary.json")
+    summary = json.load(open(summary_path))
+    summary["formats"]["wds"]["train"][1]["sha256"] = "0" * 64
+    with open(summary_path, "w") as f:
+        json.dump(summary, f)
+    restamped = within(dataset_source.plan, out, SourceOptions())
+    assert [a.stamp == b.stamp for a, b in zip(plan.shards, restamped.shards, strict=True)] == [True, False]
+    index = pq.read_table(os.path.join(out, "index.parquet")).to_pylist()
+    index[4]["key"] = index[1]["key"]          # the same key in both parent tars
+    pq.write_table(pa.Table.from_pylist(index), os.path.join(out, "index.parquet"))
+    dup = within(dataset_source.plan, out, SourceOptions())
+    (rej,) = dup.rejects
+    assert "duplicate sample key" in rej.reason and index[1]["shard"] in rej.reason
+    keys = [it[3] for s in dup.shards for it in s.items]
+    assert len(keys) == len(set(keys)) == 5
+    got = [x for s in dup.shards for x in read_shard(s, SourceOptions())]
+    assert len(samples_of(got)) == 5 and rejects_of(got) == []

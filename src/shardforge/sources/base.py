@@ -12,8 +12,18 @@ use the parent's recorded sha256 of each tar instead, which is exact.
 
 Local reads (:func:`open_local_regular`) open with ``O_NONBLOCK`` and check with
 ``fstat`` that the file is still a regular file, so a path replaced by a FIFO or a device
-after planning is rejected instead of blocking forever. Object-store reads time out
-through the S3 filesystem's connect/request timeouts (``storage.S3_CONNECT_TIMEOUT_S``).
+after planning is rejected instead of blocking forever. (A regular file on a hung
+network mount can still block a read in the kernel: no user-space timeout covers that;
+Ray's task retry does not either.) Object-store reads time out through the S3
+filesystem's connect/request timeouts (``storage.S3_CONNECT_TIMEOUT_S``, 10 s;
+``storage.S3_REQUEST_TIMEOUT_S``, 60 s).
+
+Keys: a reader derives each key from an origin that names its file (folder: the
+relative path; wds: ``TAR#KEY``; parquet: ``FILE#ROW`` or ``FILE#VALUE``), and
+:func:`make_key` keeps distinct origins distinct unless both the 80-character slug and
+40 bits of SHA-1 coincide; so repeats can only come from inside one container (a key
+twice in one tar, a key-column value twice in one parquet file) or from a parent
+dataset's index, and those readers reject the second occurrence.
 """
 
 from __future__ import annotations

@@ -29,6 +29,7 @@ from shardforge.engine.cluster import node_id
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats import beton
 from shardforge.formats.image import (
+    MAX_SIDE,
     ImageParams,
     RejectedImage,
     StoredImage,
@@ -160,49 +161,205 @@ def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = No
 
 def _encoded(spec: ShardSpec, job: ShardJob, transform: Transform | None,
              rejects: list[dict]) -> Iterator[EncodedSample]:
-    """The shard's samples, encoded: ingested, copied from a parent, or through a variant."""
+    """The shard's samples, encoded: ingested, copied from a parent, or through a variant.
+
+    Any exception about one sample (read, decode, convert, transform, encode, page fit)
+    rejects that sample with its type and message; see :class:`SampleGuard` for the one
+    case that ends the shard instead.
+    """
     variant = job.variant
+    guard = SampleGuard(spec, rejects)
     raws = _raw_samples(spec, job, rejects)
     if variant is None:
         for item in raws:
-            try:
+            with guard.sample(item.origin) as ok:
                 img = process_image(item.data, item.key, job.image)
-            except RejectedImage as exc:
-                rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
-                continue
-            yield _encode_stored(item.key, item.label, item.origin, img, {})
+                enc = fit_page(_encode_stored(item.key, item.label, item.origin, img, {}),
+                               job.page_size, job.image)
+            if ok:
+                yield enc
+        guard.check()
         return
     if not variant.transforms(spec.split):
         for item in raws:
-            try:
-                yield copy_parent_sample(item)
-            except RejectedImage as exc:
-                rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+            with guard.sample(item.origin) as ok:
+                enc = fit_page(copy_parent_sample(item), job.page_size, job.image)
+            if ok:
+                yield enc
+        guard.check()
         return
     decoded, origins = [], {}
     for item in raws:
-        try:
+        with guard.sample(item.origin) as ok:
             pixels, _, _ = decode_rgb(item.data, job.image.max_pixels)
-        except RejectedImage as exc:
-            rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
-            continue
-        decoded.append(Decoded(item.key, item.label, pixels))
-        origins[item.key] = item.origin
+        if ok:
+            decoded.append(Decoded(item.key, item.label, pixels))
+            origins[item.key] = item.origin
     if not decoded:
+        guard.check()
         return
     transform = transform if transform is not None else variant.make_transform()
-    outputs = transform(decoded, spec.split)
+    outputs = transform_isolating(transform, decoded, spec, guard, origins)
     check_outputs(variant.name, spec, outputs)
     for d in outputs:
-        yield encode_decoded(d, origins.get(d.key, f"{variant.name}:{d.key}"), job.image)
+        origin = origins.get(d.key, f"{variant.name}:{d.key}")
+        with guard.sample(origin) as ok:
+            enc = fit_page(encode_decoded(d, origin, job.image), job.page_size, job.image)
+        if ok:
+            yield enc
+    guard.check()
+
+
+class SampleFault(RuntimeError):
+    """The same unexpected error hit every sample of a shard: a bug, not a bad sample."""
+
+
+class _Outcome:
+    """Truthy when the guarded sample went through (see :meth:`SampleGuard.sample`)."""
+
+    def __init__(self) -> None:
+        self.ok = True
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+class SampleGuard:
+    """Turns one sample's exception into a reject (reason: type and message).
+
+    :class:`RejectedImage` is an expected verdict about a file. Any other exception is
+    recorded too, and the shard goes on, unless every sample the shard tried (at least 2)
+    failed with the same unexpected exception type: that is a bug that hits every sample,
+    and :meth:`check` raises :class:`SampleFault` so the job ends with one line.
+    """
+
+    def __init__(self, spec: ShardSpec, rejects: list[dict]) -> None:
+        self.spec = spec
+        self.rejects = rejects
+        self.tried: set[str] = set()
+        self.unexpected: dict[str, str] = {}    # origin -> exception type name
+
+    def sample(self, origin: str) -> _SampleContext:
+        """``with guard.sample(origin) as ok:``: afterwards ``ok`` is False if it raised."""
+        return _SampleContext(self, origin)
+
+    def reject(self, origin: str, exc: BaseException) -> None:
+        """Record ``exc`` as the reason ``origin`` is rejected."""
+        if isinstance(exc, RejectedImage):
+            reason = str(exc)
+        else:
+            reason = f"{type(exc).__name__}: {exc}"
+            self.unexpected[origin] = type(exc).__name__
+        self.rejects.append(asdict(Reject(origin, reason, self.spec.split)))
+
+    def check(self) -> None:
+        """Raise :class:`SampleFault` when one unexpected error type hit every sample."""
+        kinds = set(self.unexpected.values())
+        if len(self.tried) >= 2 and set(self.unexpected) == self.tried and len(kinds) == 1:
+            last = self.rejects[-1]
+            raise SampleFault(
+                f"shard {self.spec.name}: every one of its {len(self.tried)} samples failed "
+                f"with {kinds.pop()} (last: {last['origin']}: {last['reason']}); this is a "
+                "bug or an environment fault, not a bad sample")
+
+
+class _SampleContext:
+    def __init__(self, guard: SampleGuard, origin: str) -> None:
+        self.guard, self.origin, self.outcome = guard, origin, _Outcome()
+
+    def __enter__(self) -> _Outcome:
+        self.guard.tried.add(self.origin)
+        return self.outcome
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or not isinstance(exc, Exception):
+            return False
+        self.outcome.ok = False
+        self.guard.reject(self.origin, exc)
+        return True
+
+
+def transform_isolating(transform: Transform, decoded: list[Decoded], spec: ShardSpec,
+                        guard: SampleGuard, origins: dict[str, str]) -> list[Decoded]:
+    """``transform(decoded, split)``; when it raises, find the samples that fail alone.
+
+    Rule: the batch is retried one sample at a time; each sample that raises alone is
+    rejected (type and message), then the batch runs again on the others, so a variant
+    that works per class or per batch still sees its whole batch minus the bad samples.
+    If no sample fails alone, the failure is not about a sample and is re-raised (the job
+    ends). A shard whose batch works is transformed exactly as before.
+    """
+    try:
+        return transform(decoded, spec.split)
+    except Exception:
+        good = []
+        for d in decoded:
+            with guard.sample(origins.get(d.key, d.key)) as ok:
+                transform([d], spec.split)
+            if ok:
+                good.append(d)
+        if len(good) == len(decoded):
+            raise
+        if not good:
+            return []
+        return transform(good, spec.split)
 
 
 def _raw_samples(spec: ShardSpec, job: ShardJob, rejects: list[dict]) -> Iterator[RawSample]:
+    """The spec's samples; source rejects and samples whose label is not an int in
+    [0, 2**31) (what the .beton, the index and training can hold) become rejects."""
     for item in read_shard(spec, job.source_options):
         if isinstance(item, Reject):
             rejects.append(asdict(item))
-        else:
-            yield item
+            continue
+        problem = label_problem(item.label)
+        if problem is not None:
+            rejects.append(asdict(Reject(item.origin, problem, spec.split)))
+            continue
+        yield item
+
+
+LABEL_LIMIT = 2**31
+
+
+def label_problem(label: object) -> str | None:
+    """Why ``label`` cannot be stored (None when it is an int in [0, 2**31))."""
+    if isinstance(label, bool) or not isinstance(label, (int, np.integer)):
+        return f"label {label!r} is not an integer"
+    if not 0 <= int(label) < LABEL_LIMIT:
+        return f"label {int(label)} is outside [0, 2**31)"
+    return None
+
+
+def fit_page(enc: EncodedSample, page_size: int, params: ImageParams) -> EncodedSample:
+    """``enc`` if it fits a .beton page; else raw pixels fall back to JPEG, else a reject.
+
+    Rule (documented in docs/reliability.md): every sample must sit inside one page (FFCV's
+    page reader), and a merged .beton has one page size, so the page never grows per
+    sample. A raw sample larger than the page is stored as JPEG at ``jpeg_quality`` (in
+    the tar and the .beton; the sample's json records ``stored_as_jpeg`` with the reason);
+    a JPEG still larger than the page, or a side over 65535 px (uint16 in the .beton), is
+    rejected with the reason.
+    """
+    img = enc.image
+    if max(img.width, img.height) > MAX_SIDE:
+        raise RejectedImage(f"side too long: {img.width}x{img.height} px; a .beton stores "
+                            f"sides up to {MAX_SIDE} px")
+    if len(img.data) <= page_size:
+        return enc
+    if img.is_jpeg:
+        raise RejectedImage(f"JPEG of {len(img.data)} B is larger than the .beton page "
+                            f"({page_size} B); raise --page-size or lower --max-resolution")
+    jpeg = encode_jpeg(img.pixels(), params.jpeg_quality)
+    if len(jpeg) > page_size:
+        raise RejectedImage(f"{img.width}x{img.height} px does not fit the .beton page "
+                            f"({page_size} B) raw ({len(img.data)} B) nor as JPEG "
+                            f"({len(jpeg)} B); raise --page-size or lower --max-resolution")
+    stored = StoredImage(jpeg, True, img.width, img.height, img.orig_width, img.orig_height)
+    reason = (f"raw pixels ({len(img.data)} B) exceed the .beton page ({page_size} B); "
+              f"stored as JPEG q{params.jpeg_quality}")
+    return EncodedSample(enc.key, enc.label, enc.origin, stored, jpeg, "jpg",
+                         {**enc.meta, "stored_as_jpeg": reason})
 
 
 def _encode_stored(key: str, label: int, origin: str, img: StoredImage,

@@ -27,10 +27,11 @@ WRITE_MODES: tuple[str, ...] = ("jpg", "raw", "proportion", "smart")
 DEFAULT_MAX_PIXELS = 89_478_485
 # FFCV's .beton stores width and height as uint16: a longer side cannot be stored.
 MAX_SIDE = 65535
-# Peak bytes of memory per source pixel while decoding + converting one image (measured on
-# an 81 MP 16-bit PNG and an RGBA PNG, tests/test_reliability_samples.py); tasks reserve
-# ``decode_memory_bytes(max_pixels)`` so Ray runs no more decodes than memory holds.
-PEAK_BYTES_PER_PIXEL = 12
+# Peak RSS per source pixel while decoding + converting one image, measured on 81 MP PNGs
+# (docs/reliability.md): 16-bit gray 10 B/px, RGB 10 B/px, RGBA 22 B/px (PIL's alpha
+# composite). Tasks reserve ``decode_memory_bytes(max_pixels)`` so Ray runs no more
+# decodes on a node than its memory holds.
+PEAK_BYTES_PER_PIXEL = 24
 BASE_TASK_MEMORY = 256 << 20
 
 

@@ -118,9 +118,19 @@ def _build_all(job: ShardJob, specs: list, on_result) -> list[ShardResult]:
         # Memory from the largest image a task may decode, so Ray never runs more
         # decodes on a node than its memory holds (formats.image.decode_memory_bytes).
         remote = ray.remote(num_cpus=1, max_retries=3,
-                            memory=decode_memory_bytes(job.image.max_pixels))(build_shard)
+                            memory=task_memory(job.image.max_pixels))(build_shard)
         return list(run_tasks(remote, [(spec, job) for spec in specs], on_result=on_result))
     return list(run_on_actors(job, specs, on_result))
+
+
+def task_memory(max_pixels: int) -> int:
+    """Bytes of Ray ``memory`` a shard task requests: what decoding the largest allowed
+    image needs, capped at the largest node's memory (a request no node can meet would
+    leave the task pending forever; capped, at most one such task runs per node)."""
+    wanted = decode_memory_bytes(max_pixels)
+    nodes = [n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")]
+    largest = int(max(nodes, default=0))
+    return min(wanted, largest) if largest > 0 else wanted
 
 
 def _register(config: IngestConfig, summary: dict, log: TextIO) -> dict:

@@ -531,3 +531,37 @@ def test_reinforce_rejects_bad_parent_samples(tmp_path):
     assert len(samples) + len(rejects) == len(GOOD) + len(faults)
     for name in ("f01_empty", "f02_not_image", "f03_truncated_jpeg", "f09_fuzzed_tiff"):
         assert f"p.tar#{name}" in {r["origin"] for r in rejects}, rejects
+
+
+def test_bug_hitting_every_sample_ends_the_job_in_one_line(demo_dataset, tmp_path, ray_local):
+    """Through run_ingest and Ray: the shard's SampleFault ends the job as JobFailed, one
+    line naming the shard, the error and the fix; nothing is committed."""
+    from shardforge.ingest.config import IngestConfig
+    from shardforge.ingest.job import JobFailed, run_ingest
+
+    def broken(samples, split):      # local: Ray pickles it by value
+        raise KeyError("model not loaded")
+
+    out = tmp_path / "out"
+    variant = VariantSpec("broken", {}, lambda: broken)
+    config = IngestConfig(demo_dataset, "broken", str(out), image=variant.image,
+                          variant=variant, register=False)
+    with pytest.raises(JobFailed) as info:
+        run_ingest(config, log=io.StringIO())
+    message = str(info.value)
+    assert "\n" not in message
+    assert re.search(r"task for train-\d{6}: SampleFault: shard train-\d{6}: every one of "
+                     r"its \d+ samples failed with KeyError", message), message
+    assert "rerun the same command" in message
+    assert not (out / "summary.json").exists()
+
+
+def test_one_line_keeps_the_error_of_a_traceback():
+    from shardforge.engine.runner import one_line
+
+    tb = ("System error: No module named 'x'\ntraceback: Traceback (most recent call last):\n"
+          "  File \"a.py\", line 1, in f\n    g()\nModuleNotFoundError: No module named 'x'\n")
+    assert one_line(tb) == ("System error: No module named 'x' "
+                            "ModuleNotFoundError: No module named 'x'")
+    assert one_line("a\n  b") == "a b"
+    assert len(one_line("x" * 1000)) == 400

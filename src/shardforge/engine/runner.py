@@ -13,9 +13,18 @@ class TaskFailed(RuntimeError):
     the work unit, the error type and message; ``cause`` is the original exception."""
 
     def __init__(self, what: str, cause: BaseException) -> None:
-        message = " ".join(str(cause).split())   # one line
-        super().__init__(f"{what}: {type(cause).__name__}: {message}")
+        super().__init__(f"{what}: {type(cause).__name__}: {one_line(str(cause))}")
         self.cause = cause
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """``message`` on one line: a traceback is cut to its last line (the error itself)."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    if any("Traceback (most recent call last)" in ln for ln in lines):
+        head = lines[0].split("traceback:")[0].strip() if lines else ""
+        lines = [head, lines[-1]] if head and head != lines[-1] else lines[-1:]
+    text = " ".join(" ".join(lines).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
 
 
 def task_error(exc: BaseException) -> BaseException:

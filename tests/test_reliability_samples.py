@@ -565,3 +565,33 @@ def test_one_line_keeps_the_error_of_a_traceback():
                             "ModuleNotFoundError: No module named 'x'")
     assert one_line("a\n  b") == "a b"
     assert len(one_line("x" * 1000)) == 400
+
+
+def test_unusable_transform_outputs_are_rejects(tmp_path):
+    """One bad output of a transform (wrong dtype, repeated key, label out of range, meta
+    that is not JSON) is a reject naming the variant and sample; the rest are written."""
+    from shardforge.variants.base import Decoded
+
+    class Sloppy:
+        def __call__(self, samples, split):
+            out = []
+            for d in samples:
+                if d.key == "good0":
+                    out.append(Decoded(d.key, d.label, d.pixels.astype(np.float32)))
+                elif d.key == "good1":
+                    out += [d, Decoded(d.key, d.label, d.pixels)]      # key twice
+                elif d.key == "good2":
+                    out.append(Decoded(d.key, -1, d.pixels))
+                else:
+                    out.append(Decoded(d.key, d.label, d.pixels, {"x": object()}))
+            return out
+
+    variant = VariantSpec("sloppy", {}, Sloppy, image=PARAMS)
+    out = str(tmp_path / "out")
+    result = build_shard(_parent(tmp_path, []), job_for(out, variant), Sloppy())
+    reasons = sorted(r["reason"] for r in result.rejects)
+    assert result.num_samples == 1 and len(reasons) == 4, reasons
+    for needle in ("pixels must be a uint8", "returned this key twice",
+                   "label -1 is outside", "TypeError"):
+        assert any(needle in r for r in reasons), (needle, reasons)
+    assert [k for k, _l, _m in wds_samples(out, "m", "train")] == ["good1"]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from collections import Counter
@@ -200,10 +201,11 @@ def _encoded(spec: ShardSpec, job: ShardJob, transform: Transform | None,
         return
     transform = transform if transform is not None else variant.make_transform()
     outputs = transform_isolating(transform, decoded, spec, guard, origins)
-    check_outputs(variant.name, spec, outputs)
+    seen: set[str] = set()
     for d in outputs:
         origin = origins.get(d.key, f"{variant.name}:{d.key}")
         with guard.sample(origin) as ok:
+            check_output(variant.name, spec, d, seen)
             enc = fit_page(encode_decoded(d, origin, job.image), job.page_size, job.image)
         if ok:
             yield enc
@@ -393,20 +395,27 @@ def copy_parent_sample(item: RawSample) -> EncodedSample:
     return EncodedSample(item.key, item.label, item.origin, img, item.data, "png", {})
 
 
-def check_outputs(variant: str, spec: ShardSpec, outputs: list[Decoded]) -> None:
-    """Raise ValueError naming the variant and sample when a transform's output is unusable."""
-    seen: set[str] = set()
-    for d in outputs:
-        where = f"variant {variant!r}, shard {spec.name}, sample {d.key!r}"
-        if d.key in seen:
-            raise ValueError(f"{where}: the transform returned this key twice; keys must be "
-                             "unique within a dataset")
-        seen.add(d.key)
-        px = d.pixels
-        if not (isinstance(px, np.ndarray) and px.dtype == np.uint8 and px.ndim == 3
-                and px.shape[2] == 3):
-            got = f"{type(px).__name__} {getattr(px, 'dtype', '')} {getattr(px, 'shape', '')}"
-            raise ValueError(f"{where}: pixels must be a uint8 H x W x 3 numpy array, got {got}")
+def check_output(variant: str, spec: ShardSpec, d: Decoded, seen: set[str]) -> None:
+    """Raise ValueError naming the variant and sample when one transform output is
+    unusable (a key seen before in ``seen``, a key with '.' or '/', a label outside
+    [0, 2**31), meta that is not JSON, pixels that are not uint8 H x W x 3); adds the key
+    to ``seen``. The caller rejects that output."""
+    where = f"variant {variant!r}, shard {spec.name}, sample {d.key!r}"
+    if d.key in seen:
+        raise ValueError(f"{where}: the transform returned this key twice; keys must be "
+                         "unique within a dataset")
+    if "." in d.key or "/" in d.key:
+        raise ValueError(f"{where}: keys must be free of '.' and '/'")
+    seen.add(d.key)
+    problem = label_problem(d.label)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    json.dumps(d.meta, sort_keys=True)       # TypeError when the sample's json cannot be
+    px = d.pixels
+    if not (isinstance(px, np.ndarray) and px.dtype == np.uint8 and px.ndim == 3
+            and px.shape[2] == 3):
+        got = f"{type(px).__name__} {getattr(px, 'dtype', '')} {getattr(px, 'shape', '')}"
+        raise ValueError(f"{where}: pixels must be a uint8 H x W x 3 numpy array, got {got}")
 
 
 def _parquet_bytes(rows: list[dict]) -> bytes:

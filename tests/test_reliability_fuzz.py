@@ -153,12 +153,16 @@ def test_seed_files_decode():
         assert max(img.width, img.height) == (24 if name == "ico" else 32), name  # ICO: 24 px
 
 
-def test_known_escape_is_a_reject():
-    """The TIFF the 20,000-mutation run found escaping decode_rgb on main (TypeError)."""
-    from test_reliability_samples import FUZZED_TIFF
+def test_known_escapes_are_rejects():
+    """Files that escaped decode_rgb on main: the TIFF the 20,000-mutation run found
+    (TypeError) and a crafted BigTIFF with a LONG8 strip offset of 2**64 - 1
+    (OverflowError)."""
+    from test_reliability_samples import FUZZED_TIFF, tiff_overflow
 
     with pytest.raises(RejectedImage, match="undecodable image: TypeError"):
         process_image(FUZZED_TIFF, "k", PARAMS)
+    with pytest.raises(RejectedImage, match="undecodable image: OverflowError"):
+        process_image(tiff_overflow(), "k", PARAMS)
 
 
 def test_fuzz_1000_mutations():

@@ -33,7 +33,8 @@ from shardforge.formats import beton
 from shardforge.formats.image import ImageParams, process_image
 from shardforge.formats.wds import write_tar
 from shardforge.ingest.config import ShardJob
-from shardforge.ingest.shard import SampleFault, build_shard, label_problem
+from shardforge.ingest.guard import SampleFault, label_problem
+from shardforge.ingest.shard import build_shard
 from shardforge.sources import ShardSpec, SourceOptions, plan_source
 from shardforge.variants.base import VariantSpec
 

@@ -60,6 +60,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shardforge.ingest.job import JobFailed
     from shardforge.variants.distill import distill
 
     args = parse_args(argv)
@@ -74,6 +75,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = distill(args.source, params, name, args.out, ray_address=args.ray_address,
                           register=not args.no_register, catalog_home=args.home,
                           num_gpus=args.num_gpus_per_actor, num_actors=args.num_actors)
+    except JobFailed as exc:      # not about one sample: one line, exit 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

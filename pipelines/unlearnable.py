@@ -61,6 +61,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shardforge.ingest.job import JobFailed
     from shardforge.variants.cuda_job import build_unlearnable, read_key
 
     args = parse_args(argv)
@@ -75,6 +76,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = build_unlearnable(args.source, args.name, key, params, out=args.out,
                                     ray_address=args.ray_address, home=args.home,
                                     register=not args.no_register)
+    except JobFailed as exc:      # not about one sample: one line, exit 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (ValueError, FileNotFoundError) as exc:   # bad parameters, unknown parent
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -115,7 +115,7 @@ def ingest_config_from_args(args: argparse.Namespace):
 def run_ingest_command(args: argparse.Namespace) -> int:
     """Run an ingest from parsed arguments; print the summary; return the exit code."""
     from shardforge.catalog import RegistrationError
-    from shardforge.ingest.job import RejectsInStrictMode, format_summary, run_ingest
+    from shardforge.ingest.job import JobFailed, RejectsInStrictMode, format_summary, run_ingest
     from shardforge.storage import resolve
 
     try:
@@ -129,6 +129,9 @@ def run_ingest_command(args: argparse.Namespace) -> int:
         summary = run_ingest(config)
     except RejectsInStrictMode as exc:
         print(f"shardforge ingest: {exc}", file=sys.stderr)
+        return 1
+    except JobFailed as exc:
+        print(f"shardforge ingest: error: {exc}", file=sys.stderr)
         return 1
     except RegistrationError as exc:
         print(f"shardforge ingest: error: {exc}", file=sys.stderr)

@@ -90,10 +90,13 @@ def run_catalog_command(args: argparse.Namespace) -> int:
         print(f"shardforge {command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
-        from shardforge.ingest.job import RejectsInStrictMode  # loaded by then (a build ran)
+        from shardforge.ingest.job import JobFailed, RejectsInStrictMode  # loaded by then
 
         if isinstance(exc, RejectsInStrictMode):
             print(f"shardforge {command}: {exc}", file=sys.stderr)
+            return EXIT_PROBLEM
+        if isinstance(exc, JobFailed):
+            print(f"shardforge {command}: error: {exc}", file=sys.stderr)
             return EXIT_PROBLEM
         raise
 

@@ -8,26 +8,66 @@ from typing import Any
 import ray
 
 
+class TaskFailed(RuntimeError):
+    """A task raised (not a lost worker: Ray retries those). ``str()`` is one line naming
+    the work unit, the error type and message; ``cause`` is the original exception."""
+
+    def __init__(self, what: str, cause: BaseException) -> None:
+        super().__init__(f"{what}: {type(cause).__name__}: {one_line(str(cause))}")
+        self.cause = cause
+
+
+def one_line(message: str, limit: int = 400) -> str:
+    """``message`` on one line: a traceback is cut to its last line (the error itself)."""
+    lines = [ln.strip() for ln in message.strip().splitlines() if ln.strip()]
+    if any("Traceback (most recent call last)" in ln for ln in lines):
+        head = lines[0].split("traceback:")[0].strip() if lines else ""
+        lines = [head, lines[-1]] if head and head != lines[-1] else lines[-1:]
+    text = " ".join(" ".join(lines).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def task_error(exc: BaseException) -> BaseException:
+    """The exception a task raised, unwrapped from Ray's ``RayTaskError``."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def describe(args: tuple) -> str:
+    """A short name for a task's work unit (its first argument's ``name``, if any)."""
+    name = getattr(args[0], "name", None) if args else None
+    return f"task for {name}" if name else "task"
+
+
 def run_tasks(remote_fn: Any, args: Sequence[tuple], max_in_flight: int | None = None,
               on_result: Callable[[Any], None] | None = None) -> Iterator[Any]:
     """Submit ``remote_fn.remote(*a)`` for every ``a`` in ``args``; yield results as they end.
 
     At most ``max_in_flight`` tasks are queued at once (default: twice the cluster's
     CPUs), so a million-shard job does not flood the scheduler. A task that raises
-    re-raises here, after the other running tasks are cancelled.
+    raises :class:`TaskFailed` here (one line: work unit, error type, message), after the
+    other running tasks are cancelled.
     """
     if max_in_flight is None:
         max_in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending: list = []
+    args_of: dict = {}
     queue = list(args)
     queue.reverse()
     try:
         while queue or pending:
             while queue and len(pending) < max_in_flight:
-                pending.append(remote_fn.remote(*queue.pop()))
+                a = queue.pop()
+                ref = remote_fn.remote(*a)
+                args_of[ref] = a
+                pending.append(ref)
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                result = ray.get(ref)
+                try:
+                    result = ray.get(ref)
+                except ray.exceptions.RayTaskError as exc:
+                    raise TaskFailed(describe(args_of[ref]), task_error(exc)) from None
+                del args_of[ref]
                 if on_result is not None:
                     on_result(result)
                 yield result

@@ -25,6 +25,19 @@ WRITE_MODES: tuple[str, ...] = ("jpg", "raw", "proportion", "smart")
 
 # PIL's own default bomb limit (Image.MAX_IMAGE_PIXELS); passed explicitly, never set globally.
 DEFAULT_MAX_PIXELS = 89_478_485
+# FFCV's .beton stores width and height as uint16: a longer side cannot be stored.
+MAX_SIDE = 65535
+# Peak RSS per source pixel while decoding + converting one image, measured on 81 MP PNGs
+# (docs/reliability.md): 16-bit gray 10 B/px, RGB 10 B/px, RGBA 22 B/px (PIL's alpha
+# composite). Tasks reserve ``decode_memory_bytes(max_pixels)`` so Ray runs no more
+# decodes on a node than its memory holds.
+PEAK_BYTES_PER_PIXEL = 24
+BASE_TASK_MEMORY = 256 << 20
+
+
+def decode_memory_bytes(max_pixels: int) -> int:
+    """Memory a task that decodes images of up to ``max_pixels`` pixels should reserve."""
+    return BASE_TASK_MEMORY + PEAK_BYTES_PER_PIXEL * max_pixels
 
 
 class RejectedImage(Exception):
@@ -101,6 +114,9 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data))
             w, h = img.size
+            if max(w, h) > MAX_SIDE:
+                raise RejectedImage(
+                    f"side too long: {w}x{h} px; a .beton stores sides up to {MAX_SIDE} px")
             if w * h > max_pixels:
                 raise RejectedImage(
                     f"decompression bomb: {w}x{h} = {w * h} pixels > limit {max_pixels}")
@@ -121,6 +137,8 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
         raise RejectedImage("not an image (unrecognised format)") from None
     except (OSError, SyntaxError, ValueError, EOFError) as exc:
         raise RejectedImage(f"corrupt image: {exc}") from exc
+    except Exception as exc:   # one file must not end a job (e.g. OverflowError in a plugin)
+        raise RejectedImage(f"undecodable image: {type(exc).__name__}: {exc}") from exc
     if orientation in (5, 6, 7, 8):
         w, h = h, w
     return pixels, w, h
@@ -129,9 +147,7 @@ def decode_rgb(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS,
 def _to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        arr = np.asarray(img, dtype=np.float64)
-        top = 65535.0 if mode.startswith("I;16") or arr.max() > 255 else 255.0
-        gray = np.clip(np.rint(arr * (255.0 / top)), 0, 255).astype(np.uint8)
+        gray = _gray16_to_u8(np.asarray(img), wide=mode.startswith("I;16"))
         return np.repeat(gray[:, :, None], 3, axis=2)
     if mode == "F":
         gray = np.clip(np.rint(np.asarray(img)), 0, 255).astype(np.uint8)
@@ -143,6 +159,20 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.asarray(Image.alpha_composite(background, rgba).convert("RGB"))
     return np.asarray(img if mode == "RGB" else img.convert("RGB"))
+
+
+def _gray16_to_u8(arr: np.ndarray, wide: bool) -> np.ndarray:
+    """16/32-bit gray -> uint8 in integers (peak ~4 B/px instead of float64's ~24 B/px).
+
+    Same values as ``rint(clip(v) * 255 / 65535)``: ``v / 257`` never ends in .5 for an
+    integer ``v`` (257 is odd), so ``(v + 128) // 257`` is its exact rounding.
+    """
+    if not wide and int(arr.max(initial=0)) <= 255:
+        return np.clip(arr, 0, 255).astype(np.uint8)
+    v = np.clip(arr, 0, 65535).astype(np.uint32)
+    v += 128
+    v //= 257
+    return v.astype(np.uint8)
 
 
 def target_size(width: int, height: int, max_resolution: int | None) -> tuple[int, int]:

@@ -15,6 +15,7 @@ from typing import Any
 
 import ray
 
+from shardforge.engine.runner import TaskFailed, task_error
 from shardforge.ingest.config import ShardJob
 from shardforge.ingest.shard import ShardResult, build_shard
 from shardforge.sources import ShardSpec
@@ -92,6 +93,10 @@ def run_actor_pool(actor_cls: type, init_args: tuple, specs: Sequence[ShardSpec]
             actor, spec = running.pop(ref)
             try:
                 result = ray.get(ref)
+            except ray.exceptions.RayTaskError as exc:
+                if isinstance(exc, ray.exceptions.RayActorError):
+                    raise
+                raise TaskFailed(f"shard {spec.name}", task_error(exc)) from None
             except ray.exceptions.RayActorError as exc:
                 losses += 1
                 if losses > MAX_ACTOR_LOSSES:

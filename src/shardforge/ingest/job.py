@@ -14,7 +14,8 @@ import ray
 
 from shardforge.engine.cluster import ray_session
 from shardforge.engine.progress import Progress
-from shardforge.engine.runner import run_tasks
+from shardforge.engine.runner import TaskFailed, run_tasks
+from shardforge.formats.image import decode_memory_bytes
 from shardforge.ingest.actors import run_on_actors
 from shardforge.ingest.commit import merge_split, split_stats, write_index, write_rejects
 from shardforge.ingest.config import (
@@ -32,6 +33,11 @@ from shardforge.storage import resolve
 
 class RejectsInStrictMode(RuntimeError):
     """Raised by a ``strict`` ingest that rejected inputs; nothing was committed."""
+
+
+class JobFailed(RuntimeError):
+    """A failure that is not about one sample ended the job; ``str()`` is one line: what
+    failed, where, and the fix. Finished shards stay and a rerun reuses them."""
 
 
 def _job(config: IngestConfig) -> ShardJob:
@@ -62,9 +68,14 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
           f"-> {config.out}", file=log)
     resolve(config.out).makedirs()
     progress = Progress(f"ingest {config.name}", len(plan.shards), stream=log)
-    with ray_session(config.ray_address):
-        results = _build_all(job, plan.shards,
-                             on_result=lambda r: progress.advance(r.num_samples, r.reused))
+    try:
+        with ray_session(config.ray_address):
+            results = _build_all(job, plan.shards,
+                                 on_result=lambda r: progress.advance(r.num_samples, r.reused))
+    except TaskFailed as exc:
+        raise JobFailed(
+            f"{config.name}: {exc} (output {resolve(config.out).url}); fix the cause and "
+            "rerun the same command: finished shards are reused") from exc
     rejects = [asdict(r) for r in plan.rejects]
     for r in sorted(results, key=lambda r: (r.split, r.index)):
         rejects.extend(r.rejects)
@@ -104,9 +115,22 @@ def _build_all(job: ShardJob, specs: list, on_result) -> list[ShardResult]:
     transform (its model) loaded when the variant asks for actors or GPUs."""
     variant = job.variant
     if variant is None or not (variant.use_actors or variant.num_gpus > 0):
-        remote = ray.remote(num_cpus=1, max_retries=3)(build_shard)
+        # Memory from the largest image a task may decode, so Ray never runs more
+        # decodes on a node than its memory holds (formats.image.decode_memory_bytes).
+        remote = ray.remote(num_cpus=1, max_retries=3,
+                            memory=task_memory(job.image.max_pixels))(build_shard)
         return list(run_tasks(remote, [(spec, job) for spec in specs], on_result=on_result))
     return list(run_on_actors(job, specs, on_result))
+
+
+def task_memory(max_pixels: int) -> int:
+    """Bytes of Ray ``memory`` a shard task requests: what decoding the largest allowed
+    image needs, capped at the largest node's memory (a request no node can meet would
+    leave the task pending forever; capped, at most one such task runs per node)."""
+    wanted = decode_memory_bytes(max_pixels)
+    nodes = [n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")]
+    largest = int(max(nodes, default=0))
+    return min(wanted, largest) if largest > 0 else wanted
 
 
 def _register(config: IngestConfig, summary: dict, log: TextIO) -> dict:

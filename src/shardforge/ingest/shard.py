@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import tempfile
 from collections import Counter
@@ -29,6 +30,7 @@ from shardforge.engine.cluster import node_id
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats import beton
 from shardforge.formats.image import (
+    MAX_SIDE,
     ImageParams,
     RejectedImage,
     StoredImage,
@@ -40,6 +42,7 @@ from shardforge.formats.image import (
 )
 from shardforge.formats.wds import png_bytes, sample_members, write_tar
 from shardforge.ingest.config import WDS_DIR, WORK_DIR, ShardJob, tar_name
+from shardforge.ingest.guard import SampleGuard, label_problem, transform_isolating
 from shardforge.sources import RawSample, Reject, ShardSpec, read_shard
 from shardforge.storage import Location, resolve
 from shardforge.variants.base import Decoded
@@ -160,49 +163,99 @@ def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = No
 
 def _encoded(spec: ShardSpec, job: ShardJob, transform: Transform | None,
              rejects: list[dict]) -> Iterator[EncodedSample]:
-    """The shard's samples, encoded: ingested, copied from a parent, or through a variant."""
+    """The shard's samples, encoded: ingested, copied from a parent, or through a variant.
+
+    Any exception about one sample (read, decode, convert, transform, encode, page fit)
+    rejects that sample with its type and message; see :class:`SampleGuard` for the one
+    case that ends the shard instead.
+    """
     variant = job.variant
+    guard = SampleGuard(spec, rejects)
     raws = _raw_samples(spec, job, rejects)
     if variant is None:
         for item in raws:
-            try:
+            with guard.sample(item.origin) as ok:
                 img = process_image(item.data, item.key, job.image)
-            except RejectedImage as exc:
-                rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
-                continue
-            yield _encode_stored(item.key, item.label, item.origin, img, {})
+                enc = fit_page(_encode_stored(item.key, item.label, item.origin, img, {}),
+                               job.page_size, job.image)
+            if ok:
+                yield enc
+        guard.check()
         return
     if not variant.transforms(spec.split):
         for item in raws:
-            try:
-                yield copy_parent_sample(item)
-            except RejectedImage as exc:
-                rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+            with guard.sample(item.origin) as ok:
+                enc = fit_page(copy_parent_sample(item), job.page_size, job.image)
+            if ok:
+                yield enc
+        guard.check()
         return
     decoded, origins = [], {}
     for item in raws:
-        try:
+        with guard.sample(item.origin) as ok:
             pixels, _, _ = decode_rgb(item.data, job.image.max_pixels)
-        except RejectedImage as exc:
-            rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
-            continue
-        decoded.append(Decoded(item.key, item.label, pixels))
-        origins[item.key] = item.origin
+        if ok:
+            decoded.append(Decoded(item.key, item.label, pixels))
+            origins[item.key] = item.origin
     if not decoded:
+        guard.check()
         return
     transform = transform if transform is not None else variant.make_transform()
-    outputs = transform(decoded, spec.split)
-    check_outputs(variant.name, spec, outputs)
+    outputs = transform_isolating(transform, decoded, spec, guard, origins)
+    seen: set[str] = set()
     for d in outputs:
-        yield encode_decoded(d, origins.get(d.key, f"{variant.name}:{d.key}"), job.image)
+        origin = origins.get(d.key, f"{variant.name}:{d.key}")
+        with guard.sample(origin) as ok:
+            check_output(variant.name, spec, d, seen)
+            enc = fit_page(encode_decoded(d, origin, job.image), job.page_size, job.image)
+        if ok:
+            yield enc
+    guard.check()
 
 
 def _raw_samples(spec: ShardSpec, job: ShardJob, rejects: list[dict]) -> Iterator[RawSample]:
+    """The spec's samples; source rejects and samples whose label is not an int in
+    [0, 2**31) (what the .beton, the index and training can hold) become rejects."""
     for item in read_shard(spec, job.source_options):
         if isinstance(item, Reject):
             rejects.append(asdict(item))
-        else:
-            yield item
+            continue
+        problem = label_problem(item.label)
+        if problem is not None:
+            rejects.append(asdict(Reject(item.origin, problem, spec.split)))
+            continue
+        yield item
+
+
+def fit_page(enc: EncodedSample, page_size: int, params: ImageParams) -> EncodedSample:
+    """``enc`` if it fits a .beton page; else raw pixels fall back to JPEG, else a reject.
+
+    Rule (documented in docs/reliability.md): every sample must sit inside one page (FFCV's
+    page reader), and a merged .beton has one page size, so the page never grows per
+    sample. A raw sample larger than the page is stored as JPEG at ``jpeg_quality`` (in
+    the tar and the .beton; the sample's json records ``stored_as_jpeg`` with the reason);
+    a JPEG still larger than the page, or a side over 65535 px (uint16 in the .beton), is
+    rejected with the reason.
+    """
+    img = enc.image
+    if max(img.width, img.height) > MAX_SIDE:
+        raise RejectedImage(f"side too long: {img.width}x{img.height} px; a .beton stores "
+                            f"sides up to {MAX_SIDE} px")
+    if len(img.data) <= page_size:
+        return enc
+    if img.is_jpeg:
+        raise RejectedImage(f"JPEG of {len(img.data)} B is larger than the .beton page "
+                            f"({page_size} B); raise --page-size or lower --max-resolution")
+    jpeg = encode_jpeg(img.pixels(), params.jpeg_quality)
+    if len(jpeg) > page_size:
+        raise RejectedImage(f"{img.width}x{img.height} px does not fit the .beton page "
+                            f"({page_size} B) raw ({len(img.data)} B) nor as JPEG "
+                            f"({len(jpeg)} B); raise --page-size or lower --max-resolution")
+    stored = StoredImage(jpeg, True, img.width, img.height, img.orig_width, img.orig_height)
+    reason = (f"raw pixels ({len(img.data)} B) exceed the .beton page ({page_size} B); "
+              f"stored as JPEG q{params.jpeg_quality}")
+    return EncodedSample(enc.key, enc.label, enc.origin, stored, jpeg, "jpg",
+                         {**enc.meta, "stored_as_jpeg": reason})
 
 
 def _encode_stored(key: str, label: int, origin: str, img: StoredImage,
@@ -236,20 +289,27 @@ def copy_parent_sample(item: RawSample) -> EncodedSample:
     return EncodedSample(item.key, item.label, item.origin, img, item.data, "png", {})
 
 
-def check_outputs(variant: str, spec: ShardSpec, outputs: list[Decoded]) -> None:
-    """Raise ValueError naming the variant and sample when a transform's output is unusable."""
-    seen: set[str] = set()
-    for d in outputs:
-        where = f"variant {variant!r}, shard {spec.name}, sample {d.key!r}"
-        if d.key in seen:
-            raise ValueError(f"{where}: the transform returned this key twice; keys must be "
-                             "unique within a dataset")
-        seen.add(d.key)
-        px = d.pixels
-        if not (isinstance(px, np.ndarray) and px.dtype == np.uint8 and px.ndim == 3
-                and px.shape[2] == 3):
-            got = f"{type(px).__name__} {getattr(px, 'dtype', '')} {getattr(px, 'shape', '')}"
-            raise ValueError(f"{where}: pixels must be a uint8 H x W x 3 numpy array, got {got}")
+def check_output(variant: str, spec: ShardSpec, d: Decoded, seen: set[str]) -> None:
+    """Raise ValueError naming the variant and sample when one transform output is
+    unusable (a key seen before in ``seen``, a key with '.' or '/', a label outside
+    [0, 2**31), meta that is not JSON, pixels that are not uint8 H x W x 3); adds the key
+    to ``seen``. The caller rejects that output."""
+    where = f"variant {variant!r}, shard {spec.name}, sample {d.key!r}"
+    if d.key in seen:
+        raise ValueError(f"{where}: the transform returned this key twice; keys must be "
+                         "unique within a dataset")
+    if "." in d.key or "/" in d.key:
+        raise ValueError(f"{where}: keys must be free of '.' and '/'")
+    seen.add(d.key)
+    problem = label_problem(d.label)
+    if problem is not None:
+        raise ValueError(f"{where}: {problem}")
+    json.dumps(d.meta, sort_keys=True)       # TypeError when the sample's json cannot be
+    px = d.pixels
+    if not (isinstance(px, np.ndarray) and px.dtype == np.uint8 and px.ndim == 3
+            and px.shape[2] == 3):
+        got = f"{type(px).__name__} {getattr(px, 'dtype', '')} {getattr(px, 'shape', '')}"
+        raise ValueError(f"{where}: pixels must be a uint8 H x W x 3 numpy array, got {got}")
 
 
 def _parquet_bytes(rows: list[dict]) -> bytes:

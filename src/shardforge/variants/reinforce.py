@@ -45,6 +45,7 @@ import torch
 
 from shardforge.engine.cluster import node_id
 from shardforge.engine.manifest import verified_result, write_manifest
+from shardforge.engine.runner import TaskFailed
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions
 from shardforge.storage import Location, resolve
 from shardforge.variants.augment import (
@@ -255,10 +256,24 @@ def _decode(spec: ShardSpec) -> tuple[list[tuple[RawSample, np.ndarray]], list[d
             rejects.append(asdict(item))
             continue
         try:
-            samples.append((item, decode_stored(item.data)))
+            pixels = decode_stored(item.data)
+            _check_usable(pixels)
         except DecodeError as exc:
             rejects.append(asdict(Reject(item.origin, str(exc), spec.split)))
+            continue
+        except Exception as exc:   # one parent sample must not end the job: a reject
+            rejects.append(asdict(Reject(item.origin, f"{type(exc).__name__}: {exc}",
+                                         spec.split)))
+            continue
+        samples.append((item, pixels))
     return samples, rejects
+
+
+def _check_usable(pixels: np.ndarray) -> None:
+    """Raise ValueError unless ``pixels`` is what augmentation needs (H x W x 3 uint8)."""
+    if not (pixels.ndim == 3 and pixels.shape[2] == 3 and pixels.dtype == np.uint8
+            and min(pixels.shape[:2]) >= 1):
+        raise ValueError(f"decoded to {pixels.dtype} {pixels.shape}, not H x W x 3 uint8")
 
 
 def _table(task: ShardTask, samples, records, idx: np.ndarray, prob: np.ndarray) -> pa.Table:
@@ -330,9 +345,15 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
         gpus = gpus_per_actor(config.num_gpus_per_actor, config.num_actors)
         print(f"{config.name}: teacher actors: {config.num_actors or 'one per GPU/CPU'}, "
               f"{gpus:g} GPU each", file=log)
-        results = list(_run_actors(config, task, specs, tuple(parent.classes), location,
-                                   gpus, lambda r: progress.advance(r["samples"],
-                                                                    r["reused"])))
+        try:
+            results = list(_run_actors(config, task, specs, tuple(parent.classes), location,
+                                       gpus, lambda r: progress.advance(r["samples"],
+                                                                        r["reused"])))
+        except TaskFailed as exc:
+            from shardforge.ingest.job import JobFailed
+
+            raise JobFailed(f"{config.name}: {exc} (output {resolve(config.out).url}); fix "
+                            "the cause and rerun: finished shards are reused") from exc
     results.sort(key=lambda r: r["index"])
     summary = _summary(config, parent, location, parent_ref, params, results, started,
                        progress.fresh_items)

@@ -106,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 done, 1 failed, 2 bad arguments)."""
     from shardforge.catalog.errors import CatalogError
+    from shardforge.ingest.job import JobFailed
     from shardforge.variants.augment import AugPolicy
     from shardforge.variants.ensemble import parse_member
     from shardforge.variants.reinforce import ReinforceConfig, run_reinforce
@@ -137,6 +138,9 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         summary = run_reinforce(config)
+    except JobFailed as exc:      # not about one sample: one line, exit 1
+        print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
+        return 1
     except ValueError as exc:      # e.g. --out holds another reinforcement (check_out)
         print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
         return 2

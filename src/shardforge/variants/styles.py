@@ -135,6 +135,9 @@ def load_style_set(location: str, size: int = STYLE_SIZE, catalog_home: str | No
             return {"style": ref.key, "origin": ref.url, "reason": str(exc)}
         except OSError as exc:
             return {"style": ref.key, "origin": ref.url, "reason": f"unreadable: {exc}"}
+        except Exception as exc:   # one style image must not end the job: a reject
+            return {"style": ref.key, "origin": ref.url,
+                    "reason": f"{type(exc).__name__}: {exc}"}
         return StyleRef(ref.key, ref.url, ref.offset, ref.size, hashlib.sha256(data).hexdigest())
 
     with ThreadPoolExecutor(max(1, threads)) as pool:

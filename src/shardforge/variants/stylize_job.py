@@ -108,12 +108,16 @@ def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 done, 2 bad arguments (a message names the problem)."""
+    from shardforge.ingest.job import JobFailed
     from shardforge.variants.adain import WeightsError
     from shardforge.variants.styles import StyleSetError
 
     args = parse_args(argv)
     try:
         summary = run_stylize(args)
+    except JobFailed as exc:      # not about one sample: one line, exit 1
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     except (WeightsError, StyleSetError, ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -41,7 +41,7 @@ from shardforge.formats.image import (
 from shardforge.formats.wds import png_bytes, sample_members, write_tar
 from shardforge.ingest.config import WDS_DIR, WORK_DIR, ShardJob, tar_name
 from shardforge.sources import RawSample, Reject, ShardSpec, read_shard
-from shardforge.storage import Location, resolve
+from shardforge.storage import Location, replace_durably, resolve
 from shardforge.variants.base import Decoded
 
 if TYPE_CHECKING:
@@ -88,8 +88,11 @@ def load_complete(job: ShardJob, spec: ShardSpec) -> ShardResult | None:
     recorded = verified_result(paths["manifest"], job.spec_hash(spec), paths)
     if recorded is None:
         return None
-    result = ShardResult(**recorded)
-    result.class_counts = {int(k): v for k, v in result.class_counts.items()}
+    try:
+        result = ShardResult(**recorded)
+        result.class_counts = {int(k): v for k, v in result.class_counts.items()}
+    except (TypeError, ValueError, AttributeError):     # a damaged manifest: rebuild
+        return None
     result.reused = True
     return result
 
@@ -265,7 +268,7 @@ def _write_part(dest: Location, samples: list[beton.BetonSample], page_size: int
         tmp = dest.tmp_sibling().path
         beton.write_beton(tmp, samples, page_size)
         size, sha = os.path.getsize(tmp), resolve(tmp).sha256()
-        os.replace(tmp, dest.path)
+        replace_durably(tmp, dest.path)
         return size, sha
     with tempfile.TemporaryDirectory() as d:
         local = os.path.join(d, "part.beton")

@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from shardforge.engine.cluster import node_id
+from shardforge.engine.faults import checkpoint
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats import beton
 from shardforge.formats.image import (
@@ -146,6 +147,7 @@ def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = No
     for loc in paths.values():
         loc.parent().makedirs()
     paths["tar"].write_bytes_atomic(tar_bytes)
+    checkpoint("shard")     # crash tests: engine/faults.py
     paths["index"].write_bytes_atomic(index_bytes)
     part_size, part_sha = _write_part(paths["part"], samples, job.page_size)
     files = {

@@ -586,3 +586,17 @@ def test_variant_actor_sigkill_job_completes_byte_identical(tiny_tree, tmp_path)
                                             SHARDFORGE_KILL_ONCE=once), script) == {"samples": 18}
     assert os.path.exists(once)
     assert output_digest(killed) == output_digest(clean)
+
+
+def test_parts_left_by_a_killed_delete_are_removed_on_rerun(tiny_tree, reference, tmp_path,
+                                                            monkeypatch):
+    """A run killed while deleting the .beton parts leaves a verified summary and some
+    parts: the rerun ("nothing to do") removes them, so the tree matches the reference."""
+    out = str(tmp_path / "out")
+    with in_process(monkeypatch) as harness:
+        ingest_job.run_ingest(tiny_config(tiny_tree, out, keep_parts=True), log=io.StringIO())
+        assert len(glob.glob(f"{out}/_work/*.beton")) == 5
+        harness.rebuilt.clear()
+        ingest_job.run_ingest(tiny_config(tiny_tree, out), log=io.StringIO())
+    assert harness.rebuilt == []
+    assert output_digest(out) == reference

@@ -65,6 +65,8 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     if previous is not None:
         print(f"{config.name}: already built with these inputs and parameters "
               f"({resolve(config.out).join(SUMMARY_FILE).url}); nothing to do", file=log)
+        if not config.keep_parts:
+            _delete_parts(job, plan.shards)     # a run killed while deleting them
         return _register(config, previous, log)
     print(f"{config.name}: {len(plan.shards)} shards from {plan.kind} source {config.source} "
           f"-> {config.out}", file=log)

@@ -600,3 +600,10 @@ def test_parts_left_by_a_killed_delete_are_removed_on_rerun(tiny_tree, reference
         ingest_job.run_ingest(tiny_config(tiny_tree, out), log=io.StringIO())
     assert harness.rebuilt == []
     assert output_digest(out) == reference
+
+
+def test_failed_local_write_leaves_no_temporary(tmp_path):
+    f = resolve(str(tmp_path / "x.bin"))
+    with pytest.raises(TypeError):
+        f.write_bytes_atomic(12345)     # not bytes: fails after the temporary was opened
+    assert os.listdir(tmp_path) == []

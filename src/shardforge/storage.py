@@ -82,8 +82,11 @@ class Location:
     def write_bytes_atomic(self, data: bytes) -> None:
         """Write ``data`` under a temporary name, then rename it into place.
 
-        Readers never see a partial file: on a local disk the rename is atomic; on an
-        object store the temporary object is copied into place whole. S3 objects over
+        Readers never see a partial file: on a local disk the file is fsynced, renamed
+        atomically and its directory fsynced (:func:`replace_durably`), so a power loss
+        leaves the old file or the whole new one; on an object store the temporary
+        object is copied into place whole (a PUT or copy is atomic and durable when it
+        returns: there is nothing to fsync). S3 objects over
         :data:`MAX_SERVER_COPY_BYTES` are written to their key directly (an S3 object
         appears only when its upload completes). A failed write removes its temporary.
         """
@@ -94,15 +97,21 @@ class Location:
         self._ensure_parent()
         tmp = self.tmp_sibling()
         try:
-            with tmp.fs.open_output_stream(tmp.path) as f:
-                f.write(data)
-            self.fs.move(tmp.path, self.path)
+            if self.is_local:
+                with open(tmp.path, "wb") as f:
+                    f.write(data)
+                replace_durably(tmp.path, self.path)
+            else:
+                with tmp.fs.open_output_stream(tmp.path) as f:
+                    f.write(data)
+                self.fs.move(tmp.path, self.path)
         except BaseException:
             tmp._discard()
             raise
 
     def upload_file_atomic(self, local_path: str) -> None:
-        """Copy a local file here under a temporary name, then rename it into place."""
+        """Copy a local file here under a temporary name, then rename it into place
+        (durably on a local disk, as :meth:`write_bytes_atomic`)."""
         if self.is_local and os.path.abspath(local_path) == os.path.abspath(self.path):
             return
         local = pafs.LocalFileSystem()
@@ -115,7 +124,10 @@ class Location:
         try:
             pafs.copy_files(local_path, tmp.path, source_filesystem=local,
                             destination_filesystem=tmp.fs)
-            self.fs.move(tmp.path, self.path)
+            if self.is_local:
+                replace_durably(tmp.path, self.path)
+            else:
+                self.fs.move(tmp.path, self.path)
         except BaseException:
             tmp._discard()
             raise
@@ -157,6 +169,28 @@ class Location:
         """The URL of a path below this location, as listed by :meth:`list_files`."""
         rel = posixpath.relpath(path_in_fs, self.path)
         return _join_url(self.url, rel)
+
+
+def fsync_path(path: str) -> None:
+    """Flush a local file's (or directory's) data and metadata to stable storage."""
+    flags = os.O_RDONLY | (getattr(os, "O_DIRECTORY", 0) if os.path.isdir(path) else 0)
+    fd = os.open(path, flags)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def replace_durably(tmp: str, dest: str) -> None:
+    """Rename the local file ``tmp`` to ``dest`` so that a power loss cannot leave ``dest``
+    renamed but empty: fsync ``tmp``, ``os.replace`` it, then fsync ``dest``'s directory
+    (which makes the rename itself durable). Both paths must be on one local filesystem.
+
+    Every local write-then-rename in shardforge goes through this function.
+    """
+    fsync_path(tmp)
+    os.replace(tmp, dest)
+    fsync_path(os.path.dirname(os.path.abspath(dest)))
 
 
 def resolve(url: str) -> Location:

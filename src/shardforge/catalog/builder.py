@@ -50,6 +50,7 @@ from shardforge.catalog.register import register_build
 from shardforge.catalog.secrets import MIN_SECRET_CHARS, Secrets
 from shardforge.catalog.store import Store
 from shardforge.catalog.verifier import verify_build
+from shardforge.storage import replace_durably
 
 CARD_HASH_VERSION = 1
 DEMO_MARKER = ".demo-spec.json"
@@ -394,7 +395,7 @@ def _materialise_demo(root: str | None, spec: dict, log: TextIO) -> None:
     generate_demo_data(root, DemoSpec(**spec))
     tmp = marker.with_name(f"{marker.name}.tmp{os.getpid()}")
     tmp.write_text(blob)
-    os.replace(tmp, marker)
+    replace_durably(str(tmp), str(marker))
 
 
 def _only_formats(card: Card, summary: dict) -> dict:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -11,16 +12,31 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from shardforge.engine.faults import checkpoint
 from shardforge.formats.beton import merge_betons
 from shardforge.ingest.config import BETON_DIR, INDEX_FILE, REJECTS_FILE, ShardJob, beton_name
 from shardforge.ingest.shard import ShardResult, shard_paths
 from shardforge.sources import ShardSpec
-from shardforge.storage import Location, resolve
+from shardforge.storage import Location, replace_durably, resolve
 
 
 def file_record(loc: Location, path: str) -> dict:
     """``{url, path, size, sha256}`` of a written file; ``path`` is relative to the output root."""
     return {"url": loc.url, "path": path, "size": loc.size(), "sha256": loc.sha256()}
+
+
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")   # Location.tmp_sibling's names
+
+
+def remove_temporaries(out: str) -> int:
+    """Delete the temporary files (``.NAME.tmp-XXXXXXXXXXXX``) a killed run left under
+    ``out``; return how many. Call only while no writer of this output is running (the
+    start of a job): readers never look at these names, a rerun writes fresh ones."""
+    root = resolve(out)
+    stale = [p for p in root.list_files() if TEMPORARY_NAME.match(p.rsplit("/", 1)[-1])]
+    for path in stale:
+        root.fs.delete_file(path)
+    return len(stale)
 
 
 def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
@@ -33,7 +49,8 @@ def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
     if dest.is_local:
         tmp = dest.tmp_sibling().path
         merge_betons([p.path for p in parts], tmp)
-        os.replace(tmp, dest.path)
+        checkpoint("merge")
+        replace_durably(tmp, dest.path)
     else:
         with tempfile.TemporaryDirectory() as d:
             local_parts = []

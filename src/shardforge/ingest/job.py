@@ -13,11 +13,19 @@ from typing import TextIO
 import ray
 
 from shardforge.engine.cluster import ray_session
+from shardforge.engine.faults import checkpoint
+from shardforge.engine.manifest import record_verifies
 from shardforge.engine.progress import Progress
 from shardforge.engine.runner import TaskFailed, run_tasks
 from shardforge.formats.image import decode_memory_bytes
 from shardforge.ingest.actors import run_on_actors
-from shardforge.ingest.commit import merge_split, split_stats, write_index, write_rejects
+from shardforge.ingest.commit import (
+    merge_split,
+    remove_temporaries,
+    split_stats,
+    write_index,
+    write_rejects,
+)
 from shardforge.ingest.config import (
     FORMAT_VERSION,
     SUMMARY_FILE,
@@ -63,19 +71,27 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     if previous is not None:
         print(f"{config.name}: already built with these inputs and parameters "
               f"({resolve(config.out).join(SUMMARY_FILE).url}); nothing to do", file=log)
+        if not config.keep_parts:
+            _delete_parts(job, plan.shards)     # a run killed while deleting them
         return _register(config, previous, log)
     print(f"{config.name}: {len(plan.shards)} shards from {plan.kind} source {config.source} "
           f"-> {config.out}", file=log)
     resolve(config.out).makedirs()
     progress = Progress(f"ingest {config.name}", len(plan.shards), stream=log)
+    remove_temporaries(config.out)      # left by a killed run; rebuilt below if needed
+
+    def on_result(r: ShardResult) -> None:
+        progress.advance(r.num_samples, r.reused)
+        checkpoint("build", progress.done)
+
     try:
         with ray_session(config.ray_address):
-            results = _build_all(job, plan.shards,
-                                 on_result=lambda r: progress.advance(r.num_samples, r.reused))
+            results = _build_all(job, plan.shards, on_result=on_result)
     except TaskFailed as exc:
         raise JobFailed(
             f"{config.name}: {exc} (output {resolve(config.out).url}); fix the cause and "
             "rerun the same command: finished shards are reused") from exc
+    checkpoint("manifests")
     rejects = [asdict(r) for r in plan.rejects]
     for r in sorted(results, key=lambda r: (r.split, r.index)):
         rejects.extend(r.rejects)
@@ -92,6 +108,7 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
     summary["nodes"] = len({r.node for r in results if not r.reused})
     summary["seconds"] = round(time.monotonic() - started, 3)
     summary["images_per_second"] = round(progress.fresh_items / summary["seconds"], 1)
+    checkpoint("index")
     resolve(config.out).join(SUMMARY_FILE).write_bytes_atomic(
         json.dumps(summary, indent=2, sort_keys=True).encode())
     if not config.keep_parts:
@@ -153,8 +170,9 @@ def _register(config: IngestConfig, summary: dict, log: TextIO) -> dict:
 def _delete_parts(job: ShardJob, specs) -> None:
     """Drop the per-shard .beton parts once merged: they would double the .beton's disk
     use. A later rerun that finds damage rebuilds those shards (same bytes)."""
-    for spec in specs:
+    for n, spec in enumerate(specs, 1):
         shard_paths(job, spec)["part"].delete()
+        checkpoint("delete-parts", n)
 
 
 def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult],
@@ -211,6 +229,8 @@ def _refuse_to_rewrite_another_build(config: IngestConfig, job_hash: str) -> Non
         recorded = json.loads(resolve(config.out).join(SUMMARY_FILE).read_bytes())
     except (OSError, ValueError):
         return      # nothing finished there (an interrupted build resumes)
+    if not isinstance(recorded, dict):
+        return      # a damaged summary: no finished build to protect
     if recorded.get("job_hash") != job_hash:
         refuse_to_rewrite(config.out, config.catalog_home,
                           f"other inputs or parameters (job hash "
@@ -218,19 +238,25 @@ def _refuse_to_rewrite_another_build(config: IngestConfig, job_hash: str) -> Non
 
 
 def _verified_summary(config: IngestConfig, job_hash: str) -> dict | None:
+    """The finished build's summary when it has ``job_hash`` and every committed file
+    re-hashes to its record; None for a missing, unreadable or damaged summary (any
+    JSON of another shape counts as damaged: the job is then redone, same bytes)."""
     loc = resolve(config.out).join(SUMMARY_FILE)
     try:
         summary = json.loads(loc.read_bytes())
     except (OSError, ValueError):
         return None
-    if summary.get("job_hash") != job_hash:
+    if not isinstance(summary, dict) or summary.get("job_hash") != job_hash:
         return None
-    records = [r for recs in summary["formats"]["wds"].values() for r in recs]
-    records += list(summary["formats"]["beton"].values()) + [summary["index"]]
+    try:
+        records = [r for recs in summary["formats"]["wds"].values() for r in recs]
+        records += list(summary["formats"]["beton"].values()) + [summary["index"]]
+        paths = [rec["path"] for rec in records]
+    except (KeyError, TypeError, AttributeError):
+        return None
     root = resolve(config.out)
-    for rec in records:
-        f = root.join(rec["path"])
-        if f.size() != rec["size"] or f.sha256() != rec["sha256"]:
+    for rec, path in zip(records, paths, strict=True):
+        if not isinstance(path, str) or not record_verifies(rec, root.join(path)):
             return None
     return summary
 

@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from shardforge.engine.cluster import node_id
+from shardforge.engine.faults import checkpoint
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats import beton
 from shardforge.formats.image import (
@@ -44,7 +45,7 @@ from shardforge.formats.wds import png_bytes, sample_members, write_tar
 from shardforge.ingest.config import WDS_DIR, WORK_DIR, ShardJob, tar_name
 from shardforge.ingest.guard import SampleGuard, label_problem, transform_isolating
 from shardforge.sources import RawSample, Reject, ShardSpec, read_shard
-from shardforge.storage import Location, resolve
+from shardforge.storage import Location, replace_durably, resolve
 from shardforge.variants.base import Decoded
 
 if TYPE_CHECKING:
@@ -91,8 +92,11 @@ def load_complete(job: ShardJob, spec: ShardSpec) -> ShardResult | None:
     recorded = verified_result(paths["manifest"], job.spec_hash(spec), paths)
     if recorded is None:
         return None
-    result = ShardResult(**recorded)
-    result.class_counts = {int(k): v for k, v in result.class_counts.items()}
+    try:
+        result = ShardResult(**recorded)
+        result.class_counts = {int(k): v for k, v in result.class_counts.items()}
+    except (TypeError, ValueError, AttributeError):     # a damaged manifest: rebuild
+        return None
     result.reused = True
     return result
 
@@ -146,6 +150,7 @@ def build_shard(spec: ShardSpec, job: ShardJob, transform: Transform | None = No
     for loc in paths.values():
         loc.parent().makedirs()
     paths["tar"].write_bytes_atomic(tar_bytes)
+    checkpoint("shard")     # crash tests: engine/faults.py
     paths["index"].write_bytes_atomic(index_bytes)
     part_size, part_sha = _write_part(paths["part"], samples, job.page_size)
     files = {
@@ -325,7 +330,7 @@ def _write_part(dest: Location, samples: list[beton.BetonSample], page_size: int
         tmp = dest.tmp_sibling().path
         beton.write_beton(tmp, samples, page_size)
         size, sha = os.path.getsize(tmp), resolve(tmp).sha256()
-        os.replace(tmp, dest.path)
+        replace_durably(tmp, dest.path)
         return size, sha
     with tempfile.TemporaryDirectory() as d:
         local = os.path.join(d, "part.beton")

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageChops, ImageDraw
 
+from shardforge.storage import replace_durably
+
 __all__ = ["CLASS_NAMES", "DemoSpec", "generate_demo_data", "render_demo_image"]
 
 #: Shape classes, in "catalogue" order: ``DemoSpec(num_classes=n)`` uses the first ``n``. Folder
@@ -515,7 +517,7 @@ def _write_if_changed(path: Path, data: bytes) -> bool:
         pass
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     tmp.write_bytes(data)
-    os.replace(tmp, path)
+    replace_durably(str(tmp), str(path))
     return True
 
 

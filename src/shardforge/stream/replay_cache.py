@@ -37,6 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
+from shardforge.storage import replace_durably
+
 CACHE_FORMAT = 1
 META_FILE = "meta.json"
 LOCK_FILE = "lock"
@@ -208,11 +210,11 @@ def _build(where: Path, digest: str, specs: Specs, scratch: Specs,
                                  "sampled_sha256": _sampled_sha256(tmp[name]),
                                  "sha256": _file_sha256(tmp[name])}
         for name in specs:
-            os.replace(tmp[name], where / f"{name}.npy")
+            replace_durably(str(tmp[name]), str(where / f"{name}.npy"))
         meta_tmp = where / f"{META_FILE}{tag}"
         meta_tmp.write_text(json.dumps({"format": CACHE_FORMAT, "digest": digest,
                                         "arrays": arrays_meta}, indent=1))
-        os.replace(meta_tmp, where / META_FILE)
+        replace_durably(str(meta_tmp), str(where / META_FILE))
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)

@@ -15,7 +15,7 @@ import posixpath
 import re
 from typing import TYPE_CHECKING
 
-from shardforge.storage import resolve
+from shardforge.storage import replace_durably, resolve
 
 if TYPE_CHECKING:   # torch only where a state is saved or loaded: finding one needs none
     import torch
@@ -32,14 +32,14 @@ def checkpoint_name(epochs_done: int) -> str:
 
 
 def save_state(directory: str, state: dict) -> str:
-    """Write ``state`` to ``DIRECTORY/state.pt`` (local dir, atomic rename); return the path."""
+    """Write ``state`` to ``DIRECTORY/state.pt`` (local dir, fsync + atomic rename); return the path."""
     import torch
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, STATE_FILE)
     tmp = path + ".tmp"
     torch.save(state, tmp)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)
     return path
 
 

@@ -16,6 +16,7 @@ import io
 import os
 
 from shardforge.sources.demo import DemoSpec, render_demo_image
+from shardforge.storage import replace_durably
 
 INDEX_BASE = 1_000_000
 SIDE = 224  # the paper's stimuli are 224 x 224
@@ -75,4 +76,4 @@ def _write_if_changed(path: str, data: bytes) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "wb") as f:
         f.write(data)
-    os.replace(tmp, path)
+    replace_durably(tmp, path)

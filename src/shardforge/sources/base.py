@@ -6,6 +6,7 @@ import hashlib
 import re
 from dataclasses import dataclass, field
 
+from shardforge.names import check_name
 from shardforge.storage import Location, resolve
 
 SPLIT_NAMES = ("train", "val", "validation", "test")
@@ -46,6 +47,10 @@ class ShardSpec:
     index: int
     items: tuple
 
+    def __post_init__(self) -> None:
+        check_name(self.split, "split", f"shard spec {self.kind}:{self.source}",
+                   "split names become file names; use letters, digits, '_' or '-'")
+
     @property
     def name(self) -> str:
         return f"{self.split}-{self.index:06d}"
@@ -61,6 +66,10 @@ class SourceOptions:
     image_column: str = "image"
     label_column: str = "label"
     key_column: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.default_split, "split", "--split (or a card's split parameter)",
+                   "name the split e.g. train or val (it becomes part of output file names)")
 
 
 @dataclass

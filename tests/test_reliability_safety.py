@@ -227,3 +227,18 @@ def test_saving_a_custom_object_is_refused_naming_the_key(tmp_path):
         save_state(str(tmp_path / "c"), {"format": STATE_FORMAT, "config": Cfg()})
     assert not os.path.exists(tmp_path / "c" / STATE_FILE)
     assert plain_state({"a": (np.float64(1.5),)}) == {"a": (1.5,)}
+
+
+def test_stored_soft_targets_with_object_arrays_refuse(tmp_path, marker):
+    """targets.stored_path: an .npz whose array is pickled objects is refused (numpy's
+    allow_pickle=False) with one line naming the file; nothing is unpickled."""
+    from shardforge.train.targets import load_stored_targets
+
+    path = str(tmp_path / "soft.npz")
+    evil = np.empty(2, dtype=object)
+    evil[0], evil[1] = _Evil(str(marker)), 1
+    np.savez(path, topk_indices=evil, topk_probs=np.zeros((2, 1), np.float16))
+    with pytest.raises(ValueError) as err:
+        load_stored_targets(path, num_classes=3)
+    msg = str(err.value)
+    assert "\n" not in msg and path in msg and "refused to load" in msg

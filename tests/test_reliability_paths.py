@@ -148,3 +148,16 @@ def test_hostile_card_split_or_name_is_refused(tmp_path, field):
     assert str(card) in msg and "../../" in msg
     assert _tree(tmp_path) == before
     assert not os.path.exists(tmp_path.parent / "x")
+
+
+@pytest.mark.parametrize("field", ["name", "split"])
+def test_reinforce_name_or_split_climbing_out_is_refused(tmp_path, field):
+    """ReinforceConfig's name and split become reinforce/NAME-SPLIT-NNNNNN.parquet."""
+    from shardforge.variants.observer import ObserverRef
+    from shardforge.variants.reinforce import ReinforceConfig
+
+    kwargs = {"name": "ok", "split": "train", field: "../../x"}
+    with pytest.raises(UnsafeNameError, match=f"reinforce --{field}: .*'../../x'"):
+        ReinforceConfig(parent=str(tmp_path), out=str(tmp_path / "out"),
+                        teachers=(ObserverRef("t"),), **kwargs)
+    assert not (tmp_path / "out").exists()

@@ -37,6 +37,7 @@ from dataclasses import dataclass, field
 
 import pyarrow.fs as pafs
 
+from shardforge.names import check_name
 from shardforge.sources.localfs import (  # noqa: F401  (re-exported for the readers)
     NotRegularFile,
     file_type,
@@ -91,6 +92,10 @@ class ShardSpec:
     stamp: str = ""
     skip: tuple = ()
 
+    def __post_init__(self) -> None:
+        check_name(self.split, "split", f"shard spec {self.kind}:{self.source}",
+                   "split names become file names; use letters, digits, '_' or '-'")
+
     @property
     def name(self) -> str:
         return f"{self.split}-{self.index:06d}"
@@ -106,6 +111,10 @@ class SourceOptions:
     image_column: str = "image"
     label_column: str = "label"
     key_column: str | None = None
+
+    def __post_init__(self) -> None:
+        check_name(self.default_split, "split", "--split (or a card's split parameter)",
+                   "name the split e.g. train or val (it becomes part of output file names)")
 
 
 @dataclass

@@ -27,6 +27,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shardforge.ingest.config import INDEX_FILE, SUMMARY_FILE, WDS_DIR
+from shardforge.names import check_file_name, check_name, check_relative_path
 from shardforge.storage import Location, resolve
 
 INDEX_COLUMNS = ("key", "label", "split", "shard", "offset", "size", "format", "width",
@@ -121,12 +122,17 @@ def open_dataset(path_or_url: str | DatasetRef) -> DatasetRef:
         return path_or_url
     root = resolve(resolve_dataset(path_or_url))
     summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
-    table = _read_index(root.join(summary.get("index", {}).get("path", INDEX_FILE)))
+    where, fix = f"{root.url}/{SUMMARY_FILE}", "re-run the ingest that wrote this dataset"
+    index_loc = root.join(check_relative_path(summary.get("index", {}).get("path", INDEX_FILE),
+                                              "index path", where, fix))
+    name = summary.get("name", posixpath.basename(root.path))
+    check_name(name, "dataset name", where, fix)
+    table = _read_index(index_loc)
     wds_dir = root.join(WDS_DIR)
-    urls = {name: wds_dir.join(name).url for name in pc.unique(table["shard"]).to_pylist()}
-    return DatasetRef(url=root.url, name=summary.get("name", posixpath.basename(root.path)),
-                      splits=_splits(table, urls), classes=tuple(summary.get("classes", ())),
-                      summary=summary)
+    urls = {check_file_name(shard, "shard name", index_loc.url, fix): wds_dir.join(shard).url
+            for shard in pc.unique(table["shard"]).to_pylist()}
+    return DatasetRef(url=root.url, name=name, splits=_splits(table, urls, index_loc.url),
+                      classes=tuple(summary.get("classes", ())), summary=summary)
 
 
 def open_shards(tar_urls: Sequence[str], index_url: str, name: str = "") -> DatasetRef:
@@ -152,7 +158,8 @@ def open_shards(tar_urls: Sequence[str], index_url: str, name: str = "") -> Data
         raise DatasetIndexError(f"{len(missing)} tar(s) have no rows in {loc.url}: "
                                 f"{', '.join(missing[:5])}")
     table = table.filter(pc.is_in(table["shard"], value_set=pa.array(sorted(urls))))
-    return DatasetRef(url="", name=name or _common_name(urls), splits=_splits(table, urls))
+    return DatasetRef(url="", name=name or _common_name(urls),
+                      splits=_splits(table, urls, loc.url))
 
 
 def _read_index(loc: Location) -> pa.Table:
@@ -168,10 +175,12 @@ def _read_index(loc: Location) -> pa.Table:
         raise DatasetIndexError(f"no index at {loc.url}: {exc}") from exc
 
 
-def _splits(table: pa.Table, urls: dict[str, str]) -> dict[str, SplitIndex]:
-    """Group rows by split; order each split by (shard name, offset)."""
+def _splits(table: pa.Table, urls: dict[str, str], where: str) -> dict[str, SplitIndex]:
+    """Group rows by split; order each split by (shard name, offset). Split names are
+    checked (:func:`shardforge.names.check_name`; ``where`` names the index)."""
     out = {}
     for split in sorted(pc.unique(table["split"]).to_pylist()):
+        check_name(split, "split", where, "re-run the ingest that wrote this dataset")
         t = table.filter(pc.equal(table["split"], split)).sort_by(
             [("shard", "ascending"), ("offset", "ascending")])
         names = sorted(pc.unique(t["shard"]).to_pylist())

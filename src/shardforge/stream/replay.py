@@ -129,9 +129,14 @@ def load_reinforced_split(root: str, reinforce: dict, parent: DatasetRef, *,
     Raises ValueError naming a sample of the split that has no (or an incomplete set of)
     stored augmentations, or a shard that is not the one the summary lists.
     """
+    from shardforge.names import check_name, check_relative_path
     from shardforge.stream.replay_cache import open_or_build
     from shardforge.variants.augment import AugPolicy, param_dtype
 
+    where, fix = f"the reinforce section of {root}/summary.json", "rerun pipelines/reinforce.py"
+    check_name(reinforce["split"], "split", where, fix)
+    for rec in reinforce["files"]:
+        check_relative_path(rec["path"], "file path", where, fix)
     policy = AugPolicy.from_dict(reinforce["policy"])
     index = parent.split(reinforce["split"])
     n, a, k = len(index), int(reinforce["num_augs"]), int(reinforce["top_k"])

@@ -9,7 +9,6 @@ num_classes, blurpool, width), ``classes``, ``config``, ``dataset``, ``metrics``
 
 from __future__ import annotations
 
-import io
 import os
 import posixpath
 import re
@@ -32,13 +31,18 @@ def checkpoint_name(epochs_done: int) -> str:
 
 
 def save_state(directory: str, state: dict) -> str:
-    """Write ``state`` to ``DIRECTORY/state.pt`` (local dir, fsync + atomic rename); return the path."""
+    """Write ``state`` to ``DIRECTORY/state.pt`` (local dir, fsync + atomic rename); return the path.
+
+    The state is stored as tensors and plain types only (numpy values converted; TypeError
+    naming the key for any other object), so :func:`load_state` reads it weights-only."""
     import torch
+
+    from shardforge.torch_files import plain_state
 
     os.makedirs(directory, exist_ok=True)
     path = os.path.join(directory, STATE_FILE)
     tmp = path + ".tmp"
-    torch.save(state, tmp)
+    torch.save(plain_state(state, STATE_FILE), tmp)
     replace_durably(tmp, path)
     return path
 
@@ -77,12 +81,14 @@ def find_state_file(path: str) -> str:
 
 
 def load_state(path: str, map_location: str | torch.device = "cpu") -> dict:
-    """Load a checkpoint (any form :func:`find_state_file` accepts); ValueError if not ours."""
-    import torch
+    """Load a checkpoint (any form :func:`find_state_file` accepts); ValueError if not ours.
+
+    Weights-only: a file holding pickled objects is refused
+    (:class:`shardforge.torch_files.UnsafeTorchFileError`, a ValueError); nothing in it runs."""
+    from shardforge.torch_files import load_torch_bytes
 
     url = find_state_file(path)
-    state = torch.load(io.BytesIO(resolve(url).read_bytes()), map_location=map_location,
-                       weights_only=False)
+    state = load_torch_bytes(resolve(url).read_bytes(), f"checkpoint {url}", map_location)
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise ValueError(f"{url} is not a shardforge training checkpoint (format "
                          f"{STATE_FORMAT}); was it written by jobs/train.py?")

@@ -7,6 +7,7 @@ import json
 from dataclasses import asdict, dataclass, field
 
 from shardforge.ingest.config import SUMMARY_FILE
+from shardforge.names import check_name, check_relative_path
 from shardforge.storage import resolve
 
 
@@ -75,8 +76,14 @@ def load_dataset_info(ref: str) -> DatasetInfo:
     if not classes:
         raise ValueError(f"{root.url}/{SUMMARY_FILE} lists no classes; re-run the ingest")
     formats = summary.get("formats", {})
-    betons = {split: root.join(rec["path"]).url for split, rec in formats.get("beton", {}).items()}
-    tars = {split: tuple(root.join(r["path"]).url for r in recs)
+    where, fix = f"{root.url}/{SUMMARY_FILE}", "re-run the ingest that wrote it"
+
+    def path(split: str, rec: dict) -> str:
+        check_name(split, "split", where, fix)
+        return root.join(check_relative_path(rec["path"], "file path", where, fix)).url
+
+    betons = {split: path(split, rec) for split, rec in formats.get("beton", {}).items()}
+    tars = {split: tuple(path(split, r) for r in recs)
             for split, recs in formats.get("wds", {}).items()}
     counts = {split: int(s["samples"]) for split, s in summary.get("splits", {}).items()}
     return DatasetInfo(url=root.url, name=summary.get("name", ""), classes=classes,

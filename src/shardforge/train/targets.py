@@ -247,7 +247,23 @@ def load_stored_targets(path: str, num_classes: int, num_samples: int | None = N
 
     from shardforge.storage import resolve
 
-    with np.load(io.BytesIO(resolve(path).read_bytes())) as data:
+    try:
+        targets, rows = _read_npz(np.load(io.BytesIO(resolve(path).read_bytes()),
+                                          allow_pickle=False), path, num_classes)
+    except ValueError as exc:
+        if "allow_pickle" not in str(exc):
+            raise
+        raise ValueError(f"{path}: refused to load: it holds pickled object arrays; store "
+                         "numeric arrays only (np.savez(path, topk_indices=..., "
+                         "topk_probs=...))") from None
+    if num_samples is not None and rows != num_samples:
+        raise ValueError(f"{path}: {rows} rows of soft targets for a training split of "
+                         f"{num_samples} samples; regenerate it for this dataset")
+    return targets
+
+
+def _read_npz(npz, path: str, num_classes: int) -> tuple[Targets, int]:
+    with npz as data:
         keys = set(data.files)
         if {"topk_indices", "topk_probs"} <= keys:
             idx = torch.from_numpy(data["topk_indices"].astype(np.int64))
@@ -264,7 +280,4 @@ def load_stored_targets(path: str, num_classes: int, num_samples: int | None = N
         else:
             raise ValueError(f"{path}: a soft-target file needs arrays topk_indices + topk_probs "
                              f"(sparse) or probs (dense); it has {sorted(keys)}")
-    if num_samples is not None and rows != num_samples:
-        raise ValueError(f"{path}: {rows} rows of soft targets for a training split of "
-                         f"{num_samples} samples; regenerate it for this dataset")
-    return targets
+    return targets, rows

@@ -2,12 +2,10 @@
 
 from __future__ import annotations
 
-import io
-
-import torch
 from torch import nn
 
 from shardforge.storage import resolve
+from shardforge.torch_files import load_torch_bytes
 from shardforge.train.checkpoint import load_state, model_from_state
 from shardforge.train.config import TrainConfig
 from shardforge.train.dataset import DatasetInfo
@@ -41,8 +39,7 @@ def load_teacher(checkpoint: str | None, arch: str | None, weights: str | None,
             raise ValueError("a teacher needs targets.teacher_checkpoint or targets.teacher_arch")
         model = build_model(arch, num_classes)
         if weights:
-            sd = torch.load(io.BytesIO(resolve(weights).read_bytes()), map_location="cpu",
-                            weights_only=True)
+            sd = load_torch_bytes(resolve(weights).read_bytes(), f"teacher weights {weights}")
             model.load_state_dict(sd.get("model", sd) if isinstance(sd, dict) else sd)
         teacher_classes = num_classes
     if teacher_classes != num_classes:

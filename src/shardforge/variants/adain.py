@@ -124,9 +124,14 @@ def adain(content_feat: torch.Tensor, style_feat: torch.Tensor,
 
 
 def _read_state(path: str) -> dict[str, torch.Tensor]:
+    from shardforge.torch_files import UnsafeTorchFileError, load_torch_bytes
+
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, ValueError, EOFError) as exc:
+        with open(path, "rb") as f:
+            state = load_torch_bytes(f.read(), f"AdaIN weights {path}")
+    except UnsafeTorchFileError as exc:
+        raise WeightsError(str(exc)) from None
+    except (OSError, ValueError) as exc:
         raise WeightsError(f"AdaIN weights: cannot read {path} as a PyTorch state dict "
                            f"({exc}); save it with torch.save(module.state_dict(), path)") from exc
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):

@@ -37,6 +37,7 @@ import numpy as np
 from shardforge.catalog.pipelines import Param
 from shardforge.catalog.secrets import MIN_SECRET_CHARS, Secrets, fingerprint
 from shardforge.variants.base import Decoded, VariantSpec
+from shardforge.variants.cuda_key import KeyedHmac
 from shardforge.variants.run import variant_pipeline
 
 NAME = "unlearnable"
@@ -99,12 +100,14 @@ def check_filter_params(kernel_size: int, pb: float) -> None:
                          "for CIFAR, 0.06 at 224 px)")
 
 
-def _hmac(key: str, domain: bytes, message: str) -> bytes:
-    return hmac.new(key.encode("utf-8"), domain + b"\0" + message.encode("utf-8"),
-                    hashlib.sha256).digest()
+def _hmac(key: str | KeyedHmac, domain: bytes, message: str) -> bytes:
+    data = domain + b"\0" + message.encode("utf-8")
+    if isinstance(key, KeyedHmac):     # in tasks: the key's midstates, never the key
+        return key.digest(data)
+    return hmac.new(key.encode("utf-8"), data, hashlib.sha256).digest()
 
 
-def class_filter(key: str, label: int, kernel_size: int, pb: float) -> np.ndarray:
+def class_filter(key: str | KeyedHmac, label: int, kernel_size: int, pb: float) -> np.ndarray:
     """Class ``label``'s ``kernel_size x kernel_size`` filter (float64) drawn from ``key``.
 
     Weights ``U(0, pb)``, then one uniformly drawn position set to 1.0 (as in the paper),
@@ -348,27 +351,30 @@ def _exact_units(pixels: np.ndarray, w: np.ndarray, where: np.ndarray,
     return windows[rows, cols, chans].reshape(len(where), k * k).astype(np.int64) @ w.ravel()
 
 
-def poison_draw(key: str, sample_key: str) -> float:
+def poison_draw(key: str | KeyedHmac, sample_key: str) -> float:
     """A uniform number in [0, 1) fixed by ``(key, sample_key)`` (HMAC-SHA256, 53 bits)."""
     digest = _hmac(key, _POISON_DOMAIN, sample_key)
     return (int.from_bytes(digest[:8], "little") >> 11) / float(1 << 53)
 
 
-def is_poisoned(key: str, sample_key: str, p: float) -> bool:
+def is_poisoned(key: str | KeyedHmac, sample_key: str, p: float) -> bool:
     """Whether sample ``sample_key`` is poisoned at poison fraction ``p``: each sample
     independently with probability ``p``, decided by the key (p=1: all, p=0: none)."""
+    if p >= 1.0 or p <= 0.0:    # the draw is in [0, 1): the same answer without computing it
+        return p >= 1.0
     return poison_draw(key, sample_key) < p
 
 
 @dataclass
 class CudaTransform:
-    """The variant's transform (picklable; the key lives only here, never in params).
+    """The variant's transform (picklable; never in params). ``key``: the private key, or
+    (as :func:`make_variant` ships it to tasks) its :class:`KeyedHmac` midstates.
 
     ``kernel_size``/``pb`` None: per image from its longest side (:func:`default_params`).
     Filters are drawn once per (class, kernel_size, pb) and cached.
     """
 
-    key: str = field(repr=False)
+    key: str | KeyedHmac = field(repr=False)
     p: float = 1.0
     kernel_size: int | None = None
     pb: float | None = None
@@ -405,9 +411,10 @@ class CudaTransform:
 
 @dataclass(frozen=True)
 class _MakeTransform:
-    """Picklable zero-argument factory holding the key (what ``VariantSpec`` calls)."""
+    """Picklable zero-argument factory (what ``VariantSpec`` calls, in every task): it holds
+    the key's HMAC midstates (:mod:`shardforge.variants.cuda_key`), not the key."""
 
-    key: str = field(repr=False)
+    key: KeyedHmac = field(repr=False)
     p: float
     kernel_size: int | None
     pb: float | None
@@ -456,7 +463,8 @@ def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str]) -> Varia
 
     Only train is poisoned; val stays clean (copied byte for byte, or with ``num_classes``
     filtered and re-encoded losslessly). The spec's params carry the key's fingerprint
-    (``key_fingerprint``), never the key.
+    (``key_fingerprint``), never the key; the transform factory holds the key's HMAC
+    midstates only, so the key is in no Ray task spec.
     """
     if "private_key" not in secrets:
         raise ValueError("the unlearnable variant needs the secret 'private_key' (card: "
@@ -468,7 +476,7 @@ def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str]) -> Varia
     pb = None if full["pb"] is None else float(full["pb"])
     spec_params = {**full, "pb": pb, "p": float(full["p"]),
                    "key_fingerprint": fingerprint(key)}
-    make = _MakeTransform(key, float(full["p"]), full["kernel_size"], pb,
+    make = _MakeTransform(KeyedHmac.from_key(key), float(full["p"]), full["kernel_size"], pb,
                           bool(full["grayscale"]), full["num_classes"])
     splits = ("train",) if full["num_classes"] is None else ("train", "val")
     return VariantSpec(name=NAME, params=dict(sorted(spec_params.items())),

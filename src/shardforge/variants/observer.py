@@ -19,7 +19,6 @@ reproduction failure of RDED (Sun et al. 2024, reference issues #3, #4, #9, #10)
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -101,8 +100,7 @@ def load_observer(ref: ObserverRef, dataset_classes: tuple[str, ...] | list[str]
 
     Raises ValueError naming the reference when it cannot be loaded or names no classes.
     The class order is not checked here (see :func:`check_class_order`)."""
-    import torch
-
+    from shardforge.torch_files import load_torch_bytes
     from shardforge.train.checkpoint import load_state, model_from_state
     from shardforge.train.models import build_model
 
@@ -117,8 +115,7 @@ def load_observer(ref: ObserverRef, dataset_classes: tuple[str, ...] | list[str]
     classes = (tuple(sorted(dataset_classes)) if ref.classes == SORTED
                else _class_list_file(ref.classes))
     model = build_model(ref.location, len(classes))
-    sd = torch.load(io.BytesIO(resolve(ref.weights).read_bytes()), map_location="cpu",
-                    weights_only=True)
+    sd = load_torch_bytes(resolve(ref.weights).read_bytes(), f"observer weights {ref.weights}")
     model.load_state_dict(sd.get("model", sd) if isinstance(sd, dict) else sd)
     return Observer(model.eval(), classes)
 

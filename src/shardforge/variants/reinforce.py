@@ -46,6 +46,7 @@ import torch
 from shardforge.engine.cluster import node_id
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.engine.runner import TaskFailed
+from shardforge.names import check_name
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions
 from shardforge.storage import Location, resolve
 from shardforge.variants.augment import (
@@ -96,6 +97,9 @@ class ReinforceConfig:
     register: bool = True
 
     def __post_init__(self) -> None:
+        fix = "use letters, digits, '_' or '-' (it becomes part of file names)"
+        check_name(self.name, "dataset name", "reinforce --name", fix)
+        check_name(self.split, "split", "reinforce --split", fix)
         if self.num_augs < 1:
             raise ValueError(f"num_augs must be >= 1, got {self.num_augs}")
         if self.top_k < 1:

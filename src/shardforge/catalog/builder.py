@@ -12,7 +12,8 @@ For each card on the way from the requested dataset up to its source:
    ``inputs``: an observer checkpoint, teacher weights, a recipe, a style directory; see
    :mod:`shardforge.catalog.inputs`);
 4. reuse the latest catalog build with the same name, card hash and origin, the same input
-   digests, and all files present with their recorded sizes; otherwise say what changed
+   digests, and all files present with their recorded sizes and sha256 (re-hashed in full,
+   so a same-size corruption is rebuilt, not reused); otherwise say what changed
    and run the pipeline into ``OUT_ROOT/datasets/NAME/KEY`` (``KEY`` from card hash,
    origin and input digests, so an interrupted build resumes in place and a changed input
    never reuses the old shards) and register the result with its input digests.
@@ -167,13 +168,17 @@ class _Builder:
         if existing is None and not rebuild:
             self._say_why(card, candidates, card_hash, origin, secrets, inputs)
         if existing is not None and not rebuild:
-            missing = verify_build(existing, rehash=False)
-            if missing.ok:
+            # Re-hash in full: a same-size corruption (a bit flip) must not be reused.
+            damage = verify_build(existing, rehash=True)
+            if damage.ok:
                 print(f"{name}: reusing {existing.ref} (built {existing.created}; same card "
-                      f"and {'parent' if parent else 'source'})", file=self.log)
+                      f"and {'parent' if parent else 'source'}; {damage.checked} files, "
+                      f"{damage.bytes:,} B re-hashed)", file=self.log)
                 return existing
-            print(f"{name}: {existing.ref} has {len(missing.problems)} missing or resized "
-                  f"file(s) (first: {missing.problems[0].url}); building again", file=self.log)
+            first = damage.problems[0]
+            print(f"{name}: {existing.ref} has {len(damage.problems)} missing or corrupt "
+                  f"file(s) (first: {first.url}: {first.problem}); building again",
+                  file=self.log)
         if dry:
             return self._cannot_build(card, pipeline)
         return self._run(card, pipeline, ResolvedCard(card, resolved_params, secrets,

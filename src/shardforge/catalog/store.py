@@ -9,23 +9,46 @@ version. Entries are immutable: triggers refuse UPDATE and DELETE.
 
 Like every SQLite database, the file must sit on a local disk (or a filesystem with
 working POSIX locks); object stores and most NFS setups do not qualify.
+
+Faults: every SQLite or OS error becomes :class:`CatalogUnavailable`, one line naming the
+file, the problem and the fix: a damaged or truncated file, a schema newer than this code
+(refused, never modified), a read-only home, a lock held past the timeout
+(``SHARDFORGE_CATALOG_TIMEOUT`` seconds, default 60), a full disk (the transaction rolls
+back; the file is unchanged). Reads open the file read-only (SQLite ``mode=ro``), so they
+work on a read-only home: with its ``-wal`` file present the WAL is read through it; with
+none and a directory this process cannot write (no writer can exist there, SQLite would
+need to create the ``-wal``) the file is opened ``immutable=1``, which needs no ``-shm``.
+Before a write the file passes ``PRAGMA quick_check``, so a damaged catalog is never
+written to.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import os
+import shutil
 import sqlite3
+import struct
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from shardforge.catalog.entry import Build
 from shardforge.catalog.errors import RegistrationError
-from shardforge.catalog.home import DB_FILE, resolve_home
+from shardforge.catalog.home import DB_FILE, HOME_ENV, TIMEOUT_ENV, lock_timeout, resolve_home
 
 BUSY_TIMEOUT_S = 60.0
 SCHEMA_VERSION = 1
+_MAGIC = b"SQLite format 3\0"
+
+
+class CatalogUnavailable(RegistrationError):
+    """The catalog database cannot be read or written as asked: damaged or truncated,
+    written by a newer shardforge, read-only, locked past the timeout, or on a full disk.
+    The message is one line naming the file, the problem and the fix (the CLI exits 1)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -53,67 +76,152 @@ BEGIN SELECT RAISE(ABORT, 'catalog builds are immutable'); END;
 class Store:
     """The catalog database of one home. Reads of a catalog never written find it empty."""
 
-    def __init__(self, home: str | Path | None = None) -> None:
+    def __init__(self, home: str | Path | None = None, timeout: float | None = None) -> None:
+        """``timeout``: seconds to wait for a lock (default: ``$SHARDFORGE_CATALOG_TIMEOUT``,
+        else :data:`BUSY_TIMEOUT_S`)."""
         self.home = resolve_home(home)
         self.path = self.home / DB_FILE
+        self.timeout = lock_timeout(BUSY_TIMEOUT_S) if timeout is None else float(timeout)
 
     # -- connections -------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    def _connect(self, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+        if readonly:
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+            if immutable or (not os.access(self.home, os.W_OK)
+                             and not _nonempty(f"{self.path}-wal")):
+                uri += "&immutable=1"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         return conn
+
+    @contextlib.contextmanager
+    def _faults(self, writing: bool) -> Iterator[None]:
+        """Turn SQLite, OS and decoding errors into one-line :class:`CatalogUnavailable`."""
+        try:
+            yield
+        except CatalogUnavailable:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise CatalogUnavailable(self._explain(exc, writing)) from exc
+
+    def _explain(self, exc: BaseException, writing: bool) -> str:
+        text = " ".join(str(exc).split()) or type(exc).__name__
+        low = text.lower()
+        path, home = self.path, self.home
+        if "not a database" in low or "malformed" in low or "corrupt" in low:
+            return (f"catalog {path} is damaged ({text}); move it aside (mv {path} "
+                    f"{path}.damaged) and register the builds again with `shardforge catalog "
+                    "register OUT` (their files are not affected)")
+        if "locked" in low or "busy" in low:
+            return (f"catalog {path} stayed locked for {self.timeout:g} s ({text}): another "
+                    "process holds it; retry when it has finished, or wait longer with "
+                    f"{TIMEOUT_ENV}=SECONDS")
+        if "full" in low or getattr(exc, "errno", None) == errno.ENOSPC or (
+                "i/o error" in low and _free_bytes(home) < 64 * 1024):
+            return (f"catalog {path} cannot be written: the disk is full ({text}); free space "
+                    f"on the filesystem of {home} and retry (nothing was registered)")
+        if writing and ("readonly" in low or "read-only" in low or "permission" in low
+                        or not os.access(home if home.exists() else home.parent, os.W_OK)):
+            return (f"catalog {path} cannot be written ({text}): {home} is read-only; make it "
+                    f"writable, or use a writable home (--home DIR or {HOME_ENV}=DIR)")
+        return (f"cannot {'write' if writing else 'read'} the catalog {path} ({text}); check "
+                f"that {home} is a {'writable' if writing else 'readable'} local directory")
+
+    def _check_file(self, conn: sqlite3.Connection | None = None) -> bool:
+        """Whether the file holds a catalog this code can use (False: empty or being
+        created). Raises :class:`CatalogUnavailable` for a damaged, truncated or newer one."""
+        problem = _header_problem(self.path)
+        if problem:
+            raise CatalogUnavailable(
+                f"catalog {self.path} is damaged ({problem}); move it aside (mv {self.path} "
+                f"{self.path}.damaged) and register the builds again with `shardforge catalog "
+                "register OUT` (their files are not affected)")
+        version = _header_user_version(self.path)
+        if conn is not None:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CatalogUnavailable(
+                f"catalog {self.path} was written by a newer shardforge (schema version "
+                f"{version}; this one knows up to {SCHEMA_VERSION}); upgrade shardforge "
+                "(pip install -U shardforge) to use it; it was left unchanged")
+        return conn is not None and version >= SCHEMA_VERSION
 
     def _create(self) -> None:
         """Create the home, the database, WAL mode and the schema (idempotent, race-safe)."""
         self.home.mkdir(parents=True, exist_ok=True)
+        self._check_file()          # header only: refuse before SQLite creates -wal/-shm
         with contextlib.closing(self._connect()) as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            if self._check_file(conn):
                 return
             # Switching to WAL needs a moment with no other connection: retry while busy.
-            _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+            _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(),
+                          self.timeout)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(_SCHEMA):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in _statements(_SCHEMA):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
-        if not self.path.exists():
-            yield None
-            return
-        with contextlib.closing(self._connect()) as conn:
-            # A database another process is creating this instant has no schema yet.
-            ready = conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION
-            yield conn if ready else None
+        """A read-only connection, or None while no catalog exists (or is being created)."""
+        with self._faults(writing=False):
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                yield None
+                return
+            self._check_file()      # header only: refuse before SQLite creates -wal/-shm
+            conn, ready = self._open_for_read()
+            with contextlib.closing(conn):
+                yield conn if ready else None
+
+    def _open_for_read(self) -> tuple[sqlite3.Connection, bool]:
+        """A read-only connection and whether the catalog has its schema (a database
+        another process is creating this instant has none yet). When SQLite cannot set up
+        its shared memory (``-shm``: read-only directory, full disk) and no ``-wal`` holds
+        pages, the file is reopened ``immutable=1``: a snapshot read that needs no -shm."""
+        conn = self._connect(readonly=True)
+        try:
+            return conn, self._check_file(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            low = str(exc).lower()
+            if "locked" in low or "busy" in low or _nonempty(f"{self.path}-wal"):
+                raise
+        conn = self._connect(readonly=True, immutable=True)
+        try:
+            return conn, self._check_file(conn)
+        except BaseException:
+            conn.close()
+            raise
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
-        try:
+        """One ``BEGIN IMMEDIATE`` transaction on a catalog that passes ``quick_check``:
+        committed on success, rolled back on error (the file is then unchanged)."""
+        with self._faults(writing=True):
             self._create()
             conn = self._connect()
-        except sqlite3.Error as exc:
-            raise RegistrationError(f"cannot open the catalog {self.path}: {exc}; check that "
-                                    "the directory is writable and on a local disk") from exc
-        with contextlib.closing(conn):
-            try:
+            with contextlib.closing(conn):
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise RegistrationError(
-                    f"catalog {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f} s ({exc}); "
-                    "another process holds a write transaction: retry") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                try:
+                    self._check_file(conn)
+                    check = conn.execute("PRAGMA quick_check").fetchall()
+                    if [r[0] for r in check] != ["ok"]:
+                        raise sqlite3.DatabaseError(
+                            "quick_check: " + "; ".join(r[0] for r in check[:3]) + " (corrupt)")
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
 
     # -- writes ------------------------------------------------------------------------
 
@@ -182,7 +290,7 @@ class Store:
             if conn is None:
                 return []
             rows = conn.execute(query + " ORDER BY name, version").fetchall()
-        return [_load(r[0]) for r in rows]
+            return [_load(r[0]) for r in rows]
 
     def find_card_build(self, name: str, card_hash: str, origin: str | None) -> Build | None:
         """The latest build of ``name`` made from this card hash (and ``origin``, when given)."""
@@ -201,7 +309,7 @@ class Store:
             if conn is None:
                 return []
             rows = conn.execute(query + " ORDER BY version DESC", args).fetchall()
-        return [_load(r[0]) for r in rows]
+            return [_load(r[0]) for r in rows]
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
@@ -211,8 +319,71 @@ class Store:
             return "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it does on a full disk)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes on the filesystem of ``path`` (or its nearest existing parent)."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    try:
+        return shutil.disk_usage(path).free
+    except OSError:
+        return 1 << 62
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        return os.path.getsize(path) > 0
+    except OSError:
+        return False
+
+
+def _header_problem(path: Path) -> str | None:
+    """What is wrong with the SQLite header of ``path`` (None: fine, empty or absent).
+
+    Checks the magic string and, for a WAL-mode file with no ``-wal`` next to it (so no
+    checkpoint can be under way), that the file holds as many pages as its header says.
+    """
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(100)
+    except FileNotFoundError:
+        return None
+    if len(head) < 100 or not head.startswith(_MAGIC):
+        return f"{size:,} B, not a SQLite database"
+    page_size = struct.unpack(">H", head[16:18])[0]
+    page_size = 65536 if page_size == 1 else page_size
+    changes, pages, valid_for = (struct.unpack(">I", head[i:i + 4])[0] for i in (24, 28, 92))
+    if head[18:20] == b"\x02\x02" and changes == valid_for and pages and \
+            not _nonempty(f"{path}-wal") and size < pages * page_size:
+        return f"truncated: {size:,} B, its header says {pages * page_size:,} B"
+    return None
+
+
+def _header_user_version(path: Path) -> int:
+    """The schema version in the file's header (0 when absent or too short)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(64)
+    except FileNotFoundError:
+        return 0
+    return struct.unpack(">i", head[60:64])[0] if len(head) == 64 else 0
+
+
 def _load(text: str) -> Build:
-    return Build.from_dict(json.loads(text))
+    """An entry's Build; ``sqlite3.DatabaseError`` (a damaged catalog) when unreadable."""
+    try:
+        return Build.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise sqlite3.DatabaseError(f"malformed entry: {type(exc).__name__}: {exc}") from exc
 
 
 def _statements(script: str) -> list[str]:

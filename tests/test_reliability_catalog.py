@@ -258,6 +258,55 @@ def test_catalog_fault(fault: str, command: str, base: Path) -> None:
 
 # -- around the matrix -----------------------------------------------------------------
 
+def test_full_disk_during_the_write_rolls_back(base: Path) -> None:
+    """The disk fills with SQLite's -shm already in place: the WAL append fails, the
+    transaction rolls back, the file is unchanged and every build still reads."""
+    home, other = make_home(base)
+    with full_disk(base) as mnt:
+        shutil.copy(home / "catalog.db", mnt / "catalog.db")
+        assert_read_ok(cli(COMMANDS["list"], mnt), "list", mnt)   # leaves -shm and -wal
+        assert (mnt / "catalog.db-shm").stat().st_size > 0
+        fill(mnt)
+        before = digest(mnt / "catalog.db")
+        proc = cli(command_args("register", other), mnt)
+        line = assert_one_line_error(proc, mnt / "catalog.db", "disk is full", "free space")
+        assert "database or disk is full" in line
+        assert digest(mnt / "catalog.db") == before
+        assert Store(mnt).names() == [NAME]
+
+
+def test_full_disk_message_and_rollback_without_root(base: Path, monkeypatch) -> None:
+    """Runs as any user: SQLite's SQLITE_FULL injected at the INSERT (a stand-in for the
+    tmpfs cases above); one line, nothing registered, the catalog still reads."""
+    from shardforge.catalog import store as store_module
+
+    home, other = make_home(base)
+    real_connect = sqlite3.connect
+
+    class FullAtInsert:
+        def __init__(self, conn: sqlite3.Connection) -> None:
+            self._conn = conn
+
+        def execute(self, sql: str, *args):
+            if sql.startswith("INSERT"):
+                raise sqlite3.OperationalError("database or disk is full")
+            return self._conn.execute(sql, *args)
+
+        def __getattr__(self, name: str):
+            return getattr(self._conn, name)
+
+    monkeypatch.setattr(store_module.sqlite3, "connect",
+                        lambda *a, **k: FullAtInsert(real_connect(*a, **k)))
+    before = digest(home / "catalog.db")
+    with pytest.raises(RegistrationError) as info:
+        register_build(home, "other", json.loads((other / "summary.json").read_text()))
+    text = str(info.value)
+    assert "\n" not in text and str(home / "catalog.db") in text
+    assert "the disk is full" in text and "free space" in text
+    monkeypatch.undo()
+    assert digest(home / "catalog.db") == before and Store(home).names() == [NAME]
+
+
 def test_a_write_transaction_does_not_block_readers(base: Path) -> None:
     """WAL: a registration in progress elsewhere leaves list/show/resolve working."""
     home, other = make_home(base)
@@ -347,7 +396,7 @@ TINY_CARD = """
     name: tiny
     description: The demo generator at toy size.
     source:
-      demo: {num_classes: 4, train_per_class: 3, val_per_class: 1, max_side: 96}
+      demo: {num_classes: 4, train_per_class: 3, val_per_class: 1, min_side: 64, max_side: 96}
     pipeline:
       name: ingest
       params: {max_res: 32, shard_size: 8}

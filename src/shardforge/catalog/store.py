@@ -11,13 +11,15 @@ Like every SQLite database, the file must sit on a local disk (or a filesystem w
 working POSIX locks); object stores and most NFS setups do not qualify.
 
 Faults: every SQLite or OS error becomes :class:`CatalogUnavailable`, one line naming the
-file, the problem and the fix: a damaged or truncated file, a schema newer than this code
+file, the problem and the fix (:mod:`shardforge.catalog.dbfile`): a damaged or truncated
+file (checked from its header before SQLite touches it), a schema newer than this code
 (refused, never modified), a read-only home, a lock held past the timeout
 (``SHARDFORGE_CATALOG_TIMEOUT`` seconds, default 60), a full disk (the transaction rolls
 back; the file is unchanged). Reads open the file read-only (SQLite ``mode=ro``), so they
 work on a read-only home: with its ``-wal`` file present the WAL is read through it; with
 none and a directory this process cannot write (no writer can exist there, SQLite would
-need to create the ``-wal``) the file is opened ``immutable=1``, which needs no ``-shm``.
+need to create the ``-wal``) the file is opened ``immutable=1``, which needs no ``-shm``;
+so is a file whose ``-shm`` cannot be set up (a full disk) while no ``-wal`` holds pages.
 Before a write the file passes ``PRAGMA quick_check``, so a damaged catalog is never
 written to.
 """
@@ -25,30 +27,29 @@ written to.
 from __future__ import annotations
 
 import contextlib
-import errno
 import json
 import os
-import shutil
 import sqlite3
-import struct
 import time
 import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from shardforge.catalog.dbfile import (
+    CatalogUnavailable,
+    damaged,
+    explain,
+    header_problem,
+    header_user_version,
+    newer_schema,
+    nonempty,
+)
 from shardforge.catalog.entry import Build
-from shardforge.catalog.errors import RegistrationError
-from shardforge.catalog.home import DB_FILE, HOME_ENV, TIMEOUT_ENV, lock_timeout, resolve_home
+from shardforge.catalog.home import DB_FILE, lock_timeout, resolve_home
 
 BUSY_TIMEOUT_S = 60.0
 SCHEMA_VERSION = 1
-_MAGIC = b"SQLite format 3\0"
 
-
-class CatalogUnavailable(RegistrationError):
-    """The catalog database cannot be read or written as asked: damaged or truncated,
-    written by a newer shardforge, read-only, locked past the timeout, or on a full disk.
-    The message is one line naming the file, the problem and the fix (the CLI exits 1)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -89,7 +90,7 @@ class Store:
         if readonly:
             uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
             if immutable or (not os.access(self.home, os.W_OK)
-                             and not _nonempty(f"{self.path}-wal")):
+                             and not nonempty(f"{self.path}-wal")):
                 uri += "&immutable=1"
             conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
         else:
@@ -108,45 +109,19 @@ class Store:
             raise CatalogUnavailable(self._explain(exc, writing)) from exc
 
     def _explain(self, exc: BaseException, writing: bool) -> str:
-        text = " ".join(str(exc).split()) or type(exc).__name__
-        low = text.lower()
-        path, home = self.path, self.home
-        if "not a database" in low or "malformed" in low or "corrupt" in low:
-            return (f"catalog {path} is damaged ({text}); move it aside (mv {path} "
-                    f"{path}.damaged) and register the builds again with `shardforge catalog "
-                    "register OUT` (their files are not affected)")
-        if "locked" in low or "busy" in low:
-            return (f"catalog {path} stayed locked for {self.timeout:g} s ({text}): another "
-                    "process holds it; retry when it has finished, or wait longer with "
-                    f"{TIMEOUT_ENV}=SECONDS")
-        if "full" in low or getattr(exc, "errno", None) == errno.ENOSPC or (
-                "i/o error" in low and _free_bytes(home) < 64 * 1024):
-            return (f"catalog {path} cannot be written: the disk is full ({text}); free space "
-                    f"on the filesystem of {home} and retry (nothing was registered)")
-        if writing and ("readonly" in low or "read-only" in low or "permission" in low
-                        or not os.access(home if home.exists() else home.parent, os.W_OK)):
-            return (f"catalog {path} cannot be written ({text}): {home} is read-only; make it "
-                    f"writable, or use a writable home (--home DIR or {HOME_ENV}=DIR)")
-        return (f"cannot {'write' if writing else 'read'} the catalog {path} ({text}); check "
-                f"that {home} is a {'writable' if writing else 'readable'} local directory")
+        return explain(exc, self.path, self.timeout, writing)
 
     def _check_file(self, conn: sqlite3.Connection | None = None) -> bool:
         """Whether the file holds a catalog this code can use (False: empty or being
         created). Raises :class:`CatalogUnavailable` for a damaged, truncated or newer one."""
-        problem = _header_problem(self.path)
+        problem = header_problem(self.path)
         if problem:
-            raise CatalogUnavailable(
-                f"catalog {self.path} is damaged ({problem}); move it aside (mv {self.path} "
-                f"{self.path}.damaged) and register the builds again with `shardforge catalog "
-                "register OUT` (their files are not affected)")
-        version = _header_user_version(self.path)
+            raise CatalogUnavailable(damaged(self.path, problem))
+        version = header_user_version(self.path)
         if conn is not None:
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
-            raise CatalogUnavailable(
-                f"catalog {self.path} was written by a newer shardforge (schema version "
-                f"{version}; this one knows up to {SCHEMA_VERSION}); upgrade shardforge "
-                "(pip install -U shardforge) to use it; it was left unchanged")
+            raise CatalogUnavailable(newer_schema(self.path, version, SCHEMA_VERSION))
         return conn is not None and version >= SCHEMA_VERSION
 
     def _create(self) -> None:
@@ -193,7 +168,7 @@ class Store:
         except sqlite3.OperationalError as exc:
             conn.close()
             low = str(exc).lower()
-            if "locked" in low or "busy" in low or _nonempty(f"{self.path}-wal"):
+            if "locked" in low or "busy" in low or nonempty(f"{self.path}-wal"):
                 raise
         conn = self._connect(readonly=True, immutable=True)
         try:
@@ -324,58 +299,6 @@ def _rollback(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         with contextlib.suppress(sqlite3.Error):
             conn.execute("ROLLBACK")
-
-
-def _free_bytes(path: Path) -> int:
-    """Free bytes on the filesystem of ``path`` (or its nearest existing parent)."""
-    while not path.exists() and path != path.parent:
-        path = path.parent
-    try:
-        return shutil.disk_usage(path).free
-    except OSError:
-        return 1 << 62
-
-
-def _nonempty(path: str) -> bool:
-    try:
-        return os.path.getsize(path) > 0
-    except OSError:
-        return False
-
-
-def _header_problem(path: Path) -> str | None:
-    """What is wrong with the SQLite header of ``path`` (None: fine, empty or absent).
-
-    Checks the magic string and, for a WAL-mode file with no ``-wal`` next to it (so no
-    checkpoint can be under way), that the file holds as many pages as its header says.
-    """
-    try:
-        size = path.stat().st_size
-        if size == 0:
-            return None
-        with open(path, "rb") as f:
-            head = f.read(100)
-    except FileNotFoundError:
-        return None
-    if len(head) < 100 or not head.startswith(_MAGIC):
-        return f"{size:,} B, not a SQLite database"
-    page_size = struct.unpack(">H", head[16:18])[0]
-    page_size = 65536 if page_size == 1 else page_size
-    changes, pages, valid_for = (struct.unpack(">I", head[i:i + 4])[0] for i in (24, 28, 92))
-    if head[18:20] == b"\x02\x02" and changes == valid_for and pages and \
-            not _nonempty(f"{path}-wal") and size < pages * page_size:
-        return f"truncated: {size:,} B, its header says {pages * page_size:,} B"
-    return None
-
-
-def _header_user_version(path: Path) -> int:
-    """The schema version in the file's header (0 when absent or too short)."""
-    try:
-        with open(path, "rb") as f:
-            head = f.read(64)
-    except FileNotFoundError:
-        return 0
-    return struct.unpack(">i", head[60:64])[0] if len(head) == 64 else 0
 
 
 def _load(text: str) -> Build:

@@ -433,3 +433,34 @@ def test_bit_flip_in_a_reused_build_is_rebuilt_not_reused(tmp_path: Path) -> Non
     log = io.StringIO()
     assert build_dataset("tiny", home=home, cards_dir=cards, log=log) == again
     assert "tiny: reusing tiny@v1" in log.getvalue()
+
+
+def test_a_damaged_parent_that_cannot_be_rebuilt_is_refused(base: Path) -> None:
+    """A parent with no card (only a catalog build): a bit flip in its tar stops
+    `shardforge build CHILD` before any work, with one line naming the file."""
+    home, _other = make_home(base)
+    cards = base / "cards"
+    cards.mkdir()
+    (cards / "child.yaml").write_text(textwrap.dedent(f"""
+        name: child
+        description: A child of a build that has no card.
+        licence: CC0-1.0
+        source: {{dataset: {NAME}}}
+        pipeline: {{name: ingest, params: {{max_res: 24}}}}
+        """))
+    build = ["--cards", str(cards), "--home", str(home), "--dry-run"]
+    command = [sys.executable, "-m", "shardforge.cli", "build", "child", *build]
+    env = {**os.environ, "PYTHONPATH": SRC}
+    ok = subprocess.run(command, capture_output=True, text=True, env=env,
+                        timeout=CLI_TIMEOUT_S)
+    assert ok.returncode == 0 and "child: would build" in ok.stderr, ok.stderr
+    tar = base / f"out-{NAME}" / "wds" / f"{NAME}-train-000000.tar"
+    data = bytearray(tar.read_bytes())
+    data[100] ^= 0x80
+    tar.write_bytes(bytes(data))
+    proc = subprocess.run(command, capture_output=True, text=True, env=env,
+                          timeout=CLI_TIMEOUT_S)
+    lines = proc.stderr.splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert str(tar) in lines[0] and "(corrupt)" in lines[0]
+    assert f"shardforge catalog verify {NAME}@v1" in lines[0] and "ingest it again" in lines[0]

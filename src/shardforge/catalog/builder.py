@@ -204,9 +204,11 @@ class _Builder:
         assert ref is not None
         if ref.version is not None:
             try:
-                return get(ref, self.home)
+                pinned = get(ref, self.home)
             except UnknownDataset as exc:
                 raise UnknownDataset(f"{card.file}: source.dataset: {exc}") from None
+            return _intact(pinned, f"build {ref.name} again (its card, or `shardforge ingest`) "
+                                   f"and point {card.file} at the new version")
         if ref.name in self.cards:
             return self.ensure(ref.name, (*chain, card.name), top=False, dry=dry)
         latest = self.store.get(ref.name)
@@ -215,7 +217,8 @@ class _Builder:
                             f"nor a catalog build{did_you_mean(ref.name, self.cards)}",
                             f"add datasets/{ref.name}.yaml or ingest it with "
                             f"`shardforge ingest SRC --name {ref.name} --out URL`")
-        return latest
+        return _intact(latest, f"ingest it again (`shardforge ingest SRC --name {ref.name} "
+                               f"--out {latest.out}`)")
 
     def _source_path(self, card: Card, top: bool) -> str | None:
         """The source location of a ``path`` card, or None for a parent whose path is not
@@ -253,6 +256,7 @@ class _Builder:
         if found is None:
             raise CardError(card.file, "source.path", "is not given and no build of this card "
                             "exists yet", f"pass --source {card.name}=PATH to build it first")
+        _intact(found, f"pass --source {card.name}=PATH to build it again")
         print(f"{card.name}: using {found.ref} (built from {found.source}; pass --source "
               f"{card.name}=PATH to build from another source)", file=self.log)
         return found
@@ -348,6 +352,19 @@ def _read_secrets(card: Card) -> Secrets:
                             "characters (a short secret's fingerprint can be brute-forced)")
         values[name] = value
     return Secrets(values)
+
+
+def _intact(build: Build, fix: str) -> Build:
+    """``build`` when every file re-hashes to its record; else CatalogError naming the
+    first damaged file, ``shardforge catalog verify`` and ``fix`` (a build that cannot be
+    rebuilt here is never used damaged)."""
+    report = verify_build(build, rehash=True)
+    if report.ok:
+        return build
+    first = report.problems[0]
+    raise CatalogError(f"{build.ref} has {len(report.problems)} missing or corrupt file(s) "
+                       f"(first: {first.url}: {first.problem}); `shardforge catalog verify "
+                       f"{build.ref}` lists them; {fix}")
 
 
 def _inputs(card: Card, pipeline: Pipeline, params: dict) -> dict[str, Input]:

@@ -12,7 +12,8 @@ For each card on the way from the requested dataset up to its source:
    ``inputs``: an observer checkpoint, teacher weights, a recipe, a style directory; see
    :mod:`shardforge.catalog.inputs`);
 4. reuse the latest catalog build with the same name, card hash and origin, the same input
-   digests, and all files present with their recorded sizes; otherwise say what changed
+   digests, and all files present with their recorded sizes and sha256 (re-hashed in full,
+   so a same-size corruption is rebuilt, not reused); otherwise say what changed
    and run the pipeline into ``OUT_ROOT/datasets/NAME/KEY`` (``KEY`` from card hash,
    origin and input digests, so an interrupted build resumes in place and a changed input
    never reuses the old shards) and register the result with its input digests.
@@ -168,13 +169,17 @@ class _Builder:
         if existing is None and not rebuild:
             self._say_why(card, candidates, card_hash, origin, secrets, inputs)
         if existing is not None and not rebuild:
-            missing = verify_build(existing, rehash=False)
-            if missing.ok:
+            # Re-hash in full: a same-size corruption (a bit flip) must not be reused.
+            damage = verify_build(existing, rehash=True)
+            if damage.ok:
                 print(f"{name}: reusing {existing.ref} (built {existing.created}; same card "
-                      f"and {'parent' if parent else 'source'})", file=self.log)
+                      f"and {'parent' if parent else 'source'}; {damage.checked} files, "
+                      f"{damage.bytes:,} B re-hashed)", file=self.log)
                 return existing
-            print(f"{name}: {existing.ref} has {len(missing.problems)} missing or resized "
-                  f"file(s) (first: {missing.problems[0].url}); building again", file=self.log)
+            first = damage.problems[0]
+            print(f"{name}: {existing.ref} has {len(damage.problems)} missing or corrupt "
+                  f"file(s) (first: {first.url}: {first.problem}); building again",
+                  file=self.log)
         if dry:
             return self._cannot_build(card, pipeline)
         return self._run(card, pipeline, ResolvedCard(card, resolved_params, secrets,
@@ -200,9 +205,11 @@ class _Builder:
         assert ref is not None
         if ref.version is not None:
             try:
-                return get(ref, self.home)
+                pinned = get(ref, self.home)
             except UnknownDataset as exc:
                 raise UnknownDataset(f"{card.file}: source.dataset: {exc}") from None
+            return _intact(pinned, f"build {ref.name} again (its card, or `shardforge ingest`) "
+                                   f"and point {card.file} at the new version")
         if ref.name in self.cards:
             return self.ensure(ref.name, (*chain, card.name), top=False, dry=dry)
         latest = self.store.get(ref.name)
@@ -211,7 +218,8 @@ class _Builder:
                             f"nor a catalog build{did_you_mean(ref.name, self.cards)}",
                             f"add datasets/{ref.name}.yaml or ingest it with "
                             f"`shardforge ingest SRC --name {ref.name} --out URL`")
-        return latest
+        return _intact(latest, f"ingest it again (`shardforge ingest SRC --name {ref.name} "
+                               f"--out {latest.out}`)")
 
     def _source_path(self, card: Card, top: bool) -> str | None:
         """The source location of a ``path`` card, or None for a parent whose path is not
@@ -249,6 +257,7 @@ class _Builder:
         if found is None:
             raise CardError(card.file, "source.path", "is not given and no build of this card "
                             "exists yet", f"pass --source {card.name}=PATH to build it first")
+        _intact(found, f"pass --source {card.name}=PATH to build it again")
         print(f"{card.name}: using {found.ref} (built from {found.source}; pass --source "
               f"{card.name}=PATH to build from another source)", file=self.log)
         return found
@@ -344,6 +353,19 @@ def _read_secrets(card: Card) -> Secrets:
                             "characters (a short secret's fingerprint can be brute-forced)")
         values[name] = value
     return Secrets(values)
+
+
+def _intact(build: Build, fix: str) -> Build:
+    """``build`` when every file re-hashes to its record; else CatalogError naming the
+    first damaged file, ``shardforge catalog verify`` and ``fix`` (a build that cannot be
+    rebuilt here is never used damaged)."""
+    report = verify_build(build, rehash=True)
+    if report.ok:
+        return build
+    first = report.problems[0]
+    raise CatalogError(f"{build.ref} has {len(report.problems)} missing or corrupt file(s) "
+                       f"(first: {first.url}: {first.problem}); `shardforge catalog verify "
+                       f"{build.ref}` lists them; {fix}")
 
 
 def _inputs(card: Card, pipeline: Pipeline, params: dict) -> dict[str, Input]:

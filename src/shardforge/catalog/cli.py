@@ -1,7 +1,10 @@
 """``shardforge catalog ...`` and ``shardforge build``: argument parsing and printing.
 
 Errors in the request (unknown dataset, invalid card, pipeline not implemented) print one
-line and exit 2; ``verify`` exits 1 when a file is missing or corrupt; success exits 0.
+line and exit 2; ``verify`` exits 1 when a file is missing or corrupt; a catalog that cannot
+be read or written (damaged, newer schema, read-only home for ``register``, locked past the
+timeout, full disk: :class:`~shardforge.catalog.store.CatalogUnavailable`) prints one line
+naming the file and the fix and exits 1; success exits 0.
 """
 
 from __future__ import annotations
@@ -83,8 +86,8 @@ def run_catalog_command(args: argparse.Namespace) -> int:
         if args.command == "build":
             return _build(args)
         return _HANDLERS[args.catalog_command](args)
-    except RegistrationError as exc:    # built, but the catalog could not record it
-        print(f"shardforge {command}: error: {exc}", file=sys.stderr)
+    except RegistrationError as exc:    # the catalog cannot be read or record the build
+        print(f"shardforge {command}: error: {_one_line(str(exc))}", file=sys.stderr)
         return EXIT_PROBLEM
     except ValueError as exc:           # CatalogError included: the request cannot be served
         print(f"shardforge {command}: error: {_one_line(str(exc))}", file=sys.stderr)

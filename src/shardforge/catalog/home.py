@@ -11,11 +11,28 @@ from shardforge.catalog.errors import CatalogError
 HOME_ENV = "SHARDFORGE_HOME"
 DEFAULT_HOME = "~/.shardforge"
 DB_FILE = "catalog.db"
+TIMEOUT_ENV = "SHARDFORGE_CATALOG_TIMEOUT"
 
 
 def default_home() -> Path:
     """``$SHARDFORGE_HOME`` when set, else ``~/.shardforge`` (not created here)."""
     return Path(os.path.expanduser(os.environ.get(HOME_ENV) or DEFAULT_HOME)).absolute()
+
+
+def lock_timeout(default: float) -> float:
+    """Seconds to wait for the catalog's lock: ``$SHARDFORGE_CATALOG_TIMEOUT`` when set,
+    else ``default``. A value that is not a number >= 0 raises :class:`CatalogError`."""
+    text = os.environ.get(TIMEOUT_ENV, "").strip()
+    if not text:
+        return default
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value >= 0:   # also NaN
+        raise CatalogError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds >= 0; "
+                           f"set it to e.g. 60, or unset it")
+    return value
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:

@@ -9,23 +9,47 @@ version. Entries are immutable: triggers refuse UPDATE and DELETE.
 
 Like every SQLite database, the file must sit on a local disk (or a filesystem with
 working POSIX locks); object stores and most NFS setups do not qualify.
+
+Faults: every SQLite or OS error becomes :class:`CatalogUnavailable`, one line naming the
+file, the problem and the fix (:mod:`shardforge.catalog.dbfile`): a damaged or truncated
+file (checked from its header before SQLite touches it), a schema newer than this code
+(refused, never modified), a read-only home, a lock held past the timeout
+(``SHARDFORGE_CATALOG_TIMEOUT`` seconds, default 60), a full disk (the transaction rolls
+back; the file is unchanged). Reads open the file read-only (SQLite ``mode=ro``), so they
+work on a read-only home: with its ``-wal`` file present the WAL is read through it; with
+none and a directory this process cannot write (no writer can exist there, SQLite would
+need to create the ``-wal``) the file is opened ``immutable=1``, which needs no ``-shm``;
+so is a file whose ``-shm`` cannot be set up (a full disk) while no ``-wal`` holds pages.
+Before a write the file passes ``PRAGMA quick_check``, so a damaged catalog is never
+written to.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from shardforge.catalog.dbfile import (
+    CatalogUnavailable,
+    damaged,
+    explain,
+    header_problem,
+    header_user_version,
+    newer_schema,
+    nonempty,
+)
 from shardforge.catalog.entry import Build
-from shardforge.catalog.errors import RegistrationError
-from shardforge.catalog.home import DB_FILE, resolve_home
+from shardforge.catalog.home import DB_FILE, lock_timeout, resolve_home
 
 BUSY_TIMEOUT_S = 60.0
 SCHEMA_VERSION = 1
+
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS builds (
@@ -53,67 +77,126 @@ BEGIN SELECT RAISE(ABORT, 'catalog builds are immutable'); END;
 class Store:
     """The catalog database of one home. Reads of a catalog never written find it empty."""
 
-    def __init__(self, home: str | Path | None = None) -> None:
+    def __init__(self, home: str | Path | None = None, timeout: float | None = None) -> None:
+        """``timeout``: seconds to wait for a lock (default: ``$SHARDFORGE_CATALOG_TIMEOUT``,
+        else :data:`BUSY_TIMEOUT_S`)."""
         self.home = resolve_home(home)
         self.path = self.home / DB_FILE
+        self.timeout = lock_timeout(BUSY_TIMEOUT_S) if timeout is None else float(timeout)
 
     # -- connections -------------------------------------------------------------------
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+    def _connect(self, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
+        if readonly:
+            uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
+            if immutable or (not os.access(self.home, os.W_OK)
+                             and not nonempty(f"{self.path}-wal")):
+                uri += "&immutable=1"
+            conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
+        else:
+            conn = sqlite3.connect(self.path, timeout=self.timeout, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {int(self.timeout * 1000)}")
         return conn
+
+    @contextlib.contextmanager
+    def _faults(self, writing: bool) -> Iterator[None]:
+        """Turn SQLite, OS and decoding errors into one-line :class:`CatalogUnavailable`."""
+        try:
+            yield
+        except CatalogUnavailable:
+            raise
+        except (sqlite3.Error, OSError) as exc:
+            raise CatalogUnavailable(self._explain(exc, writing)) from exc
+
+    def _explain(self, exc: BaseException, writing: bool) -> str:
+        return explain(exc, self.path, self.timeout, writing)
+
+    def _check_file(self, conn: sqlite3.Connection | None = None) -> bool:
+        """Whether the file holds a catalog this code can use (False: empty or being
+        created). Raises :class:`CatalogUnavailable` for a damaged, truncated or newer one."""
+        problem = header_problem(self.path)
+        if problem:
+            raise CatalogUnavailable(damaged(self.path, problem))
+        version = header_user_version(self.path)
+        if conn is not None:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version > SCHEMA_VERSION:
+            raise CatalogUnavailable(newer_schema(self.path, version, SCHEMA_VERSION))
+        return conn is not None and version >= SCHEMA_VERSION
 
     def _create(self) -> None:
         """Create the home, the database, WAL mode and the schema (idempotent, race-safe)."""
         self.home.mkdir(parents=True, exist_ok=True)
+        self._check_file()          # header only: refuse before SQLite creates -wal/-shm
         with contextlib.closing(self._connect()) as conn:
-            if conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION:
+            if self._check_file(conn):
                 return
             # Switching to WAL needs a moment with no other connection: retry while busy.
-            _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone())
+            _retry_locked(lambda: conn.execute("PRAGMA journal_mode = WAL").fetchone(),
+                          self.timeout)
             conn.execute("BEGIN IMMEDIATE")
             try:
-                for statement in _statements(_SCHEMA):
-                    conn.execute(statement)
-                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                if conn.execute("PRAGMA user_version").fetchone()[0] < SCHEMA_VERSION:
+                    for statement in _statements(_SCHEMA):
+                        conn.execute(statement)
+                    conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                _rollback(conn)
                 raise
 
     @contextlib.contextmanager
     def _read(self) -> Iterator[sqlite3.Connection | None]:
-        if not self.path.exists():
-            yield None
-            return
-        with contextlib.closing(self._connect()) as conn:
-            # A database another process is creating this instant has no schema yet.
-            ready = conn.execute("PRAGMA user_version").fetchone()[0] >= SCHEMA_VERSION
-            yield conn if ready else None
+        """A read-only connection, or None while no catalog exists (or is being created)."""
+        with self._faults(writing=False):
+            if not self.path.exists() or self.path.stat().st_size == 0:
+                yield None
+                return
+            self._check_file()      # header only: refuse before SQLite creates -wal/-shm
+            conn, ready = self._open_for_read()
+            with contextlib.closing(conn):
+                yield conn if ready else None
+
+    def _open_for_read(self) -> tuple[sqlite3.Connection, bool]:
+        """A read-only connection and whether the catalog has its schema (a database
+        another process is creating this instant has none yet). When SQLite cannot set up
+        its shared memory (``-shm``: read-only directory, full disk) and no ``-wal`` holds
+        pages, the file is reopened ``immutable=1``: a snapshot read that needs no -shm."""
+        conn = self._connect(readonly=True)
+        try:
+            return conn, self._check_file(conn)
+        except sqlite3.OperationalError as exc:
+            conn.close()
+            low = str(exc).lower()
+            if "locked" in low or "busy" in low or nonempty(f"{self.path}-wal"):
+                raise
+        conn = self._connect(readonly=True, immutable=True)
+        try:
+            return conn, self._check_file(conn)
+        except BaseException:
+            conn.close()
+            raise
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction: committed on success, rolled back on error."""
-        try:
+        """One ``BEGIN IMMEDIATE`` transaction on a catalog that passes ``quick_check``:
+        committed on success, rolled back on error (the file is then unchanged)."""
+        with self._faults(writing=True):
             self._create()
             conn = self._connect()
-        except sqlite3.Error as exc:
-            raise RegistrationError(f"cannot open the catalog {self.path}: {exc}; check that "
-                                    "the directory is writable and on a local disk") from exc
-        with contextlib.closing(conn):
-            try:
+            with contextlib.closing(conn):
                 conn.execute("BEGIN IMMEDIATE")
-            except sqlite3.OperationalError as exc:
-                raise RegistrationError(
-                    f"catalog {self.path} stayed locked for {BUSY_TIMEOUT_S:.0f} s ({exc}); "
-                    "another process holds a write transaction: retry") from exc
-            try:
-                yield conn
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
+                try:
+                    self._check_file(conn)
+                    check = conn.execute("PRAGMA quick_check").fetchall()
+                    if [r[0] for r in check] != ["ok"]:
+                        raise sqlite3.DatabaseError(
+                            "quick_check: " + "; ".join(r[0] for r in check[:3]) + " (corrupt)")
+                    yield conn
+                    conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
 
     # -- writes ------------------------------------------------------------------------
 
@@ -182,7 +265,7 @@ class Store:
             if conn is None:
                 return []
             rows = conn.execute(query + " ORDER BY name, version").fetchall()
-        return [_load(r[0]) for r in rows]
+            return [_load(r[0]) for r in rows]
 
     def find_card_build(self, name: str, card_hash: str, origin: str | None) -> Build | None:
         """The latest build of ``name`` made from this card hash (and ``origin``, when given)."""
@@ -201,7 +284,7 @@ class Store:
             if conn is None:
                 return []
             rows = conn.execute(query + " ORDER BY version DESC", args).fetchall()
-        return [_load(r[0]) for r in rows]
+            return [_load(r[0]) for r in rows]
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result (``"ok"`` when healthy)."""
@@ -211,8 +294,19 @@ class Store:
             return "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
 
 
+def _rollback(conn: sqlite3.Connection) -> None:
+    """Roll back the open transaction, if SQLite has not already (it does on a full disk)."""
+    if conn.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
 def _load(text: str) -> Build:
-    return Build.from_dict(json.loads(text))
+    """An entry's Build; ``sqlite3.DatabaseError`` (a damaged catalog) when unreadable."""
+    try:
+        return Build.from_dict(json.loads(text))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise sqlite3.DatabaseError(f"malformed entry: {type(exc).__name__}: {exc}") from exc
 
 
 def _statements(script: str) -> list[str]:

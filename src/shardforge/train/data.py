@@ -33,6 +33,12 @@ class EpochData:
         """Loader state saved in checkpoints."""
         return {}
 
+    def skipped(self) -> dict[str, dict] | None:
+        """Corrupt samples skipped in the last train epoch and validation pass, per split
+        (:meth:`shardforge.stream.faults.FaultReport.to_dict`), or None when this loader
+        does not skip (FFCV and Ray Data: see docs/reliability.md)."""
+        return None
+
 
 def _local_file(url: str, what: str) -> str:
     loc = resolve(url)
@@ -135,7 +141,8 @@ class WdsEpochData(EpochData):
         self.url = info.url
         self.common = {"rank": session.rank, "world_size": session.world_size,
                        "num_workers": cfg.data.num_workers, "seed": cfg.training.seed,
-                       "layout": "hwc", "pin_memory": session.device.type == "cuda"}
+                       "layout": "hwc", "pin_memory": session.device.type == "cuda",
+                       "on_corrupt": cfg.data.on_corrupt, "verify": cfg.data.verify}
         self.train = self._train_loader(cfg.resolution.min_res)
         self.val = make_loader(info.url, "val", cfg.validation.batch_size,
                                transform=CenterCrop(cfg.validation.res,
@@ -182,6 +189,9 @@ class WdsEpochData(EpochData):
 
     def state(self) -> dict:
         return {"kind": "wds", **self.train.state_dict()}
+
+    def skipped(self) -> dict[str, dict] | None:
+        return {"train": self.train.faults.to_dict(), "val": self.val.faults.to_dict()}
 
 
 class ReplayEpochData(WdsEpochData):

@@ -198,6 +198,45 @@ def test_missing_tar_names_shard_and_fix(copy):
         epoch(loader(copy, num_workers=0, check_shards=False))
 
 
+def test_ffcv_path_checks_the_beton_size_first(copy):
+    """FFCV cannot skip corrupt samples inside its compiled pipeline; the training job
+    refuses a .beton that is missing or not the size summary.json records."""
+    from shardforge.train.data import check_beton
+
+    beton = os.path.join(copy, "beton", "demo-val.beton")
+    check_beton(beton, copy, "val", "demo")                   # intact: passes
+    os.truncate(beton, os.path.getsize(beton) - 4096)
+    with pytest.raises(ShardReadError) as info:
+        check_beton(beton, copy, "val", "demo")
+    text = str(info.value)
+    assert "\n" not in text and beton in text and "summary.json records" in text
+    assert "catalog verify demo" in text
+    os.remove(beton)
+    with pytest.raises(ShardReadError, match="missing.*re-stage"):
+        check_beton(beton, copy, "val", "demo")
+
+
+def test_ray_data_batches_drop_undecodable_rows():
+    from shardforge.stream.ray_data import preprocess_batch
+
+    good = cv2_jpeg(np.full((40, 50, 3), 200, np.uint8))
+    batch = {"image": np.array([good, b"\0" * 64, good], dtype=object),
+             "is_png": np.zeros(3, bool), "width": np.full(3, 50), "height": np.full(3, 40),
+             "label": np.array([1, 2, 3])}
+    out = preprocess_batch(batch, train=False, res=16)
+    assert out["image"].shape == (2, 16, 16, 3) and out["label"].tolist() == [1, 3]
+    with pytest.raises(CorruptSampleError, match="label 2"):
+        preprocess_batch(batch, train=False, res=16, on_corrupt="strict")
+
+
+def cv2_jpeg(pixels: np.ndarray) -> bytes:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", pixels)
+    assert ok
+    return buf.tobytes()
+
+
 # ------------------------------------------------------------------ 5. checksum by default
 
 def test_default_checksum_catches_a_flip_that_still_decodes(demo_dataset, copy):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -48,8 +49,35 @@ def _local_file(url: str, what: str) -> str:
     return loc.path
 
 
+def check_beton(path: str, dataset_url: str, split: str, name: str) -> None:
+    """Raise ``ShardReadError`` (one line: file, problem, fix) when the split's .beton is
+    missing or not the size ``summary.json`` records. The only integrity check on the FFCV
+    path: FFCV's compiled decoder does not report a corrupt JPEG (libjpeg's error code is
+    ignored: the sample comes out as an undefined, here flat, image with its label), so
+    corrupt samples are neither skipped nor counted there; `shardforge catalog verify`
+    (a full rehash) is the guard before training, or ``data.loader: wds``."""
+    import json
+
+    from shardforge.stream.reader import ShardReadError
+
+    fix = (f"re-stage it from a good copy or rebuild the dataset (rerun the same ingest); "
+           f"`shardforge catalog verify {name}` rehashes every file")
+    if not os.path.exists(path):
+        raise ShardReadError(f"{path} is missing; {fix}")
+    try:
+        summary = json.loads(resolve(dataset_url).join("summary.json").read_bytes())
+        want = summary["formats"]["beton"][split]["size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return      # no record to check against (a hand-made dataset)
+    got = os.path.getsize(path)
+    if got != want:
+        raise ShardReadError(f"{path} has {got} bytes but summary.json records {want}: it is "
+                             f"truncated or not the file this dataset was built with; {fix}")
+
+
 class FfcvEpochData(EpochData):
-    """FFCV loaders over ``beton/NAME-{train,val}.beton`` (see shardforge.stream.ffcv_loader)."""
+    """FFCV loaders over ``beton/NAME-{train,val}.beton`` (see shardforge.stream.ffcv_loader).
+    Each .beton's size is checked against ``summary.json`` first (:func:`check_beton`)."""
 
     def __init__(self, cfg: TrainConfig, info: DatasetInfo, session: Session,
                  channels_last: bool) -> None:
@@ -57,6 +85,8 @@ class FfcvEpochData(EpochData):
 
         for split in ("train", "val"):
             info.require_split(split)
+            check_beton(_local_file(info.betons[split], f"the {split} .beton"), info.url,
+                        split, info.name)
         distributed = session.world_size > 1
         common = {"num_workers": cfg.data.num_workers, "distributed": distributed,
                   "seed": cfg.training.seed, "device": session.device,

@@ -198,6 +198,24 @@ def test_missing_tar_names_shard_and_fix(copy):
         epoch(loader(copy, num_workers=0, check_shards=False))
 
 
+@pytest.mark.parametrize("kind", ["wds", "ffcv"])
+def test_train_job_refuses_a_missing_file_in_one_line(copy, tmp_path, capsys, kind):
+    """jobs/train.py checks every file its loader reads before starting a worker: exit 1
+    and one line naming the file and the fix."""
+    from shardforge.train import job
+
+    victim = (os.path.join(copy, "wds", rows(copy, "val")[0]["shard"]) if kind == "wds"
+              else os.path.join(copy, "beton", "demo-val.beton"))
+    os.remove(victim)
+    config = tmp_path / "c.yaml"
+    config.write_text(f"data: {{loader: {kind}}}\nmodel: {{arch: small_cnn}}\n")
+    code = job.main(["--config", str(config), "--data", copy, "--backend", "local",
+                     "--storage", str(tmp_path / "runs"), "--cpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 1 and "\n" not in err
+    assert victim in err and "missing" in err and "re-stage" in err
+
+
 def test_ffcv_path_checks_the_beton_size_first(copy):
     """FFCV cannot skip corrupt samples inside its compiled pipeline; the training job
     refuses a .beton that is missing or not the size summary.json records."""

@@ -75,6 +75,31 @@ def check_beton(path: str, dataset_url: str, split: str, name: str) -> None:
                              f"truncated or not the file this dataset was built with; {fix}")
 
 
+def preflight(cfg: TrainConfig, info: DatasetInfo) -> None:
+    """On the driver, before any worker starts: every file the configured loader reads
+    for ``train`` and ``val`` exists with its recorded size (a ``stat`` each; a metadata
+    request each on object stores). Raises
+    :class:`~shardforge.stream.reader.ShardReadError` (one line: file, problem, fix)."""
+    if cfg.data.loader == "ffcv" and info.reinforce is None:
+        for split in ("train", "val"):
+            url = info.betons.get(split)
+            if url and resolve(url).is_local:
+                check_beton(resolve(url).path, info.url, split, info.name)
+        return
+    from shardforge.stream.dataset import open_dataset
+    from shardforge.stream.reader import check_shards, shard_min_sizes
+    from shardforge.stream.repair import recorded_sizes
+
+    dataset = open_dataset(info.url)
+    for split in ("train", "val"):
+        if split not in dataset.splits:
+            continue
+        idx = dataset.split(split)
+        check_shards(idx.shard_urls, recorded_sizes(dataset, idx),
+                     shard_min_sizes(len(idx.shard_urls), idx.shard, idx.offset,
+                                     idx.size).tolist())
+
+
 class FfcvEpochData(EpochData):
     """FFCV loaders over ``beton/NAME-{train,val}.beton`` (see shardforge.stream.ffcv_loader).
     Each .beton's size is checked against ``summary.json`` first (:func:`check_beton`)."""

@@ -11,7 +11,12 @@ Policy (``on_corrupt``, :data:`ON_CORRUPT`):
   takes the first good sample after the batch in the rank's epoch order (cyclically),
   cropped with a generator seeded by ``(seed, epoch, rank, slot)``. Both rules depend
   only on the epoch's plan, so they do not change with the number of workers and a
-  resumed epoch repeats them. The skipped sample is counted and its key kept (the first
+  resumed epoch repeats them. Why this rule: dropping the sample would shorten a batch
+  (and, when a whole batch is lost, the rank's epoch); a black image with its label
+  masked out would need a mask in every loss (label smoothing, stored soft targets, a
+  teacher, CutMix); a good sample of the same batch is already decoded, so the repeat
+  costs a copy, and its only effect is that one sample weighs twice in one step.
+  The skipped sample is counted and its key kept (the first
   :data:`MAX_KEYS` per epoch): :class:`~shardforge.stream.wds_loader.WdsLoader` reports
   them (``loader.faults``, its ``state_dict``) and the training loop writes them into
   each epoch's ``metrics.jsonl`` line and console line.
@@ -22,6 +27,15 @@ A sample is *corrupt* when its bytes do not match the index's sha256 (with ``ver
 on by default) or do not decode to the size the index gives. A shard that is missing or
 shorter than the index says is not a sample fault: it raises
 :class:`~shardforge.stream.reader.ShardReadError` in either mode.
+
+In a training run (``data.on_corrupt``, ``data.verify``), each epoch's ``metrics.jsonl``
+record has ``skipped_samples`` / ``skipped_keys`` (train) and ``val_skipped_samples`` /
+``val_skipped_keys``, summed over ranks; the epoch's console line ends with them when
+any. The other loaders: Ray Data drops undecodable rows (``streaming_split(equal=True)``
+keeps the workers equal; not counted in the metrics; no sha256 check); FFCV cannot skip
+or even notice a corrupt JPEG inside its compiled pipeline (see
+:mod:`shardforge.stream.ffcv_loader`): its guards are the .beton size check at start and
+``shardforge catalog verify``.
 """
 
 from __future__ import annotations

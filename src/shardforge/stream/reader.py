@@ -58,16 +58,28 @@ def check_shards(shard_urls: Sequence[str], sizes: Sequence[int | None],
         return resolve(url).size()
 
     urls = list(shard_urls)
-    if urls and all(resolve(u).is_local for u in urls[:1]):
+    if not urls or resolve(urls[0]).is_local:
         actual = [size_of(u) for u in urls]
     else:
         with ThreadPoolExecutor(max(1, threads)) as pool:
             actual = list(pool.map(size_of, urls))
-    probe = RangeReader(urls, sizes=sizes, min_sizes=min_sizes)
-    for sid, (url, got) in enumerate(zip(urls, actual, strict=True)):
+    for url, got, want, need in zip(urls, actual, sizes, min_sizes, strict=True):
         if got is None:
             raise ShardReadError(f"shard {url} is missing; {SHARD_FIX}")
-        probe._check_size(sid, got)
+        check_size(url, got, want, need)
+
+
+def check_size(url: str, actual: int, want: int | None, need: int) -> None:
+    """Raise :class:`ShardReadError` when a tar of ``actual`` bytes is shorter than the
+    ``need`` bytes the index needs, or not the ``want`` bytes recorded (None: unknown)."""
+    if actual < need:
+        recorded = f", summary.json records {want}" if want is not None else ""
+        raise ShardReadError(f"shard {url} is truncated: {actual} bytes, shorter than the "
+                             f"{need} that index.parquet needs{recorded}; {SHARD_FIX}")
+    if want is not None and actual != want:
+        raise ShardReadError(f"shard {url} has {actual} bytes but summary.json records "
+                             f"{want}: it is not the tar this dataset was built with; "
+                             f"{SHARD_FIX}")
 
 
 class RangeReader:
@@ -151,7 +163,7 @@ class RangeReader:
         except OSError as exc:
             raise ShardReadError(f"cannot open shard {url}: {exc}; {SHARD_FIX}") from exc
         try:
-            self._check_size(sid, actual)
+            check_size(url, actual, self.sizes[sid], self.min_sizes[sid])
         except ShardReadError:
             self._close(*entry)
             raise
@@ -159,17 +171,6 @@ class RangeReader:
         while len(self._open) > self.max_open:
             self._close(*self._open.popitem(last=False)[1])
         return entry
-
-    def _check_size(self, sid: int, actual: int) -> None:
-        url, want, need = self.shard_urls[sid], self.sizes[sid], self.min_sizes[sid]
-        if actual < need:
-            recorded = f", summary.json records {want}" if want is not None else ""
-            raise ShardReadError(f"shard {url} is truncated: {actual} bytes, shorter than the "
-                                 f"{need} that index.parquet needs{recorded}; {SHARD_FIX}")
-        if want is not None and actual != want:
-            raise ShardReadError(f"shard {url} has {actual} bytes but summary.json records "
-                                 f"{want}: it is not the tar this dataset was built with; "
-                                 f"{SHARD_FIX}")
 
     @staticmethod
     def _close(kind: str, handle) -> None:

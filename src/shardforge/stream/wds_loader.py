@@ -33,9 +33,10 @@ bytes that do not decode to the indexed size) follows ``on_corrupt``
 so batch counts per rank never change, and counts it in ``WdsLoader.faults`` (reset per
 epoch, kept in ``state_dict``); ``"strict"`` raises
 :class:`~shardforge.stream.faults.CorruptSampleError`. A missing or truncated tar raises
-:class:`~shardforge.stream.reader.ShardReadError` either way. Augmentation randomness is seeded by
-``(seed, epoch, rank, position of the batch in the rank's epoch)``: independent of the
-number of workers, and the same again after a resume.
+:class:`~shardforge.stream.reader.ShardReadError` either way.
+
+Augmentation randomness is seeded by ``(seed, epoch, rank, position of the batch in the
+rank's epoch)``: independent of the number of workers, and the same again after a resume.
 
 :class:`WdsLoader` (from :func:`make_loader`) is the ``DataLoader`` around a stream, with
 ``set_epoch``, ``state_dict`` and ``load_state_dict`` for mid-epoch resume.
@@ -288,7 +289,6 @@ class WdsStream(SampleRepair, IterableDataset):
         if self.with_keys:
             out += (idx.key[pos].tolist(),)
         return out
-
 
 
 class WdsLoader(DataLoader):

@@ -147,6 +147,31 @@ def test_training_epoch_line_and_metrics_report_skipped(copy, tmp_path, capsys):
     assert f"skipped 1 corrupt train sample(s): {bad['key']}" in capsys.readouterr().out
 
 
+@pytest.mark.slow
+def test_two_rank_training_with_a_corrupt_sample_does_not_hang(copy, tmp_path):
+    """DDP over 2 local processes (gloo): the rank holding the corrupt sample yields as
+    many batches as the other, the epoch ends, and the skip is summed over ranks."""
+    from shardforge.train.config import TrainConfig
+    from shardforge.train.metrics import read_metrics
+    from shardforge.train.runner import prepare_run, run_training
+
+    bad = rows(copy)[3]
+    overwrite(copy, bad, 0, b"\0" * 64)
+    cfg = TrainConfig.from_dict({
+        "model": {"arch": "small_cnn", "width": 4}, "data": {"loader": "wds", "num_workers": 1},
+        "training": {"batch_size": 8, "epochs": 2}, "optim": {"lr_peak_epoch": 1},
+        "resolution": {"min_res": 32, "max_res": 32}, "validation": {"res": 32},
+        "scaling": {"num_workers": 2, "use_gpu": False},
+        "run": {"storage_path": str(tmp_path / "runs"), "name": "ddp"}})
+    plan = prepare_run(cfg, copy)
+    run_training(plan, cfg, backend="local")
+    history = read_metrics(plan.run_dir)
+    assert [m["epoch"] for m in history] == [1, 2]
+    for m in history:               # 30 samples per rank, batches of 8: 4 steps x 2 ranks
+        assert m["steps"] == 8 and m["train_samples"] == 60
+        assert m["skipped_samples"] == 1 and m["skipped_keys"] == [bad["key"]]
+
+
 # ------------------------------------------------------------------ 2. strict
 
 @pytest.mark.parametrize("verify", [True, False], ids=["sha256", "decode"])

@@ -9,7 +9,7 @@ installed, else PIL-made gradient + noise images; the section says which):
   decode;
 * the loader end to end: ``make_loader(OUT, 'train', B, num_workers=W,
   transform=RandomResizedCrop(S), verify=...)`` epochs with checksums on and off
-  (interleaved rounds; the median epoch each, as the best one of a shared machine is an
+  (interleaved rounds, alternating which goes first; the median epoch each, as the best one of a shared machine is an
   outlier, plus the best and the CPU per image);
 * per shard at first open: the size check (``check_shards``: a ``stat`` per tar) vs a
   full-shard sha256 (reading and hashing every tar once).
@@ -157,8 +157,9 @@ def loader_epochs(out: Path, args) -> dict:
     n = loaders[True].stream.samples_per_rank
     for ld in loaders.values():            # warm-up: worker start, page cache
         sum(len(b[1]) for b in ld)
-    for _ in range(args.repeats):
-        for v, ld in loaders.items():
+    for r in range(args.repeats):
+        for v in ((True, False) if r % 2 == 0 else (False, True)):   # ABBA: no order bias
+            ld = loaders[v]
             c0, t0 = common.tree_cpu_seconds(), time.perf_counter()
             seen = sum(len(b[1]) for b in ld)
             wall, cpu = time.perf_counter() - t0, common.tree_cpu_seconds() - c0
@@ -241,7 +242,7 @@ def main(argv: list[str] | None = None) -> None:
              "the decode step)** "
              f"(`make_loader(OUT, 'train', {args.batch_size}, num_workers={args.workers}, "
              f"transform=RandomResizedCrop({args.size}), verify=...)`, median of "
-             f"{args.repeats} interleaved epochs of {runs['images']} images after a warm-up "
+             f"{args.repeats} interleaved epochs (order alternating per round) of {runs['images']} images after a warm-up "
              "epoch each; CPU = user + system of the process and its workers)", "",
              *common.md_table(
                  ["verify", "epochs (s)", "median (s)", "images/s (median)", "best (s)",

@@ -190,7 +190,7 @@ def test_strict_raises_naming_shard_key_and_fix(copy, verify):
 
 # ------------------------------------------------------------------ 3-4. damaged shards
 
-def test_truncated_tar_names_shard_and_fix(copy):
+def test_truncated_tar_names_shard_and_fix(demo_dataset, copy):
     last = rows(copy)[15]                                     # last sample of shard 0
     tar = os.path.join(copy, "wds", last["shard"])
     os.truncate(tar, last["offset"] + last["size"] // 2)
@@ -202,6 +202,12 @@ def test_truncated_tar_names_shard_and_fix(copy):
     # unchecked at start: the first read of that tar says the same
     with pytest.raises(ShardReadError, match="truncated.*re-stage"):
         epoch(loader(copy, num_workers=0, check_shards=False, on_corrupt="skip"))
+    # only the tail cut (the last sample's .cls/.json, the end-of-archive blocks): every
+    # image is still there, but the tar is not the recorded one
+    shutil.copy(os.path.join(demo_dataset, "wds", last["shard"]), tar)
+    os.truncate(tar, last["offset"] + last["size"] + 100)
+    with pytest.raises(ShardReadError, match="truncated: .* of the .* bytes summary.json"):
+        loader(copy)
 
 
 def test_tar_of_another_size_than_recorded_is_refused(copy):

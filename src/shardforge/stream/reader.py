@@ -76,6 +76,9 @@ def check_size(url: str, actual: int, want: int | None, need: int) -> None:
         recorded = f", summary.json records {want}" if want is not None else ""
         raise ShardReadError(f"shard {url} is truncated: {actual} bytes, shorter than the "
                              f"{need} that index.parquet needs{recorded}; {SHARD_FIX}")
+    if want is not None and actual < want:
+        raise ShardReadError(f"shard {url} is truncated: {actual} of the {want} bytes "
+                             f"summary.json records; {SHARD_FIX}")
     if want is not None and actual != want:
         raise ShardReadError(f"shard {url} has {actual} bytes but summary.json records "
                              f"{want}: it is not the tar this dataset was built with; "

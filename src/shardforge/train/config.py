@@ -50,7 +50,9 @@ class DataConfig:
     in_memory: bool = True        # ffcv os_cache (page cache shared by trainers on a node)
     shuffle_buffer: int = 2000    # ray_data: local shuffle buffer per trainer, samples
     on_corrupt: str = "skip"      # wds: a corrupt sample is skipped (replaced in its batch,
-    #                               counted per epoch in metrics.jsonl) | strict: raises
+    #                               counted per epoch in metrics.jsonl) | strict: raises.
+    #                               ray_data always drops undecodable rows; ffcv cannot
+    #                               tell (shardforge.stream.faults)
     verify: bool = True           # wds: check each sample's sha256 against the index
 
     def __post_init__(self) -> None:

@@ -265,6 +265,32 @@ def test_ffcv_path_checks_the_beton_size_first(copy):
         check_beton(beton, copy, "val", "demo")
 
 
+@pytest.mark.slow
+def test_ffcv_does_not_notice_a_corrupt_jpeg(demo_dataset, copy):
+    """What the FFCV path does (documented in shardforge.stream.ffcv_loader): no error,
+    no skip; the damaged sample comes out as some image with its label."""
+    pytest.importorskip("ffcv")
+    from shardforge.formats.beton import read_part
+    from shardforge.stream.ffcv_loader import make_ffcv_loader
+
+    beton = os.path.join(copy, "beton", "demo-val.beton")
+    k = 5
+    with open(beton, "r+b") as f:
+        f.seek(int(read_part(beton).meta["f0"]["data_ptr"][k]))
+        f.write(b"\0" * 64)
+
+    def images(path: str):
+        import torch
+
+        ld = make_ffcv_loader(path, 4, num_workers=1, train=False, res=32)
+        return torch.cat([x.clone() for x, _ in ld])
+
+    clean, damaged = images(os.path.join(demo_dataset, "beton", "demo-val.beton")), images(beton)
+    assert len(damaged) == len(clean) == 20
+    same = [bool((clean[i] == damaged[i]).all()) for i in range(20)]
+    assert same == [i != k for i in range(20)]     # only it differs; what it shows is undefined
+
+
 def test_ray_data_batches_drop_undecodable_rows():
     from shardforge.stream.ray_data import preprocess_batch
 

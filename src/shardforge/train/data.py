@@ -53,7 +53,7 @@ def check_beton(path: str, dataset_url: str, split: str, name: str) -> None:
     """Raise ``ShardReadError`` (one line: file, problem, fix) when the split's .beton is
     missing or not the size ``summary.json`` records. The only integrity check on the FFCV
     path: FFCV's compiled decoder does not report a corrupt JPEG (libjpeg's error code is
-    ignored: the sample comes out as an undefined, here flat, image with its label), so
+    ignored: the sample comes out as an undefined image with its label), so
     corrupt samples are neither skipped nor counted there; `shardforge catalog verify`
     (a full rehash) is the guard before training, or ``data.loader: wds``."""
     import json

@@ -365,7 +365,8 @@ def test_verify_detects_changed_bytes(out, index, tmp_path):
         f.seek(-1, os.SEEK_CUR)
         f.write(bytes([byte[0] ^ 0xFF]))
     with pytest.raises(IntegrityError, match=row["key"]):
-        list(make_loader(copy, "val", 4, num_workers=0, verify=True, transform=CenterCrop(16)))
+        list(make_loader(copy, "val", 4, num_workers=0, verify=True, on_corrupt="strict",
+                         transform=CenterCrop(16)))
 
 
 def test_streams_from_s3_like_local(out, monkeypatch):

@@ -20,7 +20,7 @@ _EXPORTS = {
     "open_shards": "dataset", "resolve_dataset": "dataset",
     "DatasetNotFoundError": "dataset", "DatasetIndexError": "dataset",
     "WdsStream": "wds_loader", "WdsLoader": "wds_loader", "make_loader": "wds_loader",
-    "IntegrityError": "wds_loader",
+    "IntegrityError": "repair", "CorruptSampleError": "faults", "FaultReport": "faults",
     "RandomResizedCrop": "decode", "CenterCrop": "decode", "DecodeError": "decode",
     "ShardReadError": "reader",
 }

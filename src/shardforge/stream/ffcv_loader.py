@@ -19,6 +19,16 @@ Order and remainder:
 * ``distributed``: each rank reads ``ceil(N / world_size)`` samples; PyTorch's
   ``DistributedSampler`` (``drop_last=False``) pads the order by repeating the first
   samples, so up to ``world_size - 1`` samples are seen twice per epoch.
+
+Corrupt samples: FFCV's compiled decoder ignores libjpeg-turbo's error code, so a corrupt
+JPEG in the .beton is neither reported nor skipped: it comes out as an undefined image with
+its label (a JPEG whose first 64 bytes were zeroed came out near-uniform, with no error:
+tests/test_reliability_streaming.py). No skip or count is possible inside the compiled
+pipeline. The guards: the
+training job checks each .beton's size against ``summary.json`` before loading
+(``shardforge.train.data.check_beton``); ``shardforge catalog verify NAME`` rehashes
+every file (run it after copying a dataset); ``data.loader: wds`` checks each sample's
+sha256 and skips corrupt ones.
 """
 
 from __future__ import annotations

@@ -22,6 +22,14 @@ order state to restore on resume. Progressive resizing: train crops are made at
 ``max_res`` and the worker resizes the batch to the epoch's resolution
 (``F.interpolate(antialias=True)``) before normalising.
 
+Corrupt samples: :func:`preprocess_batch` drops a row whose bytes do not decode (default
+``on_corrupt="skip"``, logged at WARNING on the Ray Data worker) or raises
+(``"strict"``). Dropping cannot unbalance the workers: ``streaming_split(equal=True)``
+hands every worker the same number of the rows that remain. There is no sha256 check on
+this path (the tar members carry none; ``shardforge catalog verify`` is the guard) and
+the skipped rows are not counted in ``metrics.jsonl`` (they are dropped on Ray Data's
+workers, not the trainer's): use ``data.loader: wds`` for both.
+
 Ray Data needs ``pandas`` (the ``ray[data]`` / ``ray[train]`` extras); this module imports
 Ray Data lazily, so the pure functions here work without it.
 """
@@ -29,6 +37,7 @@ Ray Data lazily, so the pure functions here work without it.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator, Sequence
 
 import numpy as np
@@ -37,6 +46,8 @@ import torch.nn.functional as F
 
 from shardforge.storage import resolve
 from shardforge.stream.ffcv_loader import DEFAULT_CROP_RATIO, normalize_images
+
+log = logging.getLogger(__name__)
 
 #: Columns of the rows :func:`decode_wds_sample` makes.
 ROW_COLUMNS = ("image", "is_png", "width", "height", "label")
@@ -66,15 +77,23 @@ def decode_wds_sample(sample: dict) -> dict:
 
 def preprocess_batch(batch: dict[str, np.ndarray], train: bool, res: int,
                      crop_ratio: float = DEFAULT_CROP_RATIO, seed: int | None = None,
-                     crop_scale: tuple[float, float] = (0.08, 1.0)) -> dict[str, np.ndarray]:
+                     crop_scale: tuple[float, float] = (0.08, 1.0),
+                     on_corrupt: str = "skip") -> dict[str, np.ndarray]:
     """Decode and crop a batch of :func:`decode_wds_sample` rows (numpy batch format).
 
     Train: random-resized crop (area ``crop_scale``, ratio 3/4-4/3) to ``res`` and a horizontal
     flip with probability 1/2, from ``np.random.default_rng(seed)`` (``seed=None``: fresh
     entropy, so every epoch differs). Val: centre square of ``crop_ratio`` x short side,
     resized to ``res``. Returns ``image`` (uint8, B x res x res x 3) and ``label`` (int64).
+    A row that does not decode is dropped from the output (``on_corrupt="skip"``) or raises
+    :class:`~shardforge.stream.faults.CorruptSampleError` (``"strict"``).
     """
-    from shardforge.stream.decode import CenterCrop, RandomResizedCrop, decode_crop
+    import cv2
+
+    from shardforge.stream.decode import CenterCrop, DecodeError, RandomResizedCrop, decode_crop
+    from shardforge.stream.faults import CorruptSampleError, check_policy, fix
+
+    check_policy(on_corrupt)
 
     transform = (RandomResizedCrop(res, scale=tuple(crop_scale)) if train
                  else CenterCrop(res, ratio=crop_ratio))
@@ -83,10 +102,23 @@ def preprocess_batch(batch: dict[str, np.ndarray], train: bool, res: int,
     heights = np.asarray(batch["height"], np.int64)
     boxes, flips = transform.plan(widths, heights, rng)
     out = np.empty((len(widths), res, res, 3), dtype=np.uint8)
+    good = np.ones(len(widths), bool)
     for i, (w, h) in enumerate(zip(widths.tolist(), heights.tolist(), strict=True)):
-        decode_crop(batch["image"][i], bool(batch["is_png"][i]), w, h,
-                    tuple(int(v) for v in boxes[i]), out[i], flip=bool(flips[i]))
-    return {"image": out, "label": np.asarray(batch["label"], dtype=np.int64)}
+        try:
+            decode_crop(batch["image"][i], bool(batch["is_png"][i]), w, h,
+                        tuple(int(v) for v in boxes[i]), out[i], flip=bool(flips[i]))
+        except (DecodeError, cv2.error) as exc:
+            if on_corrupt == "strict":
+                raise CorruptSampleError(f"a sample of this Ray Data batch (label "
+                                         f"{int(batch['label'][i])}) does not decode: {exc}; "
+                                         f"{fix()}") from exc
+            good[i] = False
+    labels = np.asarray(batch["label"], dtype=np.int64)
+    if not good.all():
+        log.warning("dropped %d corrupt sample(s) of a batch of %d (on_corrupt=skip)",
+                    int((~good).sum()), len(good))
+        return {"image": out[good], "label": labels[good]}
+    return {"image": out, "label": labels}
 
 
 def read_split(tar_urls: Sequence[str], shuffle_files: bool = False, seed: int | None = None):

@@ -6,6 +6,14 @@ fork). Local tars are read with ``os.pread`` on a kept-open descriptor; object-s
 :meth:`RangeReader.read` sorts a batch's requests by (shard, offset) and merges requests
 in the same tar that lie less than ``gap`` bytes apart into one read, so samples that sit
 together in a tar (``order="shards"``) cost one request, not one each.
+
+Each tar is checked once, when first opened: it must exist and be exactly the size
+``summary.json`` records (``sizes``), or at least as long as its last sample's bytes in
+the index (``min_sizes``). A failed check, like a read that comes back short, raises
+:class:`ShardReadError`: one line with the tar, what is wrong and the fix. (A size check
+costs a ``fstat``, or nothing on object stores, whose open already fetched the size;
+hashing whole tars at open would cost a full read of every tar, so sample bytes are
+checked one by one against the index's sha256 instead, see ``WdsStream(verify=...)``.)
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ from __future__ import annotations
 import os
 from collections import OrderedDict
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
@@ -23,8 +32,57 @@ REMOTE_GAP = 1024 * 1024       # bytes: a ranged GET costs about as much as ~1 M
 MAX_SPAN = 16 * 1024 * 1024    # never merge into one read larger than this
 
 
+SHARD_FIX = ("re-stage the dataset's wds/ files from a good copy, or rebuild it (rerun the "
+             "same ingest: it rebuilds missing or damaged shards); `shardforge catalog verify "
+             "NAME` checks every file of a registered build")
+
+
 class ShardReadError(OSError):
-    """A tar is missing or shorter than the index says."""
+    """A tar is missing, not the size the dataset records, or shorter than the index says."""
+
+
+def shard_min_sizes(num_shards: int, shard: np.ndarray, offset: np.ndarray,
+                    size: np.ndarray) -> np.ndarray:
+    """Per tar, the bytes the index needs: the end of its last sample's image data."""
+    need = np.zeros(num_shards, np.int64)
+    np.maximum.at(need, shard.astype(np.int64), offset + size)
+    return need
+
+
+def check_shards(shard_urls: Sequence[str], sizes: Sequence[int | None],
+                 min_sizes: Sequence[int], threads: int = 16) -> None:
+    """Raise :class:`ShardReadError` for the first tar that is missing, shorter than
+    ``min_sizes`` or not its recorded size (``sizes``, None = unknown): a ``stat`` per
+    local tar, a metadata request per object-store tar (``threads`` at a time)."""
+    def size_of(url: str) -> int | None:
+        return resolve(url).size()
+
+    urls = list(shard_urls)
+    if not urls or resolve(urls[0]).is_local:
+        actual = [size_of(u) for u in urls]
+    else:
+        with ThreadPoolExecutor(max(1, threads)) as pool:
+            actual = list(pool.map(size_of, urls))
+    for url, got, want, need in zip(urls, actual, sizes, min_sizes, strict=True):
+        if got is None:
+            raise ShardReadError(f"shard {url} is missing; {SHARD_FIX}")
+        check_size(url, got, want, need)
+
+
+def check_size(url: str, actual: int, want: int | None, need: int) -> None:
+    """Raise :class:`ShardReadError` when a tar of ``actual`` bytes is shorter than the
+    ``need`` bytes the index needs, or not the ``want`` bytes recorded (None: unknown)."""
+    if actual < need:
+        recorded = f", summary.json records {want}" if want is not None else ""
+        raise ShardReadError(f"shard {url} is truncated: {actual} bytes, shorter than the "
+                             f"{need} that index.parquet needs{recorded}; {SHARD_FIX}")
+    if want is not None and actual < want:
+        raise ShardReadError(f"shard {url} is truncated: {actual} of the {want} bytes "
+                             f"summary.json records; {SHARD_FIX}")
+    if want is not None and actual != want:
+        raise ShardReadError(f"shard {url} has {actual} bytes but summary.json records "
+                             f"{want}: it is not the tar this dataset was built with; "
+                             f"{SHARD_FIX}")
 
 
 class RangeReader:
@@ -32,13 +90,19 @@ class RangeReader:
 
     ``max_open`` handles stay open (least recently used closed first). ``gap`` overrides
     the merge distance (``LOCAL_GAP`` / ``REMOTE_GAP`` by location; 0 merges only
-    touching ranges, a negative value never merges).
+    touching ranges, a negative value never merges). ``sizes`` (exact size per tar, or
+    None where unknown) and ``min_sizes`` (bytes the index needs per tar) are checked
+    when a tar is first opened (see module doc).
     """
 
-    def __init__(self, shard_urls: Sequence[str], max_open: int = 64, gap: int | None = None):
+    def __init__(self, shard_urls: Sequence[str], max_open: int = 64, gap: int | None = None,
+                 sizes: Sequence[int | None] | None = None,
+                 min_sizes: Sequence[int] | None = None):
         self.shard_urls = tuple(shard_urls)
         self.max_open = max(1, max_open)
         self.gap = gap
+        self.sizes = tuple(sizes) if sizes is not None else (None,) * len(self.shard_urls)
+        self.min_sizes = tuple(min_sizes) if min_sizes is not None else (0,) * len(self.shard_urls)
         self._open: OrderedDict[int, tuple[str, object]] = OrderedDict()
         self.requests = 0           # reads issued (for tests and benchmarks)
 
@@ -74,12 +138,12 @@ class RangeReader:
         try:
             data = os.pread(handle, length, start) if kind == "local" else handle.read_at(length, start)
         except OSError as exc:
-            raise ShardReadError(f"reading {length} bytes at {start} of "
-                                 f"{self.shard_urls[sid]}: {exc}") from exc
+            raise ShardReadError(f"shard {self.shard_urls[sid]}: reading {length} bytes at "
+                                 f"{start} failed ({exc}); {SHARD_FIX}") from exc
         if len(data) != length:
-            raise ShardReadError(f"{self.shard_urls[sid]} ends before byte {start + length} "
-                                 f"(got {len(data)} of {length} bytes at {start}); the tar "
-                                 "is truncated or does not match index.parquet")
+            raise ShardReadError(f"shard {self.shard_urls[sid]} is truncated: it ends before "
+                                 f"byte {start + length} that index.parquet needs (got "
+                                 f"{len(data)} of {length} bytes at {start}); {SHARD_FIX}")
         return data
 
     def _handle(self, sid: int) -> tuple[str, object]:
@@ -90,11 +154,22 @@ class RangeReader:
         loc = resolve(url)
         try:
             if loc.is_local:
-                entry: tuple[str, object] = ("local", os.open(loc.path, os.O_RDONLY))
+                fd = os.open(loc.path, os.O_RDONLY)
+                entry: tuple[str, object] = ("local", fd)
+                actual = os.fstat(fd).st_size
             else:
-                entry = ("remote", loc.fs.open_input_file(loc.path))
+                handle = loc.fs.open_input_file(loc.path)
+                entry, actual = ("remote", handle), handle.size()
+        except FileNotFoundError as exc:
+            raise ShardReadError(f"shard {url} is missing ({exc.strerror or exc}); "
+                                 f"{SHARD_FIX}") from exc
         except OSError as exc:
-            raise ShardReadError(f"cannot open shard {url}: {exc}") from exc
+            raise ShardReadError(f"cannot open shard {url}: {exc}; {SHARD_FIX}") from exc
+        try:
+            check_size(url, actual, self.sizes[sid], self.min_sizes[sid])
+        except ShardReadError:
+            self._close(*entry)
+            raise
         self._open[sid] = entry
         while len(self._open) > self.max_open:
             self._close(*self._open.popitem(last=False)[1])

@@ -22,9 +22,21 @@ in order whatever ``num_workers`` is.
 
 Images are read by byte range from the tars (``index.parquet`` gives shard, offset,
 size), a batch's reads grouped per tar, and decoded crop-first with DCT-domain downscaling
-(:mod:`shardforge.stream.decode`). Augmentation randomness is seeded by
-``(seed, epoch, rank, position of the batch in the rank's epoch)``: independent of the
-number of workers, and the same again after a resume.
+(:mod:`shardforge.stream.decode`).
+
+Integrity: at construction every tar of the split is checked to exist with the size
+``summary.json`` records (at least the size the index needs); each sample's bytes are
+checked against the index's sha256 (``verify=True``, the default: a sha256 costs a few
+percent of a decode, BENCHMARKS.md "checksums"). A corrupt sample (checksum mismatch, or
+bytes that do not decode to the indexed size) follows ``on_corrupt``
+(:mod:`shardforge.stream.faults`): ``"skip"`` (default) replaces it inside its batch,
+so batch counts per rank never change, and counts it in ``WdsLoader.faults`` (reset per
+epoch, kept in ``state_dict``); ``"strict"`` raises
+:class:`~shardforge.stream.faults.CorruptSampleError`. A missing or truncated tar raises
+:class:`~shardforge.stream.reader.ShardReadError` either way.
+
+Augmentation randomness is seeded by ``(seed, epoch, rank, position of the batch in the
+rank's epoch)``: independent of the number of workers, and the same again after a resume.
 
 :class:`WdsLoader` (from :func:`make_loader`) is the ``DataLoader`` around a stream, with
 ``set_epoch``, ``state_dict`` and ``load_state_dict`` for mid-epoch resume.
@@ -32,7 +44,7 @@ number of workers, and the same again after a resume.
 
 from __future__ import annotations
 
-import hashlib
+import logging
 from typing import Any, Literal
 
 import cv2
@@ -48,6 +60,14 @@ from shardforge.stream.decode import (
     RandomResizedCrop,
     decode_crop,
 )
+from shardforge.stream.faults import (
+    CHECKSUM,
+    MAX_KEYS,
+    REASONS,
+    UNDECODABLE,
+    FaultReport,
+    check_policy,
+)
 from shardforge.stream.partition import (
     ORDERS,
     Order,
@@ -60,16 +80,15 @@ from shardforge.stream.partition import (
     samples_per_rank,
     worker_batches,
 )
-from shardforge.stream.reader import RangeReader
+from shardforge.stream.reader import RangeReader, shard_min_sizes
+from shardforge.stream.reader import check_shards as check_shards_fn
+from shardforge.stream.repair import SampleRepair, recorded_sizes
 
 Layout = Literal["hwc", "chw"]
 _AUG_SALT = 0xA06_5EED
 _STATE_CHECKED = ("split", "world_size", "num_samples", "remainder", "order", "window")
 DEFAULT_WINDOW = 1024   # samples per shuffle window of order="shards"
-
-
-class IntegrityError(ValueError):
-    """A sample's bytes do not match the sha256 recorded in the index."""
+log = logging.getLogger(__name__)
 
 
 def _dist_default(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -83,7 +102,7 @@ def _dist_default(rank: int | None, world_size: int | None) -> tuple[int, int]:
     return int(rank), int(world_size)
 
 
-class WdsStream(IterableDataset):
+class WdsStream(SampleRepair, IterableDataset):
     """One rank's share of a split, as batches; see the module docstring for the contract.
 
     ``dataset``: a :class:`DatasetRef` or a dataset location (opened with
@@ -94,9 +113,11 @@ class WdsStream(IterableDataset):
     ``plan`` and ``dct``); default ``RandomResizedCrop(224)`` for split ``"train"``, else
     ``CenterCrop(224)``. ``order``: ``"global"`` (uniform permutation, default),
     ``"shards"`` (shards permuted, then samples shuffled within windows of ``window``
-    samples, default 1024) or ``"sequential"``. ``verify`` checks every
-    image's sha256 against the index. ``start`` skips that many of the rank's samples of
-    ``epoch`` (what a resume sets; :class:`WdsLoader` manages it).
+    samples, default 1024) or ``"sequential"``. ``verify`` (default on) checks every
+    image's sha256 against the index; ``on_corrupt`` (``"skip"`` | ``"strict"``) says what
+    a corrupt sample does (module doc); ``check_shards`` (default on) checks every tar's
+    size once, here. ``start`` skips that many of the rank's samples of ``epoch`` (what a
+    resume sets; :class:`WdsLoader` manages it).
     """
 
     def __init__(self, dataset: DatasetRef | str, split: str = "train", batch_size: int = 256,
@@ -104,8 +125,9 @@ class WdsStream(IterableDataset):
                  epoch: int = 0, transform: BatchTransform | None = None,
                  remainder: Remainder = "pad", drop_last: bool = False,
                  order: Order = "global", window: int | None = None, with_keys: bool = False,
-                 layout: Layout = "hwc", verify: bool = False, start: int = 0,
-                 with_ids: bool = False) -> None:
+                 layout: Layout = "hwc", verify: bool = True, start: int = 0,
+                 with_ids: bool = False, on_corrupt: str = "skip",
+                 check_shards: bool = True) -> None:
         super().__init__()
         self.dataset = open_dataset(dataset)
         self.split = split
@@ -135,6 +157,15 @@ class WdsStream(IterableDataset):
         self.with_ids = with_ids
         self.layout = layout
         self.verify = verify
+        self.on_corrupt = check_policy(on_corrupt)
+        self._shard_sizes = recorded_sizes(self.dataset, self.index)
+        self._min_sizes = shard_min_sizes(len(self.index.shard_urls), self.index.shard,
+                                          self.index.offset, self.index.size).tolist()
+        if check_shards:
+            check_shards_fn(self.index.shard_urls, self._shard_sizes, self._min_sizes)
+        self._report_faults = False   # WdsLoader: append each batch's faults (it strips them)
+        self._faults: list[tuple[int, int]] = []   # (position, reason) of the current batch
+        self._ctx: tuple = ()                      # (seed, epoch, rank positions, batch start)
 
     # ------------------------------------------------------------------ position
     @property
@@ -200,14 +231,25 @@ class WdsStream(IterableDataset):
         seed, epoch, start = (int(v) for v in self._cursor.tolist())   # one snapshot
         if not 0 <= start <= self.samples_per_rank:
             raise ValueError(f"start {start} is outside 0..{self.samples_per_rank}")
-        positions = self.positions(epoch, seed)[start:]
+        everything = self.positions(epoch, seed)
+        positions = everything[start:]
         bounds = batch_bounds(len(positions), self.batch_size, self.drop_last)
-        reader = RangeReader(self.index.shard_urls)
+        reader = RangeReader(self.index.shard_urls, sizes=self._shard_sizes,
+                             min_sizes=self._min_sizes)
         try:
             for b in worker_batches(len(bounds), worker, workers):
                 lo, hi = bounds[b]
                 rng = epoch_rng(seed, epoch, self.rank, start + lo, _AUG_SALT)
-                yield self._batch(reader, positions[lo:hi], rng, shared=info is not None)
+                self._faults.clear()
+                self._ctx = (seed, epoch, everything, start + lo, start + hi)
+                batch = self._batch(reader, positions[lo:hi], rng, shared=info is not None)
+                if self._report_faults:
+                    batch += (torch.tensor(self._faults, dtype=torch.int64).reshape(-1, 2),)
+                else:
+                    for p, code in self._faults:
+                        log.warning("skipped corrupt sample %s (%s)", self.index.key[p],
+                                    REASONS[code])
+                yield batch
         finally:
             reader.close()
 
@@ -215,8 +257,12 @@ class WdsStream(IterableDataset):
                shared: bool) -> tuple:
         idx = self.index
         blobs = reader.read(idx.shard[pos], idx.offset[pos], idx.size[pos])
+        bad = [0] * len(pos)                    # per slot: 0 = good, else a reason code
         if self.verify:
-            self._check(pos, blobs)
+            for k, p in enumerate(pos.tolist()):
+                if not self._hash_ok(p, blobs[k]):
+                    bad[k] = self._corrupt(p, CHECKSUM, "its sha256 does not match "
+                                                        "index.parquet")
         out_h, out_w = self.transform.output_size
         images = torch.empty((len(pos), out_h, out_w, 3), dtype=torch.uint8)
         if shared:
@@ -226,12 +272,15 @@ class WdsStream(IterableDataset):
         widths, heights = idx.width[pos], idx.height[pos]
         boxes, flips = self.transform.plan(widths, heights, rng)
         for k, p in enumerate(pos.tolist()):
+            if bad[k]:
+                continue
             try:
                 decode_crop(blobs[k], bool(idx.is_png[p]), int(widths[k]), int(heights[k]),
                             tuple(boxes[k].tolist()), pixels[k], bool(flips[k]), dct)
-            except DecodeError as exc:
-                raise DecodeError(f"sample {idx.key[p]} in {idx.shard_urls[idx.shard[p]]} "
-                                  f"at byte {idx.offset[p]}: {exc}") from exc
+            except (DecodeError, cv2.error) as exc:
+                bad[k] = self._corrupt(p, UNDECODABLE, f"it does not decode ({exc})")
+        if any(bad):
+            pos = self._replace(reader, pos, bad, pixels)
         if self.layout == "chw":
             images = images.permute(0, 3, 1, 2)
         out: tuple = (images, torch.from_numpy(idx.label[pos].astype(np.int64)))
@@ -240,14 +289,6 @@ class WdsStream(IterableDataset):
         if self.with_keys:
             out += (idx.key[pos].tolist(),)
         return out
-
-    def _check(self, pos: np.ndarray, blobs: list[memoryview]) -> None:
-        for p, blob in zip(pos.tolist(), blobs, strict=True):
-            if hashlib.sha256(blob).hexdigest() != self.index.sha256[p]:
-                raise IntegrityError(
-                    f"sample {self.index.key[p]}: sha256 of bytes {self.index.offset[p]}+"
-                    f"{self.index.size[p]} of {self.index.shard_urls[self.index.shard[p]]} "
-                    "does not match index.parquet (shard changed or corrupt)")
 
 
 class WdsLoader(DataLoader):
@@ -264,6 +305,9 @@ class WdsLoader(DataLoader):
     of that epoch. ``samples_seen`` is the same on every rank, so one rank's state can be
     restored on all of them. ``persistent_workers=True`` is supported (the stream's
     position is in shared memory, read by the workers at every ``iter()``).
+    :attr:`faults` reports the corrupt samples skipped in the current epoch (count, by
+    reason, first keys; counted as batches are yielded, so exact; kept across a resume
+    through the state dict), and each of the first few is logged at WARNING.
     """
 
     def __init__(self, stream: WdsStream, num_workers: int = 2, **kwargs: Any) -> None:
@@ -272,9 +316,16 @@ class WdsLoader(DataLoader):
         if refused:
             raise ValueError(f"WdsLoader sets {sorted(refused)} itself: give batch_size / "
                              "drop_last to the stream (make_loader); order is the stream's")
+        stream._report_faults = True      # before the workers copy the stream
         super().__init__(stream, batch_size=None, num_workers=num_workers, **kwargs)
         self.stream = stream
         self._seen = stream.start
+        self._faults = FaultReport()
+
+    @property
+    def faults(self) -> FaultReport:
+        """Corrupt samples skipped so far in the current epoch (see the class doc)."""
+        return self._faults
 
     @property
     def epoch(self) -> int:
@@ -295,6 +346,7 @@ class WdsLoader(DataLoader):
             return
         self.stream.set_epoch(epoch)
         self._seen = 0
+        self._faults = FaultReport()
 
     def __len__(self) -> int:
         """Batches the next ``iter()`` yields."""
@@ -304,10 +356,20 @@ class WdsLoader(DataLoader):
         if self._exhausted():
             self.stream.set_epoch(self.stream.epoch + 1)
             self._seen = 0
+        if self._seen == 0:
+            self._faults = FaultReport()
         self.stream.start = self._seen
+        idx = self.stream.index
         for batch in super().__iter__():
-            self._seen += len(batch[1])
-            yield batch
+            data, faults = batch[:-1], batch[-1]
+            for p, code in faults.tolist():
+                self._faults.add(str(idx.key[p]), REASONS[code])
+                if self._faults.count <= MAX_KEYS:
+                    log.warning("skipped corrupt sample %s in %s (%s; on_corrupt=skip); "
+                                "%d this epoch", idx.key[p], idx.shard_urls[idx.shard[p]],
+                                REASONS[code], self._faults.count)
+            self._seen += len(data[1])
+            yield data
 
     def state_dict(self) -> dict:
         """Where this rank is: ``epoch``, ``samples_seen`` and ``seed``, plus what must
@@ -317,7 +379,7 @@ class WdsLoader(DataLoader):
                 "split": s.split, "world_size": s.world_size, "rank": s.rank,
                 "num_samples": len(s.index), "samples_per_rank": s.samples_per_rank,
                 "remainder": s.remainder, "order": s.order, "window": s.window,
-                "batch_size": s.batch_size}
+                "batch_size": s.batch_size, "skipped": self._faults.to_dict()}
 
     def load_state_dict(self, state: dict) -> None:
         """Resume at ``state``: the next ``iter()`` yields the unseen rest of its epoch.
@@ -341,6 +403,7 @@ class WdsLoader(DataLoader):
         s.seed = int(state["seed"])
         s.set_epoch(int(state["epoch"]))
         self._seen = s.start = seen
+        self._faults = FaultReport.from_dict(state.get("skipped"))
 
 
 def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int = 256, *,
@@ -348,7 +411,8 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
                 seed: int = 0, epoch: int = 0, transform: BatchTransform | None = None,
                 remainder: Remainder = "pad", drop_last: bool = False,
                 order: Order = "global", window: int | None = None, with_keys: bool = False,
-                layout: Layout = "hwc", verify: bool = False, with_ids: bool = False,
+                layout: Layout = "hwc", verify: bool = True, with_ids: bool = False,
+                on_corrupt: str = "skip", check_shards: bool = True,
                 persistent_workers: bool = True, **dataloader_kwargs: Any) -> WdsLoader:
     """A :class:`WdsLoader` over a new :class:`WdsStream` (arguments as there).
 
@@ -360,7 +424,8 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
     stream = WdsStream(dataset, split, batch_size, rank=rank, world_size=world_size, seed=seed,
                        epoch=epoch, transform=transform, remainder=remainder,
                        drop_last=drop_last, order=order, window=window, with_keys=with_keys,
-                       layout=layout, verify=verify, with_ids=with_ids)
+                       layout=layout, verify=verify, with_ids=with_ids,
+                       on_corrupt=on_corrupt, check_shards=check_shards)
     return WdsLoader(stream, num_workers=num_workers,
                      persistent_workers=persistent_workers and num_workers > 0,
                      **dataloader_kwargs)

@@ -49,9 +49,16 @@ class DataConfig:
     num_workers: int = 8          # ffcv threads / wds processes per trainer; ray_data prefetch
     in_memory: bool = True        # ffcv os_cache (page cache shared by trainers on a node)
     shuffle_buffer: int = 2000    # ray_data: local shuffle buffer per trainer, samples
+    on_corrupt: str = "skip"      # wds: a corrupt sample is skipped (replaced in its batch,
+    #                               counted per epoch in metrics.jsonl) | strict: raises.
+    #                               ray_data always drops undecodable rows; ffcv cannot
+    #                               tell (shardforge.stream.faults)
+    verify: bool = True           # wds: check each sample's sha256 against the index
 
     def __post_init__(self) -> None:
         _check(self.loader in LOADERS, f"data.loader must be one of {LOADERS}, got {self.loader!r}")
+        _check(self.on_corrupt in ("skip", "strict"),
+               f"data.on_corrupt must be skip or strict, got {self.on_corrupt!r}")
         _check(self.num_workers >= 1, f"data.num_workers must be >= 1, got {self.num_workers}")
 
 

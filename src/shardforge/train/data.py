@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 
 import torch
@@ -33,6 +34,12 @@ class EpochData:
         """Loader state saved in checkpoints."""
         return {}
 
+    def skipped(self) -> dict[str, dict] | None:
+        """Corrupt samples skipped in the last train epoch and validation pass, per split
+        (:meth:`shardforge.stream.faults.FaultReport.to_dict`), or None when this loader
+        does not skip (FFCV and Ray Data: see docs/reliability.md)."""
+        return None
+
 
 def _local_file(url: str, what: str) -> str:
     loc = resolve(url)
@@ -42,8 +49,60 @@ def _local_file(url: str, what: str) -> str:
     return loc.path
 
 
+def check_beton(path: str, dataset_url: str, split: str, name: str) -> None:
+    """Raise ``ShardReadError`` (one line: file, problem, fix) when the split's .beton is
+    missing or not the size ``summary.json`` records. The only integrity check on the FFCV
+    path: FFCV's compiled decoder does not report a corrupt JPEG (libjpeg's error code is
+    ignored: the sample comes out as an undefined image with its label), so
+    corrupt samples are neither skipped nor counted there; `shardforge catalog verify`
+    (a full rehash) is the guard before training, or ``data.loader: wds``."""
+    import json
+
+    from shardforge.stream.reader import ShardReadError
+
+    fix = (f"re-stage it from a good copy or rebuild the dataset (rerun the same ingest); "
+           f"`shardforge catalog verify {name}` rehashes every file")
+    if not os.path.exists(path):
+        raise ShardReadError(f"{path} is missing; {fix}")
+    try:
+        summary = json.loads(resolve(dataset_url).join("summary.json").read_bytes())
+        want = summary["formats"]["beton"][split]["size"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return      # no record to check against (a hand-made dataset)
+    got = os.path.getsize(path)
+    if got != want:
+        raise ShardReadError(f"{path} has {got} bytes but summary.json records {want}: it is "
+                             f"truncated or not the file this dataset was built with; {fix}")
+
+
+def preflight(cfg: TrainConfig, info: DatasetInfo) -> None:
+    """On the driver, before any worker starts: every file the configured loader reads
+    for ``train`` and ``val`` exists with its recorded size (a ``stat`` each; a metadata
+    request each on object stores). Raises
+    :class:`~shardforge.stream.reader.ShardReadError` (one line: file, problem, fix)."""
+    if cfg.data.loader == "ffcv" and info.reinforce is None:
+        for split in ("train", "val"):
+            url = info.betons.get(split)
+            if url and resolve(url).is_local:
+                check_beton(resolve(url).path, info.url, split, info.name)
+        return
+    from shardforge.stream.dataset import open_dataset
+    from shardforge.stream.reader import check_shards, shard_min_sizes
+    from shardforge.stream.repair import recorded_sizes
+
+    dataset = open_dataset(info.url)
+    for split in ("train", "val"):
+        if split not in dataset.splits:
+            continue
+        idx = dataset.split(split)
+        check_shards(idx.shard_urls, recorded_sizes(dataset, idx),
+                     shard_min_sizes(len(idx.shard_urls), idx.shard, idx.offset,
+                                     idx.size).tolist())
+
+
 class FfcvEpochData(EpochData):
-    """FFCV loaders over ``beton/NAME-{train,val}.beton`` (see shardforge.stream.ffcv_loader)."""
+    """FFCV loaders over ``beton/NAME-{train,val}.beton`` (see shardforge.stream.ffcv_loader).
+    Each .beton's size is checked against ``summary.json`` first (:func:`check_beton`)."""
 
     def __init__(self, cfg: TrainConfig, info: DatasetInfo, session: Session,
                  channels_last: bool) -> None:
@@ -51,6 +110,8 @@ class FfcvEpochData(EpochData):
 
         for split in ("train", "val"):
             info.require_split(split)
+            check_beton(_local_file(info.betons[split], f"the {split} .beton"), info.url,
+                        split, info.name)
         distributed = session.world_size > 1
         common = {"num_workers": cfg.data.num_workers, "distributed": distributed,
                   "seed": cfg.training.seed, "device": session.device,
@@ -135,7 +196,8 @@ class WdsEpochData(EpochData):
         self.url = info.url
         self.common = {"rank": session.rank, "world_size": session.world_size,
                        "num_workers": cfg.data.num_workers, "seed": cfg.training.seed,
-                       "layout": "hwc", "pin_memory": session.device.type == "cuda"}
+                       "layout": "hwc", "pin_memory": session.device.type == "cuda",
+                       "on_corrupt": cfg.data.on_corrupt, "verify": cfg.data.verify}
         self.train = self._train_loader(cfg.resolution.min_res)
         self.val = make_loader(info.url, "val", cfg.validation.batch_size,
                                transform=CenterCrop(cfg.validation.res,
@@ -182,6 +244,9 @@ class WdsEpochData(EpochData):
 
     def state(self) -> dict:
         return {"kind": "wds", **self.train.state_dict()}
+
+    def skipped(self) -> dict[str, dict] | None:
+        return {"train": self.train.faults.to_dict(), "val": self.val.faults.to_dict()}
 
 
 class ReplayEpochData(WdsEpochData):

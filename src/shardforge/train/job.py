@@ -45,7 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, prepare the run, train; return the exit code."""
+    from shardforge.stream.reader import ShardReadError
     from shardforge.train.config import load_config
+    from shardforge.train.data import preflight
+    from shardforge.train.dataset import DatasetInfo
     from shardforge.train.runner import RunExistsError, prepare_run, run_training
 
     args = build_parser().parse_args(argv)
@@ -60,6 +63,11 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError, RunExistsError) as exc:
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+    try:
+        preflight(cfg, DatasetInfo.from_dict(plan.payload["dataset"]))
+    except ShardReadError as exc:     # a missing or truncated shard: one line, exit 1
+        print(f"jobs/train.py: error: {exc}", file=sys.stderr)
+        return 1
     print(f"run {plan.run_dir}: {cfg.model.arch} on {plan.payload['dataset']['url']}, "
           f"{cfg.training.epochs} epochs, {cfg.scaling.num_workers} worker(s), "
           f"{'GPU' if cfg.scaling.use_gpu else 'CPU'}, loader {cfg.data.loader}, backend "

@@ -14,6 +14,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shardforge.stream.faults import MAX_KEYS
 from shardforge.train.batch_augment import BatchAugment
 from shardforge.train.checkpoint import STATE_FORMAT, checkpoint_name, save_state
 from shardforge.train.config import TrainConfig
@@ -91,6 +92,30 @@ def train_one_epoch(model: nn.Module, data: EpochData, targets: Targets,
     return sums
 
 
+def skipped_metrics(data: EpochData, device: torch.device) -> dict:
+    """``skipped_samples`` / ``skipped_keys`` (train) and ``val_skipped_samples`` /
+    ``val_skipped_keys`` of the epoch, summed / gathered over all ranks (every rank must
+    call it); ``{}`` for loaders that do not skip corrupt samples."""
+    reports = data.skipped()
+    if reports is None:
+        return {}
+    splits = ("train", "val")
+    counts = _all_reduce(torch.tensor([float(reports[s]["count"]) for s in splits],
+                                      dtype=torch.float64), device)
+    keys = {s: list(reports[s]["keys"]) for s in splits}
+    if counts.sum() > 0 and dist.is_available() and dist.is_initialized() \
+            and dist.get_world_size() > 1:
+        gathered: list = [None] * dist.get_world_size()
+        dist.all_gather_object(gathered, keys)
+        keys = {s: [k for g in gathered for k in g[s]] for s in splits}
+    out = {}
+    for s, count in zip(splits, counts.tolist(), strict=True):
+        prefix = "" if s == "train" else "val_"
+        out[f"{prefix}skipped_samples"] = int(count)
+        out[f"{prefix}skipped_keys"] = keys[s][:MAX_KEYS]
+    return out
+
+
 def _resume(state: dict | None, model: nn.Module, optimizer, scaler) -> tuple[int, list[dict]]:
     if state is None:
         return 0, []
@@ -153,13 +178,14 @@ def run_worker(payload: dict, session: Session) -> list[dict]:
         val = summarize(_all_reduce(evaluate_counts(model, data.val_batches(), device, amp_dtype),
                                     device), tta=cfg.validation.tta)
         t2 = time.perf_counter()
+        skipped = skipped_metrics(data, device)
         loss_sum, correct, seen, steps = train_sums.tolist()
         metrics = {"epoch": epoch + 1, "epochs": cfg.training.epochs, "res": res,
                    "lr": optimizer.param_groups[0]["lr"], "train_loss": loss_sum / max(seen, 1),
                    "train_top1": correct / max(seen, 1), "train_samples": int(seen),
                    "steps": int(steps), **val, "images_per_s": seen / max(t1 - t0, 1e-9),
                    "train_time_s": t1 - t0, "val_time_s": t2 - t1, "epoch_time_s": t2 - t0,
-                   "world_size": session.world_size, "time": time.time()}
+                   "world_size": session.world_size, "time": time.time(), **skipped}
         history = [h for h in history if h["epoch"] < metrics["epoch"]] + [metrics]
         with scratch_dir() as d:
             ckpt_dir = None

@@ -46,8 +46,16 @@ def read_metrics(run_dir: str) -> list[dict]:
 
 
 def format_metrics(m: dict) -> str:
-    """One console line for an epoch's metrics."""
-    return (f"epoch {m['epoch']}/{m['epochs']} res {m['res']} | train loss {m['train_loss']:.4f} "
+    """One console line for an epoch's metrics (with the corrupt samples skipped, if any)."""
+    line = (f"epoch {m['epoch']}/{m['epochs']} res {m['res']} | train loss {m['train_loss']:.4f} "
             f"| val top1 {m['top1']:.4f} top5 {m['top5']:.4f} (no TTA {m['top1_no_tta']:.4f}) "
             f"loss {m['val_loss']:.4f} | {m['images_per_s']:.1f} img/s | "
             f"epoch {m['epoch_time_s']:.1f} s")
+    for prefix, split in (("", "train"), ("val_", "val")):
+        count = m.get(f"{prefix}skipped_samples", 0)
+        if count:
+            keys = m.get(f"{prefix}skipped_keys", [])
+            more = ", ..." if count > len(keys) else ""
+            line += (f" | skipped {count} corrupt {split} sample(s): "
+                     f"{', '.join(keys)}{more}")
+    return line

@@ -114,11 +114,16 @@ class Store:
     def _check_file(self, conn: sqlite3.Connection | None = None) -> bool:
         """Whether the file holds a catalog this code can use (False: empty or being
         created). Raises :class:`CatalogUnavailable` for a damaged, truncated or newer one."""
-        problem = header_problem(self.path)
-        if problem:
-            raise CatalogUnavailable(damaged(self.path, problem))
-        version = header_user_version(self.path)
-        if conn is not None:
+        if conn is None:
+            problem = header_problem(self.path)
+            if problem:
+                raise CatalogUnavailable(damaged(self.path, problem))
+            version = header_user_version(self.path)
+        else:
+            # Never open() the file while a connection to it is open: closing any descriptor
+            # of a file drops every POSIX lock this process holds on it, and another writer
+            # then commits over ours (SQLite's "How To Corrupt", 2.2; lost registrations in
+            # tests/test_catalog_store.py::test_parallel_writers_lose_nothing).
             version = conn.execute("PRAGMA user_version").fetchone()[0]
         if version > SCHEMA_VERSION:
             raise CatalogUnavailable(newer_schema(self.path, version, SCHEMA_VERSION))

@@ -287,8 +287,10 @@ def test_ffcv_does_not_notice_a_corrupt_jpeg(demo_dataset, copy):
 
     clean, damaged = images(os.path.join(demo_dataset, "beton", "demo-val.beton")), images(beton)
     assert len(damaged) == len(clean) == 20
-    same = [bool((clean[i] == damaged[i]).all()) for i in range(20)]
-    assert same == [i != k for i in range(20)]     # only it differs; what it shows is undefined
+    # No error and no skip: every sample comes out, the others unchanged. What the damaged
+    # one shows is undefined (seen: a near-uniform image; once: the pixels of a reused
+    # buffer equal to the clean ones), so it is not asserted.
+    assert all(bool((clean[i] == damaged[i]).all()) for i in range(20) if i != k)
 
 
 def test_ray_data_batches_drop_undecodable_rows():

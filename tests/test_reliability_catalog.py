@@ -50,7 +50,8 @@ CLI_TIMEOUT_S = 60          # "does not hang": every command here returns in sec
 # interpreter's own directory may be closed to that user), then runs the CLI.
 _AS_NOBODY = textwrap.dedent(f"""
     import os, sys
-    import shardforge.cli, shardforge.catalog.cli, shardforge.catalog.lookup
+    import shardforge.cli, shardforge.cli_eval, shardforge.catalog.cli, shardforge.catalog.lookup
+    import shardforge.catalog.verifier, shardforge.catalog.dbfile, shardforge.catalog.entry
     import shardforge.catalog.register, shardforge.catalog.store, shardforge.storage
     from shardforge.catalog.home import code_version
     code_version()

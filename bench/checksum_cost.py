@@ -104,9 +104,9 @@ def single_core(out: Path, size: int, passes: int) -> dict:
     """Per-image microseconds of sha256, the loader's decode step and a full decode."""
     import cv2
 
+    from shardforge.layout.reader import RangeReader
     from shardforge.stream import RandomResizedCrop, open_dataset
     from shardforge.stream.decode import decode_crop, decode_full
-    from shardforge.stream.reader import RangeReader
 
     cv2.setNumThreads(1)
     idx = open_dataset(str(out)).split("train")
@@ -180,8 +180,8 @@ def loader_epochs(out: Path, args) -> dict:
 
 def shard_checks(out: Path) -> dict:
     """Seconds for the size check of every tar vs a full sha256 of every tar."""
+    from shardforge.layout.reader import check_shards, shard_min_sizes
     from shardforge.stream import open_dataset
-    from shardforge.stream.reader import check_shards, shard_min_sizes
     from shardforge.stream.repair import recorded_sizes
 
     ds = open_dataset(str(out))

@@ -2,7 +2,7 @@
 observer's forward pass alone.
 
 Data: the demo dataset (10 classes x 80 train images, ingested at 96 px; built under
-``--work`` by :func:`shardforge.variants.distill_effect.demo_dataset`). Observers (random
+``--work`` by :func:`experiments.distill_effect.demo_dataset`). Observers (random
 weights: the timing does not depend on them): the demo's small CNN at 32 px (factor 1,
 mipc 80, 5 crops: the demo card) and a ResNet-18 at 224 px (factor 2, the paper's ImageNet
 setting, ``--mipc`` images per class to keep a CPU run short).
@@ -11,7 +11,7 @@ Per observer, in this process (torch threads = ``--threads``): for each class,
 ``distill_class`` end to end (candidate crops, scoring, selection, stitching), then the
 observer's forward pass alone on exactly the same candidate batches (inputs prepared
 beforehand). The best of ``--repeats`` rounds per class counts. Then the whole Ray job
-(``shardforge.variants.distill.distill``: decode, per-class actors, encode, both formats)
+(``shardforge.variants.rded.spec.distill``: decode, per-class actors, encode, both formats)
 on a private 2-CPU Ray for the small-CNN setting. Results go to the ``distill`` section of
 ``--out-md`` and ``WORK/results-distill.json``.
 """
@@ -44,7 +44,7 @@ PACKAGES = ("torch", "torchvision", "numpy", "pillow", "ray")
 
 def class_samples(dataset: str) -> dict[int, list]:
     """Decoded train samples of ``dataset`` by label (read from its WebDataset tars)."""
-    from shardforge.variants.base import Decoded
+    from shardforge.build.transform import Decoded
 
     by_label: dict[int, list] = {}
     for path in sorted(Path(dataset, "wds").glob("*-train-*.tar")):
@@ -63,7 +63,7 @@ def class_samples(dataset: str) -> dict[int, list]:
 
 def candidate_inputs(samples: list, params) -> list[torch.Tensor]:
     """The observer's input batches for one class, as distill_class builds them."""
-    from shardforge.variants.rded import (
+    from shardforge.variants.rded.transform import (
         SCORE_BATCH,
         candidate_crops,
         choose_images,
@@ -83,7 +83,7 @@ def candidate_inputs(samples: list, params) -> list[torch.Tensor]:
 def time_setting(name: str, model: torch.nn.Module, params, by_label: dict[int, list],
                  classes: int, repeats: int) -> dict:
     """Per-class distil time and scored candidates/s vs forward-only images/s."""
-    from shardforge.variants.rded import distill_class
+    from shardforge.variants.rded.transform import distill_class
 
     model.eval()
     per_class, forward, candidates = [], [], 0
@@ -113,7 +113,7 @@ def time_setting(name: str, model: torch.nn.Module, params, by_label: dict[int, 
 def time_job(dataset: str, observer_dir: str, work: Path) -> dict:
     """The whole Ray job (2 CPUs) on the demo with the small-CNN observer, from scratch."""
     from shardforge.engine.cluster import ray_session
-    from shardforge.variants.distill import distill
+    from shardforge.variants.rded.spec import distill
 
     out = work / "bench-job"
     shutil.rmtree(out, ignore_errors=True)
@@ -129,8 +129,8 @@ def time_job(dataset: str, observer_dir: str, work: Path) -> dict:
 
 
 def save_observer(arch: str, classes: list[str], directory: Path) -> str:
-    from shardforge.train.checkpoint import STATE_FORMAT, save_state
-    from shardforge.train.models import build_model
+    from shardforge.models.archs import build_model
+    from shardforge.models.checkpoint import STATE_FORMAT, save_state
 
     torch.manual_seed(0)
     model = build_model(arch, len(classes), width=16)
@@ -142,9 +142,9 @@ def save_observer(arch: str, classes: list[str], directory: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardforge.train.models import build_model
-    from shardforge.variants.distill_effect import demo_dataset
-    from shardforge.variants.rded import RdedParams
+    from experiments.distill_effect import demo_dataset
+    from shardforge.models.archs import build_model
+    from shardforge.variants.rded.transform import RdedParams
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="data/distill-effect",
@@ -198,7 +198,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['scored_per_s']:,.0f}", f"{r['forward_per_s']:,.0f}",
               f"{r['forward_share']:.0%}") for r in rows]),
         "",
-        f"Whole Ray job (`shardforge.variants.distill.distill`, private 2-CPU Ray: decode, "
+        f"Whole Ray job (`shardforge.variants.rded.spec.distill`, private 2-CPU Ray: decode, "
         f"one observer actor per CPU, encode, both formats, val copied) on the demo, small "
         f"CNN setting, IPC 10: {job['wall_s']:.1f} s for {job['classes']} classes "
         f"({job['class_s']:.2f} s per class; Ray already up, actor start-up included), "

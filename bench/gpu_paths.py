@@ -124,7 +124,7 @@ def model_alone(batch: int, res: int, steps: int) -> dict:
     channels_last, SGD) on synthetic GPU batches: img/s without any data loading."""
     import torch
 
-    from shardforge.train.models import build_model
+    from shardforge.models.archs import build_model
 
     dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model = build_model(arch="resnet18", num_classes=10, blurpool=True).to(dev)
@@ -207,12 +207,12 @@ def reinforce_agreement(parent: str, out: str, teacher: str, size: int, top_k: i
     import pyarrow.parquet as pq
     import torch
 
-    from shardforge.stream.dataset import open_dataset
-    from shardforge.stream.ffcv_loader import normalize_images
-    from shardforge.stream.reader import RangeReader
-    from shardforge.variants.augment import AugPolicy, apply_params, params_from_columns
-    from shardforge.variants.ensemble import load_ensemble, parse_member
-    from shardforge.variants.reinforce import decode_stored
+    from shardforge.augment import AugPolicy, apply_params, params_from_columns
+    from shardforge.layout.dataset import open_dataset
+    from shardforge.layout.reader import RangeReader
+    from shardforge.ops.normalize import normalize_images
+    from shardforge.variants.reinforce.engine import decode_stored
+    from shardforge.variants.reinforce.teacher import load_ensemble, parse_member
 
     ds = open_dataset(parent)
     index = ds.split("train")
@@ -460,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
                    + recipe_overrides(quick, workers) + ["--set", "training.epochs=2"], 150)
         rec["figures"] = train_figures(os.path.join(runs, "gpu-ray"))
     if "stylize" in steps:
-        from shardforge.variants.adain import save_random_weights
+        from shardforge.variants.stylize.adain import save_random_weights
 
         weights = os.path.join(w, "adain")
         save_random_weights(weights)

@@ -254,9 +254,9 @@ def run_wds(files: list[tuple[str, int]], out: Path, res: int, quality: int, wor
 def run_shardforge(root: Path, out: Path, res: int, quality: int,
                    shard_size: str) -> tuple[float, dict]:
     """shardforge run_ingest (Ray already initialised by the caller): tars + .beton + index."""
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
     from shardforge.formats.image import ImageParams
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
     from shardforge.sources.base import SourceOptions
 
     config = IngestConfig(source=str(root), name="bench", out=str(out),

@@ -169,9 +169,9 @@ def _rates(fns: dict, items: list, passes: int) -> dict[str, float]:
 
 def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
     """Images/s on one core of decode alone and of shardforge's whole per-sample step."""
+    from shardforge.layout.reader import RangeReader
     from shardforge.stream import RandomResizedCrop, open_dataset
     from shardforge.stream.decode import dct_reduction, decode_crop
-    from shardforge.stream.reader import RangeReader
 
     idx = open_dataset(str(out)).split("train")
     pos = np.linspace(0, len(idx) - 1, min(sample, len(idx))).astype(int)

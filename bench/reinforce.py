@@ -30,9 +30,9 @@ SECTION = "reinforce"
 
 def ensure_parent(work: str, images: int) -> str:
     """A demo dataset of ``images`` train images at max-res 256 (built once)."""
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
     from shardforge.formats.image import ImageParams
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
     from shardforge.sources.base import SourceOptions
     from shardforge.sources.demo import DemoSpec, generate_demo_data
 
@@ -51,8 +51,8 @@ def ensure_parent(work: str, images: int) -> str:
 
 def teacher_checkpoint(work: str, arch: str, classes: list[str]) -> str:
     """A randomly initialised ``arch`` saved as a jobs/train.py checkpoint."""
-    from shardforge.train.checkpoint import STATE_FORMAT, save_state
-    from shardforge.train.models import build_model
+    from shardforge.models.archs import build_model
+    from shardforge.models.checkpoint import STATE_FORMAT, save_state
 
     d = os.path.join(work, f"teacher-{arch}")
     torch.manual_seed(0)
@@ -63,12 +63,12 @@ def teacher_checkpoint(work: str, arch: str, classes: list[str]) -> str:
 
 
 def run(args) -> dict:
+    from shardforge.augment import AugPolicy
+    from shardforge.layout.dataset import open_dataset
     from shardforge.sources import dataset as dataset_source
     from shardforge.sources.base import SourceOptions
-    from shardforge.stream.dataset import open_dataset
-    from shardforge.variants.augment import AugPolicy
-    from shardforge.variants.ensemble import parse_member
-    from shardforge.variants.reinforce import Reinforcer, ShardTask, _decode
+    from shardforge.variants.reinforce.engine import Reinforcer, ShardTask, _decode
+    from shardforge.variants.reinforce.teacher import parse_member
 
     torch.set_num_threads(1)
     parent = ensure_parent(args.work, args.images)
@@ -115,7 +115,7 @@ def _views(worker, samples) -> list[torch.Tensor]:
     """The view batches :meth:`Reinforcer.reinforce` feeds the teacher, same order."""
     import numpy as np
 
-    from shardforge.variants.augment import apply_batch, image_rng, sample_params
+    from shardforge.augment import apply_batch, image_rng, sample_params
 
     task = worker.task
     recs = [sample_params(task.policy, px.shape[1], px.shape[0], image_rng(task.seed, raw.key),

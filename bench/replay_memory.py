@@ -67,9 +67,9 @@ def pss():
     return mib("/proc/self/smaps_rollup", ("Pss", "Pss_Anon", "Pss_File"))
 
 args = json.loads(sys.argv[1])
-from shardforge.stream.dataset import open_dataset
+from shardforge.layout.dataset import open_dataset
 from shardforge.stream.replay import load_reinforced_split
-import shardforge.stream.replay_cache, shardforge.variants.augment  # what a load imports
+import shardforge.stream.replay_cache, shardforge.augment  # what a load imports
 parent = open_dataset(args["root"])
 parent.split(args["reinforce"]["split"])
 if args["mode"] != "build":
@@ -108,8 +108,8 @@ def generate(work: str, samples: int, augs: int, top_k: int, shards: int) -> dic
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from shardforge.variants.augment import AugPolicy, param_dtype, params_to_columns
-    from shardforge.variants.reinforce import output_schema
+    from shardforge.augment import AugPolicy, param_dtype, params_to_columns
+    from shardforge.variants.reinforce.engine import output_schema
 
     done = os.path.join(work, "reinforce.json")
     if os.path.exists(done):

@@ -1,7 +1,7 @@
 """Benchmark stylization: images/s of the ``stylize`` variant's transform vs the AdaIN
 network's forward pass alone, on the same batches.
 
-* ``transform (cold styles)``: :class:`shardforge.variants.stylize.StylizeTransform` on
+* ``transform (cold styles)``: :class:`shardforge.variants.stylize.transform.StylizeTransform` on
   decoded demo images: Resize + CenterCrop, seeded style assignment, reading and
   preprocessing each needed style and its relu4_1 statistics, AdaIN forward, uint8 out;
 * ``transform (warm styles)``: the same call again (style statistics cached per worker);
@@ -37,8 +37,8 @@ SECTION = "stylize"
 
 def demo_images(n: int) -> list:
     """``n`` decoded demo val images (Decoded), keys like a dataset's."""
+    from shardforge.build.transform import Decoded
     from shardforge.sources.demo import DemoSpec, render_demo_image
-    from shardforge.variants.base import Decoded
 
     spec = DemoSpec(min_side=256, max_side=400)
     out = []
@@ -64,9 +64,9 @@ def timed(fn, repeats: int) -> float:
 
 
 def run(args) -> dict:
-    from shardforge.variants import adain as A
-    from shardforge.variants.styles import BUILTIN_DEMO, load_style_set, read_style
-    from shardforge.variants.stylize import (
+    from shardforge.variants.stylize import adain as A
+    from shardforge.variants.stylize.styles import BUILTIN_DEMO, load_style_set, read_style
+    from shardforge.variants.stylize.transform import (
         StylizeConfig,
         StylizeTransform,
         assign_style,

@@ -40,9 +40,9 @@ KEY = "bench-unlearnable-key-not-secret"      # a benchmark needs no secret
 
 def ensure_parent(work: Path, images: int, res: int, seed: int) -> tuple[str, dict]:
     """Demo images (train only) ingested at ``res`` px; cached. (dataset dir, stats)."""
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
     from shardforge.formats.image import ImageParams
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
     from shardforge.sources.demo import DemoSpec, generate_demo_data
 
     spec = DemoSpec(num_classes=10, train_per_class=-(-images // 10), val_per_class=0,
@@ -59,8 +59,8 @@ def ensure_parent(work: Path, images: int, res: int, seed: int) -> tuple[str, di
 
 
 def _timed_variant(parent: str, out: Path, p: float) -> float:
-    from shardforge.variants.cuda import make_variant, secrets_of
-    from shardforge.variants.run import run_variant
+    from shardforge.build.variant_job import run_variant
+    from shardforge.variants.cuda.spec import make_variant, secrets_of
 
     shutil.rmtree(out, ignore_errors=True)
     variant = make_variant({"p": p}, secrets_of(KEY))
@@ -90,7 +90,7 @@ def step_rates(parent: str, sample: int) -> dict:
 
     from shardforge.formats.image import decode_rgb
     from shardforge.formats.wds import png_bytes
-    from shardforge.variants.cuda import CudaTransform
+    from shardforge.variants.cuda.transform import CudaTransform
 
     blobs = _parent_jpegs(parent, sample)
     pixels = [(label, decode_rgb(b)[0]) for label, b in blobs]
@@ -106,7 +106,7 @@ def step_rates(parent: str, sample: int) -> dict:
             best = max(best, len(items) / (time.perf_counter() - t0))
         return best
 
-    from shardforge.variants.cuda import Scratch, apply_cuda
+    from shardforge.variants.cuda.transform import Scratch, apply_cuda
 
     scratch = Scratch()     # as CudaTransform does: work arrays reused from image to image
     threads = cv2.getNumThreads()
@@ -198,7 +198,7 @@ def render(results: dict, command: str) -> str:
               "multiply-adds per pixel and channel) whose proven error bound decides all but "
               "~0.1% of the pixels, those computed exactly in integers (an image with too "
               "many undecided pixels takes the exact path, three float32 passes on split "
-              "integer weights: ~2x the time). `src/shardforge/variants/cuda.py` "
+              "integer weights: ~2x the time). `src/shardforge/variants/cuda/transform.py` "
               "(`apply_cuda`) has the argument."]
     return "\n".join(lines)
 

@@ -91,7 +91,7 @@ def variants(root: str, epochs: int) -> int:
             return 1
         rows.append((card, what, _top1(root, run)))
     print("\n== demo-rded-ipc10", flush=True)
-    from shardforge.variants.distill import distill
+    from shardforge.variants.rded.spec import distill
 
     observer = os.path.join(root, "runs", "demo_cpu-demo")
     summary = distill("demo", {"method": "rded", "ipc": 10, "observer": observer, "size": 32,
@@ -127,8 +127,8 @@ def _demo_cuda_key(root: str) -> None:
 
 def _shape_bias(root: str, epochs: int) -> str:
     from shardforge.sources.demo import DemoSpec
-    from shardforge.variants.cue_conflict import generate_cue_conflict
-    from shardforge.variants.shape_bias import evaluate_shape_bias
+    from shardforge.variants.stylize.cue_conflict import generate_cue_conflict
+    from shardforge.variants.stylize.shape_bias import evaluate_shape_bias
 
     stimuli = os.path.join(root, "cue-conflict")
     generate_cue_conflict(stimuli, DemoSpec(), per_pair=2)

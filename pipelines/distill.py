@@ -6,7 +6,7 @@
 Per class of the train split (classes in parallel on Ray actors that keep the observer
 loaded, on a GPU each when the cluster has GPUs): candidate crops scored by the observer,
 the lowest-loss ones stitched into ``factor x factor`` grids (RDED, Sun et al. CVPR 2024;
-:mod:`shardforge.variants.rded`). ``--method random`` makes the baseline: IPC random real
+:mod:`shardforge.variants.rded.transform`). ``--method random`` makes the baseline: IPC random real
 images per class. Val is copied unchanged. Deterministic for a seed, resumable per class
 (rerun the same command), both formats, registered as ``NAME@vN`` with the parent as
 lineage and the observer's file and sha256 in its parameters. The observer's class order
@@ -19,7 +19,7 @@ import argparse
 import sys
 
 from shardforge.engine import RAY_ADDRESS_HELP
-from shardforge.variants.distill import PARAMS
+from shardforge.variants.rded.spec import PARAMS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -60,8 +60,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardforge.ingest.job import JobFailed
-    from shardforge.variants.distill import distill
+    from shardforge.build.job import JobFailed
+    from shardforge.variants.rded.spec import distill
 
     args = parse_args(argv)
     params = {"method": args.method, "ipc": args.ipc, "observer": args.observer,

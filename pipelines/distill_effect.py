@@ -18,7 +18,7 @@ os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")   # keep Ray on 
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardforge.variants.distill_effect import markdown_table, run_effect
+    from experiments.distill_effect import markdown_table, run_effect
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="data/distill-effect", help="working directory")

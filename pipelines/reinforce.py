@@ -4,12 +4,12 @@
         --teacher CKPT_OR_ARCH=WEIGHTS [--teacher ...] --num-augs 400 --num-gpus-per-actor 1
 
 With no arguments: the built-in demo data with a teacher trained there, on CPU.
-See ``--help`` and shardforge.variants.reinforce_job.
+See ``--help`` and shardforge.variants.reinforce.spec.
 """
 
 import sys
 
-from shardforge.variants.reinforce_job import main
+from shardforge.variants.reinforce.spec import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

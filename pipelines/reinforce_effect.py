@@ -5,7 +5,7 @@
 
 import sys
 
-from shardforge.variants.reinforce_effect import main
+from experiments.reinforce_effect import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

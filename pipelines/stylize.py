@@ -14,7 +14,7 @@ paper's method) runs on CPU tasks. See ``--help``.
 
 import sys
 
-from shardforge.variants.stylize_job import main
+from shardforge.variants.stylize.job import main
 
 if __name__ == "__main__":
     sys.exit(main())

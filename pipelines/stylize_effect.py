@@ -8,7 +8,7 @@ the demo cue-conflict set and prints a markdown table (docs/results/stylize.md).
 
 import sys
 
-from shardforge.variants.stylize_effect import main
+from experiments.stylize_effect import main
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -4,7 +4,7 @@
         --source demo --name demo-cuda --key-file ~/.keys/demo-cuda.key
 
 Every train image is convolved with its class's filter drawn from the key (CUDA,
-Sadasivan et al. CVPR 2023; :mod:`shardforge.variants.cuda`); val is copied unchanged.
+Sadasivan et al. CVPR 2023; :mod:`shardforge.variants.cuda.transform`); val is copied unchanged.
 The job is sharded and resumable (rerun the same command after a failure), writes both
 formats and registers ``NAME@vN`` in the catalog with the source as its parent. The key
 is read from a file (``--key-file``) or an environment variable (``--key-env``), never
@@ -17,7 +17,7 @@ import argparse
 import sys
 
 from shardforge.engine import RAY_ADDRESS_HELP
-from shardforge.variants.cuda import PARAMS, SMALL_IMAGE_MAX_SIDE
+from shardforge.variants.cuda.spec import PARAMS, SMALL_IMAGE_MAX_SIDE
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -61,8 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from shardforge.ingest.job import JobFailed
-    from shardforge.variants.cuda_job import build_unlearnable, read_key
+    from shardforge.build.job import JobFailed
+    from shardforge.variants.cuda.job import build_unlearnable, read_key
 
     args = parse_args(argv)
     try:

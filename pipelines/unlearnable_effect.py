@@ -7,7 +7,7 @@ Trains the same recipe (jobs/configs/demo_cpu.yaml with the experiment's default
 overrides, ``DEFAULT_OVERRIDES``: close to the paper's CIFAR training; ``--recipe-as-is``
 drops them) on the clean demo data at 32 px and on its CUDA copies at p = 0.25, 0.5, 0.75
 and 1.0 (one key), and tabulates accuracy on the clean val split
-(:mod:`shardforge.variants.cuda_effect`). Rerunning reuses the datasets and finished runs
+(:mod:`experiments.cuda_effect`). Rerunning reuses the datasets and finished runs
 under --work. The key defaults to a fixed, public experiment key (the
 table is then reproducible); give --key-file or --key-env to use your own.
 """
@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 
-from shardforge.variants.cuda_effect import (
+from experiments.cuda_effect import (
     DEFAULT_CONFIG,
     DEFAULT_OVERRIDES,
     DEFAULT_PS,
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--key-file", metavar="PATH", help="private key file")
     keys.add_argument("--key-env", metavar="VAR", help="environment variable with the key")
     args = p.parse_args(argv)
-    from shardforge.variants.cuda_job import read_key
+    from shardforge.variants.cuda.job import read_key
 
     key = EXPERIMENT_KEY
     if args.key_file or args.key_env:

@@ -37,9 +37,9 @@ def demo_dataset(demo_tree, tmp_path_factory) -> str:
     """
     import io
 
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
     from shardforge.formats.image import ImageParams
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
     from shardforge.sources.base import SourceOptions
 
     out = str(tmp_path_factory.mktemp("demo-dataset") / "out")

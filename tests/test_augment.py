@@ -15,7 +15,7 @@ import torchvision.transforms.functional as F
 import torchvision.transforms.v2.functional as F2
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 
-from shardforge.variants.augment import (
+from shardforge.augment import (
     PARAM_FIELDS,
     RANDAUGMENT_OPS,
     AugPolicy,

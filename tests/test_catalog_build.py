@@ -10,16 +10,17 @@ import shutil
 import pytest
 
 from shardforge import catalog
+from shardforge.build import pipeline as registry
+from shardforge.build.config import IngestConfig
+from shardforge.build.job import RejectsInStrictMode, run_ingest
+from shardforge.build.pipeline import Param, Pipeline
+from shardforge.build.secrets import fingerprint
 from shardforge.catalog import pipelines
 from shardforge.catalog.builder import build_dataset
 from shardforge.catalog.errors import CardError, PipelineNotImplemented
-from shardforge.catalog.pipelines import Param, Pipeline
-from shardforge.catalog.secrets import fingerprint
 from shardforge.catalog.store import Store
 from shardforge.cli import main
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import RejectsInStrictMode, run_ingest
 from shardforge.sources.base import SourceOptions
 from shardforge.sources.demo import DemoSpec, generate_demo_data
 
@@ -182,8 +183,8 @@ def test_path_sources_come_from_the_card_or_source_override(built, tiny_tree, mo
 
 
 def test_planned_pipeline_refuses_to_build(built, monkeypatch):
-    pipelines._load_builtins()      # unlearnable is implemented: plan it again for this test
-    monkeypatch.setitem(pipelines._REGISTRY, "unlearnable", Pipeline(
+    pipelines.load_pipelines()      # unlearnable is implemented: plan it again for this test
+    monkeypatch.setitem(registry._REGISTRY, "unlearnable", Pipeline(
         name="unlearnable", summary="test", params={"method": Param((str,))},
         secrets=("private_key",), planned="a later issue"))
     monkeypatch.setenv("SF_TEST_TINY_KEY", "0123456789abcdef-secret")
@@ -205,8 +206,8 @@ def test_secret_parameters_are_never_stored_and_failed_builds_never_registered(
         summary["source"] = f"/keys/{card.secrets['private_key']}/wds"   # a careless leak
         return summary
 
-    pipelines._load_builtins()
-    monkeypatch.setitem(pipelines._REGISTRY, "unlearnable", Pipeline(
+    pipelines.load_pipelines()
+    monkeypatch.setitem(registry._REGISTRY, "unlearnable", Pipeline(
         name="unlearnable", summary="test", params={"method": Param((str,))},
         secrets=("private_key",), build=leaky_build))
     monkeypatch.setenv("SF_TEST_TINY_KEY", key)

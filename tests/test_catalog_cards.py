@@ -153,11 +153,12 @@ def test_build_imagenet_without_source_names_card_field_and_fix(tmp_path, monkey
 def test_build_of_a_planned_pipeline_fails_naming_it(tmp_path, monkeypatch):
     """A pipeline declared without a build function validates cards but refuses to build,
     before any parent is built."""
+    from shardforge.build import pipeline as registry
     from shardforge.catalog import pipelines
 
     planned = pipelines.Pipeline(name="future", summary="a later variant", planned="v2")
     pipelines.pipeline_names()                      # load the built-ins first
-    monkeypatch.setitem(pipelines._REGISTRY, "future", planned)
+    monkeypatch.setitem(registry._REGISTRY, "future", planned)
     cards = tmp_path / "cards"
     cards.mkdir()
     _card(cards, GOOD.format(name="fut").replace("name: ingest", "name: future")
@@ -190,7 +191,7 @@ def test_cli_cards_and_build_errors(tmp_path, capsys, monkeypatch):
 
 
 def test_source_overrides_parse():
-    from shardforge.catalog.cli import parse_sources
+    from shardforge.cli.catalog import parse_sources
 
     url = "s3://bucket/imagenet?endpoint_override=127.0.0.1:9000&scheme=http"
     assert parse_sources("imagenet", ["/data/in"]) == {"imagenet": "/data/in"}

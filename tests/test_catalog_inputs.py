@@ -12,12 +12,12 @@ import textwrap
 import pytest
 import torch
 
+from shardforge.build.inputs import changes, checkpoint_input, file_input, tree_input
+from shardforge.build.secrets import fingerprint
 from shardforge.catalog.builder import build_dataset
-from shardforge.catalog.inputs import changes, checkpoint_input, file_input, tree_input
-from shardforge.catalog.secrets import fingerprint
 from shardforge.catalog.store import Store
-from shardforge.train.checkpoint import STATE_FORMAT, save_state
-from shardforge.train.models import build_model
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import STATE_FORMAT, save_state
 
 TOY = """
     name: toy
@@ -114,7 +114,7 @@ def test_directory_digest_reads_no_file_but_sees_every_change(tmp_path):
 
 def test_pipelines_declare_the_files_their_params_name(tmp_path):
     from shardforge.catalog.pipelines import get_pipeline
-    from shardforge.variants.adain import save_random_weights
+    from shardforge.variants.stylize.adain import save_random_weights
 
     run = tmp_path / "run"
     _save_model(run / "checkpoint_epoch0001", ["a", "b"], seed=0)
@@ -253,7 +253,7 @@ def test_shards_in_one_directory_are_not_reused_across_observers(env, tmp_path):
     """The job without the catalog (pipelines/distill.py --out DIR): the observer's sha256
     is in every shard's spec hash, so a rerun into the same directory with a retrained
     observer redoes the shards; with the same observer the finished build is reused."""
-    from shardforge.variants.distill import distill
+    from shardforge.variants.rded.spec import distill
 
     run = tmp_path / "run"
     params = {"method": "rded", "ipc": 1, "observer": str(run), "size": 32, "mipc": 4,

@@ -10,10 +10,10 @@ import sqlite3
 import pytest
 
 from shardforge import catalog
+from shardforge.build.secrets import Secrets, fingerprint
 from shardforge.catalog.entry import Ref, parse_ref
 from shardforge.catalog.errors import CatalogError, RegistrationError, UnknownDataset
 from shardforge.catalog.home import HOME_ENV, default_home, resolve_home
-from shardforge.catalog.secrets import Secrets, fingerprint
 from shardforge.catalog.store import Store
 
 # Light imports only: the parallel-writer test's spawned processes import this module.

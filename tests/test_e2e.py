@@ -28,9 +28,9 @@ from helpers import (
     wds_samples,
 )
 
+from shardforge.build.config import IngestConfig
+from shardforge.build.job import run_ingest
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import run_ingest
 from shardforge.sources.base import SourceOptions
 from shardforge.sources.demo import DemoSpec, generate_demo_data
 

@@ -8,7 +8,8 @@ import pytest
 import torch
 from helpers import ffcv_labels
 
-from shardforge.stream.ffcv_loader import IMAGENET_MEAN, IMAGENET_STD, make_ffcv_loader
+from shardforge.ops.normalize import IMAGENET_MEAN, IMAGENET_STD
+from shardforge.stream.ffcv_loader import make_ffcv_loader
 
 
 @pytest.fixture(scope="module")

@@ -1,10 +1,10 @@
-"""GPUs per model actor when the user gives none (shardforge.ingest.actors.gpus_per_actor)."""
+"""GPUs per model actor when the user gives none (shardforge.build.actors.gpus_per_actor)."""
 
 from __future__ import annotations
 
 import pytest
 
-from shardforge.ingest import actors
+from shardforge.build import actors
 
 
 @pytest.mark.parametrize("gpus, num_actors, requested, expected", [

@@ -10,11 +10,11 @@ import shutil
 import pytest
 from helpers import ffcv_labels, file_bytes, index_rows, tar_names, tree_files, wds_samples
 
+from shardforge.build.config import IngestConfig, ShardJob
+from shardforge.build.job import RejectsInStrictMode, run_ingest
+from shardforge.build.shard import build_shard
 from shardforge.formats.beton import read_sample_bytes
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig, ShardJob
-from shardforge.ingest.job import RejectsInStrictMode, run_ingest
-from shardforge.ingest.shard import build_shard
 from shardforge.sources import plan_source
 from shardforge.sources.base import SourceOptions
 

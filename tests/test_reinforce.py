@@ -11,12 +11,12 @@ import pytest
 import torch
 from helpers import tree_sha256
 
-from shardforge.stream.dataset import open_dataset
-from shardforge.train.checkpoint import STATE_FORMAT, save_state
-from shardforge.train.models import build_model
-from shardforge.variants.augment import AugPolicy, apply_params
-from shardforge.variants.ensemble import parse_member
-from shardforge.variants.reinforce import ReinforceConfig, decode_stored, run_reinforce
+from shardforge.augment import AugPolicy, apply_params
+from shardforge.layout.dataset import open_dataset
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import STATE_FORMAT, save_state
+from shardforge.variants.reinforce.engine import ReinforceConfig, decode_stored, run_reinforce
+from shardforge.variants.reinforce.teacher import parse_member
 
 POLICY = AugPolicy(size=32)
 
@@ -96,9 +96,9 @@ def test_storage_is_aligned_with_the_parent_by_key(demo_dataset, reinforced):
 
 def test_replayed_views_give_the_stored_teacher_top_k(demo_dataset, teacher, reinforced):
     """Issue 6 proof (a): the teacher on a replayed view reproduces the stored top-K."""
-    from shardforge.stream.reader import RangeReader
-    from shardforge.variants.augment import params_from_columns
-    from shardforge.variants.ensemble import load_ensemble
+    from shardforge.augment import params_from_columns
+    from shardforge.layout.reader import RangeReader
+    from shardforge.variants.reinforce.teacher import load_ensemble
 
     out, _ = reinforced
     parent = open_dataset(demo_dataset)
@@ -112,7 +112,7 @@ def test_replayed_views_give_the_stored_teacher_top_k(demo_dataset, teacher, rei
     records = params_from_columns(cols, POLICY)
     where = {k: p for p, k in enumerate(index.key.tolist())}
     reader = RangeReader(index.shard_urls)
-    from shardforge.stream.ffcv_loader import normalize_images
+    from shardforge.ops.normalize import normalize_images
 
     for r in rows.tolist():
         p = where[table["key"][r].as_py()]
@@ -176,7 +176,7 @@ def test_default_out_is_keyed_so_reruns_never_change_an_earlier_version(
 def test_an_out_holding_another_reinforcement_is_refused(parent, teacher, reinforced, capsys):
     """An explicit ``out`` with a finished build of other params: ValueError naming the
     registered build and the fix, before any file is written (API and CLI)."""
-    from shardforge.variants.reinforce_job import main
+    from shardforge.variants.reinforce.spec import main
 
     out, summary = reinforced
     before = tree_sha256(out)
@@ -217,8 +217,8 @@ def test_replay_loader_yields_views_and_densified_targets(demo_dataset, reinforc
 
 
 def test_training_config_follows_a_reinforced_dataset(reinforced):
+    from shardforge.layout.info import load_dataset_info
     from shardforge.train.config import TrainConfig
-    from shardforge.train.dataset import load_dataset_info
     from shardforge.train.runner import for_dataset
 
     out, summary = reinforced
@@ -241,9 +241,9 @@ def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tm
     import ray
     from ray.cluster_utils import Cluster
 
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
     from shardforge.formats.image import ImageParams
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
     from shardforge.sources.base import SourceOptions
 
     parent = str(tmp_path / "parent")               # 60 train images in 15 shards
@@ -296,7 +296,7 @@ def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tm
 
 def test_ensemble_of_torchvision_and_timm_members_with_weight_files(tmp_path):
     """Members given as constructor + local weights file; output = mean softmax at T=1."""
-    from shardforge.variants.ensemble import load_ensemble
+    from shardforge.variants.reinforce.teacher import load_ensemble
 
     classes = [f"class{i}" for i in range(10)]
     torch.manual_seed(0)

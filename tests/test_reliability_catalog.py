@@ -50,7 +50,7 @@ CLI_TIMEOUT_S = 60          # "does not hang": every command here returns in sec
 # interpreter's own directory may be closed to that user), then runs the CLI.
 _AS_NOBODY = textwrap.dedent(f"""
     import os, sys
-    import shardforge.cli, shardforge.cli_eval, shardforge.catalog.cli, shardforge.catalog.lookup
+    import shardforge.cli, shardforge.cli.eval, shardforge.cli.catalog, shardforge.catalog.lookup
     import shardforge.catalog.verifier, shardforge.catalog.dbfile, shardforge.catalog.entry
     import shardforge.catalog.register, shardforge.catalog.store, shardforge.storage
     from shardforge.catalog.home import code_version
@@ -375,8 +375,8 @@ def test_bad_timeout_setting_is_one_line(base: Path) -> None:
 def test_ingest_registration_on_a_damaged_catalog_says_how_to_register_later(base: Path) -> None:
     """The registration at the end of run_ingest: one line, the data kept, the command to
     register it later."""
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import _register
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import _register
 
     home, other = make_home(base)
     db = home / "catalog.db"

@@ -24,10 +24,10 @@ import pytest
 import webdataset
 from PIL import Image
 
+from shardforge.build.config import IngestConfig, ShardJob
+from shardforge.build.shard import build_shard, shard_paths
 from shardforge.formats.beton import DEFAULT_PAGE_SIZE
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig, ShardJob
-from shardforge.ingest.shard import build_shard, shard_paths
 from shardforge.sources import RawSample, Reject, SourceOptions, plan_source, read_shard
 from shardforge.sources import folder as folder_source
 
@@ -539,7 +539,7 @@ def test_run_ingest_rerun_picks_up_a_fixed_image(tmp_path):
     """The whole job: a bad image is rejected; fixed at the same path, the rerun accepts
     it (not 'nothing to do'), rebuilding one shard and reusing the other (parts kept:
     without them every shard is rebuilt, to the same bytes)."""
-    from shardforge.ingest.job import run_ingest
+    from shardforge.build.job import run_ingest
 
     root = folder_case(tmp_path)
     write(root / "a" / "zz.jpg", b"garbage")
@@ -564,7 +564,7 @@ def test_parent_dataset_stamps_and_duplicate_keys(tmp_path):
     a key that appears twice in the parent's index is read once (the second rejected)."""
     import json
 
-    from shardforge.ingest.job import run_ingest
+    from shardforge.build.job import run_ingest
     from shardforge.sources import dataset as dataset_source
 
     root = folder_case(tmp_path)

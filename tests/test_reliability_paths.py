@@ -69,8 +69,8 @@ def test_ingest_split_flag_climbing_out_is_refused(tmp_path, capsys):
 
 def test_foreign_summary_paths_climbing_out_are_refused(tmp_path):
     """A summary.json whose index path, file paths, split or name climb out."""
-    from shardforge.stream.dataset import open_dataset
-    from shardforge.train.dataset import load_dataset_info
+    from shardforge.layout.dataset import open_dataset
+    from shardforge.layout.info import load_dataset_info
 
     ok = _dataset(tmp_path / "ok")
     assert open_dataset(str(ok)).split("train").shard_urls[0].endswith("/ok/wds/d-train-000000.tar")
@@ -96,9 +96,9 @@ def test_foreign_summary_paths_climbing_out_are_refused(tmp_path):
 def test_foreign_index_names_climbing_out_are_refused(tmp_path, field, value):
     """An index.parquet whose shard or split name climbs out: refused when a loader opens
     it and when a variant plans it as its parent source (nothing read or written)."""
+    from shardforge.layout.dataset import open_dataset
     from shardforge.sources.base import SourceOptions
     from shardforge.sources.dataset import plan
-    from shardforge.stream.dataset import open_dataset
 
     root = _dataset(tmp_path / "ds", **{field: value})
     before = _tree(tmp_path)
@@ -115,7 +115,7 @@ def test_reinforce_side_table_path_climbing_out_is_refused(tmp_path):
     from shardforge.stream.replay import load_reinforced_split
 
     root = _dataset(tmp_path / "ds")
-    from shardforge.stream.dataset import open_dataset
+    from shardforge.layout.dataset import open_dataset
 
     parent = open_dataset(str(root))
     reinforce = {"split": "train", "num_augs": 1, "top_k": 1, "seed": 0, "policy": {},
@@ -153,8 +153,8 @@ def test_hostile_card_split_or_name_is_refused(tmp_path, field):
 @pytest.mark.parametrize("field", ["name", "split"])
 def test_reinforce_name_or_split_climbing_out_is_refused(tmp_path, field):
     """ReinforceConfig's name and split become reinforce/NAME-SPLIT-NNNNNN.parquet."""
-    from shardforge.variants.observer import ObserverRef
-    from shardforge.variants.reinforce import ReinforceConfig
+    from shardforge.models.reference import ObserverRef
+    from shardforge.variants.reinforce.engine import ReinforceConfig
 
     kwargs = {"name": "ok", "split": "train", field: "../../x"}
     with pytest.raises(UnsafeNameError, match=f"reinforce --{field}: .*'../../x'"):

@@ -29,12 +29,12 @@ import textwrap
 import numpy as np
 import pytest
 
-import shardforge.ingest.job as ingest_job
+import shardforge.build.job as ingest_job
+from shardforge.build.config import IngestConfig
+from shardforge.build.shard import build_shard, shard_paths
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats.beton import DEFAULT_PAGE_SIZE, BetonSample
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.shard import build_shard, shard_paths
 from shardforge.sources.base import SourceOptions
 from shardforge.sources.demo import DemoSpec, generate_demo_data
 from shardforge.storage import resolve
@@ -179,7 +179,7 @@ def _upload_file_atomic(d: str) -> list[str]:
 
 
 def _shard_part(d: str) -> list[str]:
-    from shardforge.ingest.shard import _write_part
+    from shardforge.build.shard import _write_part
 
     _write_part(resolve(os.path.join(d, "p.beton")),
                 [BetonSample(_tiny_jpeg(), True, 8, 8, 1)], DEFAULT_PAGE_SIZE)
@@ -187,7 +187,7 @@ def _shard_part(d: str) -> list[str]:
 
 
 def _save_state(d: str) -> list[str]:
-    from shardforge.train.checkpoint import save_state
+    from shardforge.models.checkpoint import save_state
 
     save_state(os.path.join(d, "ck"), {"epoch": 1})
     return ["ck/state.pt"]
@@ -203,7 +203,7 @@ def _demo_and_marker(d: str) -> list[str]:
 
 
 def _cue_conflict(d: str) -> list[str]:
-    from shardforge.variants.cue_conflict import _write_if_changed
+    from shardforge.variants.stylize.cue_conflict import _write_if_changed
 
     _write_if_changed(os.path.join(d, "s.png"), b"png")
     return ["s.png"]
@@ -531,10 +531,10 @@ def test_worker_sigkill_mid_shard_job_completes_byte_identical(tiny_tree, ray_re
 
 ACTOR_SCRIPT = textwrap.dedent("""
     import io, json, sys
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
     from shardforge.sources.base import SourceOptions
-    from shardforge.variants.base import Decoded, VariantSpec
+    from shardforge.build.transform import Decoded, VariantSpec
 
 
     def mirror(samples, split):

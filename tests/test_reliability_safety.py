@@ -14,10 +14,10 @@ import numpy as np
 import pytest
 import torch
 
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import STATE_FILE, STATE_FORMAT, checkpoint_name, save_state
 from shardforge.torch_files import UnsafeTorchFileError, plain_state
-from shardforge.train.checkpoint import STATE_FILE, STATE_FORMAT, checkpoint_name, save_state
 from shardforge.train.config import TrainConfig
-from shardforge.train.models import build_model
 
 
 class _Evil:
@@ -116,8 +116,8 @@ def test_shardforge_eval_refuses_exit_2(tmp_path, marker, capsys):
 @pytest.mark.parametrize("form", ["checkpoint", "weights"])
 def test_teacher_member_and_rded_observer_refuse(tmp_path, marker, form):
     """Reinforce's teacher members and RDED's observer both load through load_observer."""
-    from shardforge.variants.ensemble import load_ensemble
-    from shardforge.variants.observer import load_observer, parse_member
+    from shardforge.models.reference import load_observer, parse_member
+    from shardforge.variants.reinforce.teacher import load_ensemble
 
     if form == "checkpoint":
         path = _crafted(tmp_path / "obs" / STATE_FILE, marker)
@@ -143,7 +143,7 @@ def test_soft_label_export_refuses(tmp_path, marker):
 
 
 def test_shape_bias_eval_refuses(tmp_path, marker):
-    from shardforge.variants.shape_bias import evaluate_shape_bias
+    from shardforge.variants.stylize.shape_bias import evaluate_shape_bias
 
     stimuli = tmp_path / "stimuli"
     stimuli.mkdir()
@@ -155,7 +155,7 @@ def test_shape_bias_eval_refuses(tmp_path, marker):
 
 
 def test_adain_weights_refuse(tmp_path, marker):
-    from shardforge.variants import adain as A
+    from shardforge.variants.stylize import adain as A
 
     weights = tmp_path / "adain"
     A.save_random_weights(str(weights))
@@ -183,7 +183,7 @@ def test_no_unsafe_load_in_the_code():
 def test_project_checkpoint_round_trips_weights_only(tmp_path):
     """What the training loop saves (model, optimizer with momentum, GradScaler, loader
     state, config dict, metrics with numpy values) loads weights-only and resumes."""
-    from shardforge.train.checkpoint import load_state
+    from shardforge.models.checkpoint import load_state
     from shardforge.train.session import LocalSession
 
     spec = {"arch": "small_cnn", "num_classes": 3, "blurpool": True, "width": 8}

@@ -29,14 +29,14 @@ import pytest
 from helpers import ffcv_labels, wds_samples
 from PIL import Image
 
+from shardforge.build.config import ShardJob
+from shardforge.build.guard import SampleFault, label_problem
+from shardforge.build.shard import build_shard
+from shardforge.build.transform import VariantSpec
 from shardforge.formats import beton
 from shardforge.formats.image import ImageParams, process_image
 from shardforge.formats.wds import write_tar
-from shardforge.ingest.config import ShardJob
-from shardforge.ingest.guard import SampleFault, label_problem
-from shardforge.ingest.shard import build_shard
 from shardforge.sources import ShardSpec, SourceOptions, plan_source
-from shardforge.variants.base import VariantSpec
 
 PAGE = beton.MIN_PAGE_SIZE          # 2 MiB: small, so "raw over the page" is cheap to make
 # --no-resize --write-mode raw: the setting in which a raw sample can exceed the page.
@@ -350,7 +350,7 @@ def test_style_inputs_rejected_with_reasons(tmp_path):
     styles load. Raw-over-page and labels do not apply to style inputs (styles are
     preprocessed to 224 px and carry no label); the 16-bit, EXIF, multi-frame and
     big-photo inputs are valid styles when their short side is >= 224 px."""
-    from shardforge.variants.styles import load_style_set
+    from shardforge.variants.stylize.styles import load_style_set
 
     styles = tmp_path / "styles"
     styles.mkdir()
@@ -427,8 +427,8 @@ def test_good_shard_bytes_unchanged_by_the_guard(tmp_path):
 def test_job_failure_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path):
     """A failure not about one sample: the CLI prints one line and exits 1."""
     from shardforge import cli
+    from shardforge.build import job as job_mod
     from shardforge.engine.runner import TaskFailed
-    from shardforge.ingest import job as job_mod
 
     cause = SampleFault("shard train-000000: every one of its 4 samples failed with\nKeyError")
     failed = job_mod.JobFailed(f"m: {TaskFailed('task for train-000000', cause)}; fix it")
@@ -450,8 +450,8 @@ def test_job_failure_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path):
 def test_ingest_with_ray_rejects_and_summarises(tmp_path, ray_local):
     """Through run_ingest and a Ray task: a tar of faults and goods commits; rejects.jsonl
     and the summary carry each reason; the merged .beton is read by ffcv's Loader."""
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import run_ingest
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
 
     faults = image_faults() + [Fault("f12_label_2pow64", "png", good_bytes("good0"),
                                      r"outside", 2**64)]
@@ -497,8 +497,8 @@ def test_gray16_conversion_is_the_float_formula_exactly():
 
 def test_task_memory_request(ray_local):
     """Shard tasks reserve memory for the largest allowed decode, capped at a node's."""
+    from shardforge.build.job import task_memory
     from shardforge.formats.image import DEFAULT_MAX_PIXELS, decode_memory_bytes
-    from shardforge.ingest.job import task_memory
 
     assert decode_memory_bytes(1_000_000) < decode_memory_bytes(DEFAULT_MAX_PIXELS)
     assert task_memory(1_000_000) == decode_memory_bytes(1_000_000)
@@ -540,7 +540,7 @@ def test_peak_memory_of_an_81mp_16bit_png_within_the_request():
 def test_reinforce_rejects_bad_parent_samples(tmp_path):
     """Reinforce's own shard loop: each bad parent sample is a reject with a reason; the
     good ones decode (no exception escapes ``_decode``)."""
-    from shardforge.variants.reinforce import _decode
+    from shardforge.variants.reinforce.engine import _decode
 
     faults = image_faults()
     samples, rejects = _decode(_parent(tmp_path, faults))
@@ -555,8 +555,8 @@ def test_reinforce_rejects_bad_parent_samples(tmp_path):
 def test_bug_hitting_every_sample_ends_the_job_in_one_line(demo_dataset, tmp_path, ray_local):
     """Through run_ingest and Ray: the shard's SampleFault ends the job as JobFailed, one
     line naming the shard, the error and the fix; nothing is committed."""
-    from shardforge.ingest.config import IngestConfig
-    from shardforge.ingest.job import JobFailed, run_ingest
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import JobFailed, run_ingest
 
     def broken(samples, split):      # local: Ray pickles it by value
         raise KeyError("model not loaded")
@@ -589,7 +589,7 @@ def test_one_line_keeps_the_error_of_a_traceback():
 def test_unusable_transform_outputs_are_rejects(tmp_path):
     """One bad output of a transform (wrong dtype, repeated key, label out of range, meta
     that is not JSON) is a reject naming the variant and sample; the rest are written."""
-    from shardforge.variants.base import Decoded
+    from shardforge.build.transform import Decoded
 
     class Sloppy:
         def __call__(self, samples, split):

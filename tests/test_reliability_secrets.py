@@ -1,6 +1,6 @@
 """Issue 13, item 10: the CUDA private key never leaves the driver and is found nowhere.
 
-Tasks receive the key's HMAC midstates (shardforge.variants.cuda_key), not the key; the
+Tasks receive the key's HMAC midstates (shardforge.variants.cuda.key), not the key; the
 outputs stay byte-identical to the key-holding transform's. Two sweeps, after a successful
 and after a failed build in a private Ray (its own temp dir), grep the key's bytes, hex and
 base64 through the outputs, the catalog home (catalog.db + WAL), the Ray session directory
@@ -26,10 +26,11 @@ import numpy as np
 import pytest
 import ray
 
-from shardforge.variants import cuda
-from shardforge.variants.base import Decoded
-from shardforge.variants.cuda import CudaTransform, make_variant, secrets_of
-from shardforge.variants.cuda_key import KeyedHmac
+from shardforge.build.transform import Decoded
+from shardforge.variants.cuda import transform as cuda
+from shardforge.variants.cuda.key import KeyedHmac
+from shardforge.variants.cuda.spec import make_variant, secrets_of
+from shardforge.variants.cuda.transform import CudaTransform
 
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
@@ -169,7 +170,7 @@ def test_sweep_after_a_successful_build(sweep_env):
 
 
 def test_sweep_after_a_failed_build(sweep_env):
-    from shardforge.variants.run import run_variant
+    from shardforge.build.variant_job import run_variant
 
     out = os.path.join(sweep_env["base"], "out-fail")
     variant = make_variant({"p": 0.5}, secrets_of(KEY))

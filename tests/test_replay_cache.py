@@ -14,10 +14,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from shardforge.stream.dataset import open_dataset
-from shardforge.stream.replay import ReinforcedSplit, ReplayStream, load_reinforced_split
-from shardforge.stream.wds_loader import WdsLoader
-from shardforge.variants.augment import (
+from shardforge.augment import (
     AugPolicy,
     image_rng,
     param_dtype,
@@ -25,7 +22,10 @@ from shardforge.variants.augment import (
     params_to_columns,
     sample_params,
 )
-from shardforge.variants.reinforce import output_schema
+from shardforge.layout.dataset import open_dataset
+from shardforge.stream.replay import ReinforcedSplit, ReplayStream, load_reinforced_split
+from shardforge.stream.wds_loader import WdsLoader
+from shardforge.variants.reinforce.engine import output_schema
 
 POLICY = AugPolicy(size=32)
 A, K, C = 4, 3, 10

@@ -23,9 +23,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from shardforge import storage
+from shardforge.build.config import IngestConfig
+from shardforge.build.job import run_ingest
 from shardforge.engine.cluster import ray_session
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import run_ingest
 from shardforge.sources.base import SourceOptions
 from shardforge.storage import resolve
 

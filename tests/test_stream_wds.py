@@ -19,9 +19,10 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
+from shardforge.build.config import IngestConfig
+from shardforge.build.job import run_ingest
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import run_ingest
+from shardforge.layout.reader import RangeReader
 from shardforge.sources.base import SourceOptions
 from shardforge.sources.demo import DemoSpec, render_demo_image
 from shardforge.storage import resolve
@@ -45,7 +46,6 @@ from shardforge.stream.decode import (
     scaled_box,
 )
 from shardforge.stream.partition import epoch_order, rank_positions, samples_per_rank
-from shardforge.stream.reader import RangeReader
 
 WORLD = 3
 WORKERS = 2
@@ -409,7 +409,7 @@ def test_streams_from_s3_like_local(out, monkeypatch):
 
 def test_resolve_dataset_by_path_and_catalog_name(out, tmp_path):
     from shardforge import catalog
-    from shardforge.stream.dataset import DatasetNotFoundError, resolve_dataset
+    from shardforge.layout.dataset import DatasetNotFoundError, resolve_dataset
 
     assert resolve_dataset(out) == out
     # the fixture's ingest registered a build in the (test) catalog: find it by name@version

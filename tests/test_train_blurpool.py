@@ -6,8 +6,8 @@ import pytest
 import torch
 from torch import nn
 
-from shardforge.train.blurpool import BlurPoolConv2d, apply_blurpool
-from shardforge.train.models import build_model
+from shardforge.models.archs import build_model
+from shardforge.models.blurpool import BlurPoolConv2d, apply_blurpool
 from shardforge.train.optim import param_groups
 
 

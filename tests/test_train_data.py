@@ -13,17 +13,17 @@ import numpy as np
 import pytest
 import torch
 
-from shardforge.cli_eval import add_eval_parser
-from shardforge.stream.ray_data import decode_wds_sample, preprocess_batch, to_model_input
-from shardforge.train.checkpoint import (
+from shardforge.cli.eval import add_eval_parser
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import (
     STATE_FORMAT,
     checkpoint_name,
     find_state_file,
     latest_checkpoint,
     save_state,
 )
+from shardforge.stream.ray_data import decode_wds_sample, preprocess_batch, to_model_input
 from shardforge.train.config import TrainConfig
-from shardforge.train.models import build_model
 
 
 @pytest.fixture(scope="module")
@@ -118,9 +118,9 @@ def test_wds_train_workers_persist_until_the_resolution_changes(tiny, tmp_path):
     """``data.loader: wds``: the train loader's worker processes serve every epoch at one
     resolution (reshuffled each epoch) and are replaced when progressive resizing changes
     the crop size."""
-    from shardforge.stream.dataset import open_dataset
+    from shardforge.layout.dataset import open_dataset
+    from shardforge.layout.info import load_dataset_info
     from shardforge.train.data import WdsEpochData
-    from shardforge.train.dataset import load_dataset_info
     from shardforge.train.session import LocalSession
 
     cfg = TrainConfig.from_dict({

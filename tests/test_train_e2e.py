@@ -15,9 +15,9 @@ import time
 
 import pytest
 
+from shardforge.build.config import IngestConfig
+from shardforge.build.job import run_ingest
 from shardforge.formats.image import ImageParams
-from shardforge.ingest.config import IngestConfig
-from shardforge.ingest.job import run_ingest
 from shardforge.sources.base import SourceOptions
 from shardforge.sources.demo import DemoSpec, generate_demo_data
 from shardforge.train.metrics import read_metrics
@@ -69,7 +69,7 @@ def test_demo_config_learns_the_demo_data(demo, demo_run):
     assert final["top5"] >= 0.8
     assert final["train_loss"] < metrics[0]["train_loss"]
 
-    from shardforge.cli_eval import evaluate_checkpoint
+    from shardforge.cli.eval import evaluate_checkpoint
 
     result = evaluate_checkpoint(run_dir, demo, workers=1)
     assert result["epochs_done"] == 40 and result["samples"] == 200

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
+from shardforge.models.archs import build_model
 from shardforge.train.batch_augment import BatchAugment, cutmix, shuffle_patches
 from shardforge.train.config import TrainConfig, load_config
-from shardforge.train.models import build_model
 from shardforge.train.optim import make_optimizer
 from shardforge.train.schedule import half_cosine_lr_at, iteration_lrs
 

@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from shardforge.ops.soft_targets import densify_topk
 from shardforge.train.targets import (
     Batch,
     DistillationLoss,
@@ -15,7 +16,6 @@ from shardforge.train.targets import (
     StoredDenseTargets,
     StoredTopKTargets,
     TeacherTargets,
-    densify_topk,
     load_stored_targets,
 )
 

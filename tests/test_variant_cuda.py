@@ -21,18 +21,11 @@ from helpers import (
     wds_samples,
 )
 
-from shardforge.catalog.secrets import MIN_SECRET_CHARS, fingerprint
-from shardforge.variants import cuda
-from shardforge.variants.base import Decoded
-from shardforge.variants.cuda import (
-    apply_cuda,
-    class_filter,
-    class_filters,
-    default_params,
-    is_poisoned,
-    make_variant,
-    secrets_of,
-)
+from shardforge.build.secrets import MIN_SECRET_CHARS, fingerprint
+from shardforge.build.transform import Decoded
+from shardforge.variants.cuda import transform as cuda
+from shardforge.variants.cuda.spec import default_params, make_variant, secrets_of
+from shardforge.variants.cuda.transform import apply_cuda, class_filter, class_filters, is_poisoned
 
 KEY = "correct-horse-battery-staple-42"
 OTHER_KEY = "another-private-key-0123456789"
@@ -257,7 +250,7 @@ def _job():
 
 
 def test_key_from_file_or_env_never_from_the_command_line(tmp_path, monkeypatch, capsys):
-    from shardforge.variants.cuda_job import read_key
+    from shardforge.variants.cuda.job import read_key
 
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
@@ -347,7 +340,7 @@ def test_key_never_stored_fingerprint_is(cuda_build):
 
 def test_one_worker_and_two_workers_give_the_same_bytes(cuda_build, tmp_path):
     """The same key: the module build (tasks on a 2-CPU Ray) vs one actor doing every shard."""
-    from shardforge.variants.run import run_variant
+    from shardforge.build.variant_job import run_variant
 
     parent, out, _home, _summary = cuda_build
     variant = make_variant({"p": 0.5}, secrets_of(KEY))
@@ -380,7 +373,7 @@ def test_rerun_reuses_the_build(cuda_build):
 
 
 def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_local, tmp_path):
-    from shardforge.variants.run import run_variant
+    from shardforge.build.variant_job import run_variant
 
     out = str(tmp_path / "sub")
     variant = make_variant({"num_classes": 3}, secrets_of(KEY))
@@ -409,7 +402,7 @@ def test_cuda_training_lowers_clean_accuracy(tmp_path):
     means) while the CUDA-trained model fits its own data (train top-1 1.0): the paper's collapse
     (CIFAR-10 94 -> 23). Non-square images give only 0.93 -> 0.40-0.53, demo_cpu.yaml as
     is 0.90 -> 0.74."""
-    from shardforge.variants.cuda_effect import EXPERIMENT_KEY, run_effect
+    from experiments.cuda_effect import EXPERIMENT_KEY, run_effect
 
     config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
     clean, poisoned = run_effect(str(tmp_path), EXPERIMENT_KEY, ps=(1.0,), config=config,

@@ -7,16 +7,16 @@ import pytest
 import torch
 from torch import nn
 
-from shardforge.train.checkpoint import STATE_FORMAT, save_state
-from shardforge.train.models import build_model
-from shardforge.variants.base import Decoded
-from shardforge.variants.observer import (
+from shardforge.build.transform import Decoded
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import STATE_FORMAT, save_state
+from shardforge.models.reference import (
     ObserverRef,
     check_class_order,
     load_observer,
     observer_identity,
 )
-from shardforge.variants.rded import (
+from shardforge.variants.rded.transform import (
     RdedParams,
     candidate_crops,
     choose_images,
@@ -267,7 +267,7 @@ def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
 
     from helpers import ffcv_labels, file_bytes, wds_samples
 
-    from shardforge.variants.distill import distill
+    from shardforge.variants.rded.spec import distill
 
     classes = _parent_classes(demo_dataset)
     run_dir = tmp_path / "observer"
@@ -356,7 +356,7 @@ def test_distill_pipeline_build_checks_parent_classes(demo_dataset, ray_local, t
 
     from helpers import wds_samples
 
-    from shardforge.variants.distill import PIPELINE
+    from shardforge.variants.rded.spec import PIPELINE
 
     classes = _parent_classes(demo_dataset)
     _save_checkpoint(tmp_path / "obs" / "checkpoint_epoch0001", _tiny_observer(len(classes)),

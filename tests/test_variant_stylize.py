@@ -12,9 +12,9 @@ import pytest
 import torch
 from PIL import Image
 
-from shardforge.variants import adain as A
-from shardforge.variants.fourier import fourier_stylize, swap_amplitude
-from shardforge.variants.shape_bias import (
+from shardforge.variants.stylize import adain as A
+from shardforge.variants.stylize.fourier import fourier_stylize, swap_amplitude
+from shardforge.variants.stylize.shape_bias import (
     IMAGENET_16,
     category_mapping,
     category_probabilities,
@@ -22,19 +22,15 @@ from shardforge.variants.shape_bias import (
     parse_stimulus_name,
     shape_bias,
 )
-from shardforge.variants.styles import (
+from shardforge.variants.stylize.spec import make_stylize_variant
+from shardforge.variants.stylize.styles import (
     BUILTIN_DEMO,
     StyleSetError,
     load_style_set,
     preprocess_style,
     read_style,
 )
-from shardforge.variants.stylize import (
-    StylizeConfig,
-    assign_style,
-    content_crop,
-    make_stylize_variant,
-)
+from shardforge.variants.stylize.transform import StylizeConfig, assign_style, content_crop
 
 ENCODER_CONVS = {0, 2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51}  # anchors
 DECODER_CONVS = {1, 5, 8, 11, 14, 18, 21, 25, 28}
@@ -272,8 +268,8 @@ def test_shape_bias_on_synthetic_probabilities():
 
 
 def _checkpoint(tmp_path, classes) -> str:
-    from shardforge.train.checkpoint import STATE_FORMAT
-    from shardforge.train.models import build_model
+    from shardforge.models.archs import build_model
+    from shardforge.models.checkpoint import STATE_FORMAT
 
     torch.manual_seed(0)
     model = build_model("small_cnn", len(classes), width=8)
@@ -288,7 +284,7 @@ def _checkpoint(tmp_path, classes) -> str:
 def test_shape_bias_cli_on_demo_cue_conflict(tmp_path, capsys):
     from shardforge.cli import main
     from shardforge.sources.demo import DemoSpec
-    from shardforge.variants.cue_conflict import generate_cue_conflict
+    from shardforge.variants.stylize.cue_conflict import generate_cue_conflict
 
     spec = DemoSpec(num_classes=3)
     summary = generate_cue_conflict(str(tmp_path / "stim"), spec, per_pair=2, side=64)
@@ -317,8 +313,8 @@ def test_shape_bias_cli_on_demo_cue_conflict(tmp_path, capsys):
 def test_fourier_transform_on_a_shard():
     import cv2
 
-    from shardforge.variants.base import Decoded
-    from shardforge.variants.stylize import StylizeTransform
+    from shardforge.build.transform import Decoded
+    from shardforge.variants.stylize.transform import StylizeTransform
 
     styles = load_style_set(BUILTIN_DEMO)
     rng = np.random.default_rng(0)
@@ -343,7 +339,7 @@ def test_fourier_transform_on_a_shard():
 def test_fourier_variant_end_to_end(demo_dataset, ray_local, tmp_path):
     from helpers import ffcv_labels, file_bytes, index_rows, wds_samples
 
-    from shardforge.variants.run import run_variant
+    from shardforge.build.variant_job import run_variant
 
     styles = load_style_set(BUILTIN_DEMO)
     config = StylizeConfig(method="fourier", resize=64, crop=56)
@@ -374,7 +370,7 @@ def test_adain_variant_on_actors_with_random_weights(demo_dataset, ray_local, ra
                                                      tmp_path):
     from helpers import wds_samples
 
-    from shardforge.variants.run import run_variant
+    from shardforge.build.variant_job import run_variant
 
     styles = load_style_set(BUILTIN_DEMO)
     config = StylizeConfig(method="adain", weights=random_weights, resize=40, crop=32,
@@ -390,7 +386,7 @@ def test_adain_variant_on_actors_with_random_weights(demo_dataset, ray_local, ra
 
 
 def test_job_without_weights_fails_naming_the_fix(tmp_path, capsys):
-    from shardforge.variants.stylize_job import main
+    from shardforge.variants.stylize.job import main
 
     rc = main(["--source", "demo", "--styles", BUILTIN_DEMO, "--weights", str(tmp_path),
                "--out", str(tmp_path / "out")])

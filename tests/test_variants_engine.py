@@ -18,8 +18,8 @@ from helpers import (
     wds_samples,
 )
 
-from shardforge.variants.base import Decoded, VariantSpec
-from shardforge.variants.run import run_variant
+from shardforge.build.transform import Decoded, VariantSpec
+from shardforge.build.variant_job import run_variant
 
 # Ray workers cannot import this test module: ship its transforms by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

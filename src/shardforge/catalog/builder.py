@@ -10,7 +10,7 @@ For each card on the way from the requested dataset up to its source:
    missing), or the source location (``--source`` override, else the card's path);
 3. compute the content digests of the files its parameters name (the pipeline's
    ``inputs``: an observer checkpoint, teacher weights, a recipe, a style directory; see
-   :mod:`shardforge.catalog.inputs`);
+   :mod:`shardforge.build.inputs`);
 4. reuse the latest catalog build with the same name, card hash and origin, the same input
    digests, and all files present with their recorded sizes and sha256 (re-hashed in full,
    so a same-size corruption is rebuilt, not reused); otherwise say what changed
@@ -34,6 +34,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from shardforge.build.inputs import Input, changes, digests, inputs_key, recorded
+from shardforge.build.pipeline import Pipeline
+from shardforge.build.secrets import MIN_SECRET_CHARS, Secrets
 from shardforge.catalog.cards import Card, expand, find_cards_dir, load_cards
 from shardforge.catalog.entry import Build, parse_ref
 from shardforge.catalog.errors import (
@@ -44,11 +47,9 @@ from shardforge.catalog.errors import (
     did_you_mean,
 )
 from shardforge.catalog.home import resolve_home
-from shardforge.catalog.inputs import Input, changes, digests, inputs_key, recorded
 from shardforge.catalog.lookup import get
-from shardforge.catalog.pipelines import Pipeline, get_pipeline
+from shardforge.catalog.pipelines import get_pipeline
 from shardforge.catalog.register import register_build
-from shardforge.catalog.secrets import MIN_SECRET_CHARS, Secrets
 from shardforge.catalog.store import Store
 from shardforge.catalog.verifier import verify_build
 from shardforge.storage import replace_durably
@@ -65,7 +66,7 @@ class ResolvedCard:
     secret values by name (``repr`` shows fingerprints only). ``source_url``: the location
     to read for ``path`` and ``demo`` sources, None for ``dataset`` sources (the parent
     build is passed separately). ``inputs``: content digests of the files the parameters
-    name (:mod:`shardforge.catalog.inputs`).
+    name (:mod:`shardforge.build.inputs`).
     """
 
     card: Card

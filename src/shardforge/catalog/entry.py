@@ -50,7 +50,7 @@ class Build:
     source), ``source`` the location its pipeline read. ``secrets`` maps secret
     parameter names to fingerprints; secret values are never stored. ``inputs`` maps the
     files the pipeline's parameters name to ``{location, digest[, file]}``
-    (:mod:`shardforge.catalog.inputs`; None for builds registered without them).
+    (:mod:`shardforge.build.inputs`; None for builds registered without them).
     """
 
     name: str

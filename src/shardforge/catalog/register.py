@@ -8,10 +8,10 @@ import json
 import os
 from collections.abc import Mapping
 
+from shardforge.build.secrets import Secrets
 from shardforge.catalog.entry import NAME_RE, Build, file_records, parse_ref
 from shardforge.catalog.errors import RegistrationError
 from shardforge.catalog.home import code_version
-from shardforge.catalog.secrets import Secrets
 from shardforge.catalog.store import Store
 
 REQUIRED_SUMMARY_KEYS = ("out", "splits", "samples", "formats", "index", "rejects",
@@ -33,7 +33,7 @@ def register_build(home: str | os.PathLike | None, name: str, summary: Mapping, 
     location its pipeline read. ``params`` default to ``summary["params"]``.
     ``secret_params`` (name -> value) are stored as fingerprints only, and any copy of a
     secret value elsewhere in the entry is replaced by its fingerprint. ``inputs``: the
-    content digests of the files the parameters name (:func:`shardforge.catalog.inputs.
+    content digests of the files the parameters name (:func:`shardforge.build.inputs.
     recorded`), part of the build's identity.
 
     Idempotent: a registration identical in provenance and file contents to an existing

@@ -35,7 +35,7 @@ KIND = "dataset"
 
 
 def _open(url: str):
-    from shardforge.stream.dataset import open_dataset, resolve_dataset
+    from shardforge.layout.dataset import open_dataset, resolve_dataset
 
     return open_dataset(resolve_dataset(url))
 
@@ -100,8 +100,8 @@ def plan_by_class(url: str, options: SourceOptions, splits: Collection[str]) -> 
 
 def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:
     """The spec's samples, read by byte range from the parent's tars, in spec order."""
+    from shardforge.layout.reader import RangeReader
     from shardforge.storage import resolve
-    from shardforge.stream.reader import RangeReader
 
     if not spec.items:
         return

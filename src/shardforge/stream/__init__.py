@@ -1,7 +1,7 @@
 """Streaming a shardforge dataset into training.
 
 * :func:`open_dataset` / :func:`open_shards` / :func:`resolve_dataset`
-  (:mod:`.dataset`): summary + index of an ingest output, local or ``s3://``;
+  (:mod:`shardforge.layout.dataset`): summary + index of an ingest output, local or ``s3://``;
 * :func:`make_loader`, :class:`WdsStream`, :class:`WdsLoader` (:mod:`.wds_loader`):
   WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch;
 * :class:`RandomResizedCrop`, :class:`CenterCrop` (:mod:`.decode`): crop-first decoding
@@ -16,13 +16,15 @@ import importlib
 from typing import Any
 
 _EXPORTS = {
-    "DatasetRef": "dataset", "SplitIndex": "dataset", "open_dataset": "dataset",
-    "open_shards": "dataset", "resolve_dataset": "dataset",
-    "DatasetNotFoundError": "dataset", "DatasetIndexError": "dataset",
+    "DatasetRef": "shardforge.layout.dataset", "SplitIndex": "shardforge.layout.dataset",
+    "open_dataset": "shardforge.layout.dataset", "open_shards": "shardforge.layout.dataset",
+    "resolve_dataset": "shardforge.layout.dataset",
+    "DatasetNotFoundError": "shardforge.layout.dataset",
+    "DatasetIndexError": "shardforge.layout.dataset",
     "WdsStream": "wds_loader", "WdsLoader": "wds_loader", "make_loader": "wds_loader",
     "IntegrityError": "repair", "CorruptSampleError": "faults", "FaultReport": "faults",
     "RandomResizedCrop": "decode", "CenterCrop": "decode", "DecodeError": "decode",
-    "ShardReadError": "reader",
+    "ShardReadError": "shardforge.layout.reader",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -32,7 +34,8 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    full = module if "." in module else f"{__name__}.{module}"
+    return getattr(importlib.import_module(full), name)
 
 
 def __dir__() -> list[str]:

@@ -26,7 +26,7 @@ Policy (``on_corrupt``, :data:`ON_CORRUPT`):
 A sample is *corrupt* when its bytes do not match the index's sha256 (with ``verify``,
 on by default) or do not decode to the size the index gives. A shard that is missing or
 shorter than the index says is not a sample fault: it raises
-:class:`~shardforge.stream.reader.ShardReadError` in either mode.
+:class:`~shardforge.layout.reader.ShardReadError` in either mode.
 
 In a training run (``data.on_corrupt``, ``data.verify``), each epoch's ``metrics.jsonl``
 record has ``skipped_samples`` / ``skipped_keys`` (train) and ``val_skipped_samples`` /

@@ -44,8 +44,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from shardforge.ops.normalize import normalize_images
 from shardforge.storage import resolve
-from shardforge.stream.ffcv_loader import DEFAULT_CROP_RATIO, normalize_images
+from shardforge.stream.ffcv_loader import DEFAULT_CROP_RATIO
 
 log = logging.getLogger(__name__)
 

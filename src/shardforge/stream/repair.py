@@ -12,7 +12,8 @@ import posixpath
 import cv2
 import numpy as np
 
-from shardforge.stream.dataset import DatasetRef, SplitIndex
+from shardforge.layout.dataset import DatasetRef, SplitIndex
+from shardforge.layout.reader import RangeReader
 from shardforge.stream.decode import DecodeError, decode_crop
 from shardforge.stream.faults import (
     CHECKSUM,
@@ -22,7 +23,6 @@ from shardforge.stream.faults import (
     strict_message,
 )
 from shardforge.stream.partition import epoch_rng
-from shardforge.stream.reader import RangeReader
 
 SPARE_SALT = 0x5BA_4E00   # crops of replacement samples taken from outside the batch
 

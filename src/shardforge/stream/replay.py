@@ -3,7 +3,7 @@ per sample and epoch, rebuilt pixel-exactly, with the teacher's densified soft t
 
 Per sample and epoch (Faghri et al., ICCV 2023, Sec. 3.2): with probability
 ``p_reinforce`` (0.99) one of the ``num_augs`` stored augmentation records is picked
-uniformly at random, replayed on the parent image (:func:`shardforge.variants.augment.
+uniformly at random, replayed on the parent image (:func:`shardforge.augment.
 apply_params`) and paired with its stored top-K probabilities, densified by spreading
 ``1 - sum(top-K)`` evenly over the other classes; otherwise a fresh augmentation from the
 same policy is drawn and paired with the one-hot label. Partitioning, equal per-rank
@@ -37,9 +37,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
+from shardforge.layout.dataset import DatasetRef, open_dataset
+from shardforge.layout.reader import RangeReader
 from shardforge.storage import resolve
-from shardforge.stream.dataset import DatasetRef, open_dataset
-from shardforge.stream.reader import RangeReader
 from shardforge.stream.wds_loader import WdsStream
 
 P_REINFORCE = 0.99   # ImageNet+ Sec. 3.2: a stored augmentation with probability 0.99
@@ -129,9 +129,9 @@ def load_reinforced_split(root: str, reinforce: dict, parent: DatasetRef, *,
     Raises ValueError naming a sample of the split that has no (or an incomplete set of)
     stored augmentations, or a shard that is not the one the summary lists.
     """
+    from shardforge.augment import AugPolicy, param_dtype
     from shardforge.names import check_name, check_relative_path
     from shardforge.stream.replay_cache import open_or_build
-    from shardforge.variants.augment import AugPolicy, param_dtype
 
     where, fix = f"the reinforce section of {root}/summary.json", "rerun pipelines/reinforce.py"
     check_name(reinforce["split"], "split", where, fix)
@@ -157,7 +157,7 @@ def load_reinforced_split(root: str, reinforce: dict, parent: DatasetRef, *,
 def _fill_aligned(root: str, reinforce: dict, index, policy, open_writable) -> None:
     """Write every reinforcement shard's rows at (position, aug) of the arrays being
     built, then check that every (sample, augmentation) was written."""
-    from shardforge.variants.augment import params_from_columns
+    from shardforge.augment import params_from_columns
 
     a, k, split = int(reinforce["num_augs"]), int(reinforce["top_k"]), reinforce["split"]
     position = {key: p for p, key in enumerate(index.key.tolist())}
@@ -231,8 +231,8 @@ class ReplayStream(WdsStream):
 
     def _batch(self, reader: RangeReader, pos: np.ndarray, rng: np.random.Generator,
                shared: bool) -> tuple:
-        from shardforge.variants.augment import apply_params, partner_view, sample_params
-        from shardforge.variants.reinforce import decode_stored
+        from shardforge.augment import apply_params, partner_view, sample_params
+        from shardforge.variants.reinforce.engine import decode_stored
 
         idx = self.index
         blobs = reader.read(idx.shard[pos], idx.offset[pos], idx.size[pos])
@@ -261,7 +261,7 @@ class ReplayStream(WdsStream):
     def _targets(self, pos: np.ndarray, stored: np.ndarray, labels: torch.Tensor) -> torch.Tensor:
         """Per sample: the densified stored top-K of augmentation ``stored`` (one batched
         densification), or the one-hot label where ``stored`` is -1 (a fresh view)."""
-        from shardforge.train.targets import densify_topk
+        from shardforge.ops.soft_targets import densify_topk
 
         targets = torch.nn.functional.one_hot(labels, self.num_classes).float()
         use = np.flatnonzero(stored >= 0)

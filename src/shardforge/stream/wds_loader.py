@@ -33,7 +33,7 @@ bytes that do not decode to the indexed size) follows ``on_corrupt``
 so batch counts per rank never change, and counts it in ``WdsLoader.faults`` (reset per
 epoch, kept in ``state_dict``); ``"strict"`` raises
 :class:`~shardforge.stream.faults.CorruptSampleError`. A missing or truncated tar raises
-:class:`~shardforge.stream.reader.ShardReadError` either way.
+:class:`~shardforge.layout.reader.ShardReadError` either way.
 
 Augmentation randomness is seeded by ``(seed, epoch, rank, position of the batch in the
 rank's epoch)``: independent of the number of workers, and the same again after a resume.
@@ -52,7 +52,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardforge.stream.dataset import DatasetRef, SplitIndex, open_dataset
+from shardforge.layout.dataset import DatasetRef, SplitIndex, open_dataset
+from shardforge.layout.reader import RangeReader, shard_min_sizes
+from shardforge.layout.reader import check_shards as check_shards_fn
 from shardforge.stream.decode import (
     BatchTransform,
     CenterCrop,
@@ -80,8 +82,6 @@ from shardforge.stream.partition import (
     samples_per_rank,
     worker_batches,
 )
-from shardforge.stream.reader import RangeReader, shard_min_sizes
-from shardforge.stream.reader import check_shards as check_shards_fn
 from shardforge.stream.repair import SampleRepair, recorded_sizes
 
 Layout = Literal["hwc", "chw"]

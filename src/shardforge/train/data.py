@@ -7,9 +7,9 @@ from collections.abc import Iterator
 
 import torch
 
+from shardforge.layout.info import DatasetInfo
 from shardforge.storage import resolve
 from shardforge.train.config import TrainConfig
-from shardforge.train.dataset import DatasetInfo
 from shardforge.train.session import Session
 from shardforge.train.targets import Batch
 
@@ -58,7 +58,7 @@ def check_beton(path: str, dataset_url: str, split: str, name: str) -> None:
     (a full rehash) is the guard before training, or ``data.loader: wds``."""
     import json
 
-    from shardforge.stream.reader import ShardReadError
+    from shardforge.layout.reader import ShardReadError
 
     fix = (f"re-stage it from a good copy or rebuild the dataset (rerun the same ingest); "
            f"`shardforge catalog verify {name}` rehashes every file")
@@ -79,15 +79,15 @@ def preflight(cfg: TrainConfig, info: DatasetInfo) -> None:
     """On the driver, before any worker starts: every file the configured loader reads
     for ``train`` and ``val`` exists with its recorded size (a ``stat`` each; a metadata
     request each on object stores). Raises
-    :class:`~shardforge.stream.reader.ShardReadError` (one line: file, problem, fix)."""
+    :class:`~shardforge.layout.reader.ShardReadError` (one line: file, problem, fix)."""
     if cfg.data.loader == "ffcv" and info.reinforce is None:
         for split in ("train", "val"):
             url = info.betons.get(split)
             if url and resolve(url).is_local:
                 check_beton(resolve(url).path, info.url, split, info.name)
         return
-    from shardforge.stream.dataset import open_dataset
-    from shardforge.stream.reader import check_shards, shard_min_sizes
+    from shardforge.layout.dataset import open_dataset
+    from shardforge.layout.reader import check_shards, shard_min_sizes
     from shardforge.stream.repair import recorded_sizes
 
     dataset = open_dataset(info.url)
@@ -258,10 +258,10 @@ class ReplayEpochData(WdsEpochData):
     def __init__(self, cfg: TrainConfig, info: DatasetInfo, session: Session,
                  channels_last: bool) -> None:
         super().__init__(cfg, info, session, channels_last)
-        from shardforge.stream.dataset import open_dataset
+        from shardforge.augment import AugPolicy
+        from shardforge.layout.dataset import open_dataset
         from shardforge.stream.replay import ReplayStream, load_reinforced_split
         from shardforge.stream.wds_loader import WdsLoader
-        from shardforge.variants.augment import AugPolicy
 
         assert info.reinforce is not None
         parent = open_dataset(info.url)

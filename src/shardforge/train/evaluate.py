@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from shardforge.ops.autocast import autocast
 from shardforge.train.metrics import topk_correct
 
 EVAL_KEYS = ("loss_sum", "top1", "top5", "top1_no_tta", "top5_no_tta", "count")
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None):
-    """``torch.autocast`` for ``device`` with ``dtype``, or a no-op context when ``dtype`` is None."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 @torch.no_grad()

@@ -82,7 +82,7 @@ def run_identity(run_dir: str) -> dict | None:
     """:func:`plan_identity` as recorded in the newest checkpoint of ``run_dir``; None when
     the run has no checkpoint. A checkpoint without a readable config gives an identity
     that matches no plan (so that run is never reused for a recipe)."""
-    from shardforge.train.checkpoint import latest_checkpoint, load_state
+    from shardforge.models.checkpoint import latest_checkpoint, load_state
 
     latest = latest_checkpoint(run_dir)
     if latest is None:

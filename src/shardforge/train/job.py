@@ -45,10 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Parse arguments, prepare the run, train; return the exit code."""
-    from shardforge.stream.reader import ShardReadError
+    from shardforge.layout.info import DatasetInfo
+    from shardforge.layout.reader import ShardReadError
     from shardforge.train.config import load_config
     from shardforge.train.data import preflight
-    from shardforge.train.dataset import DatasetInfo
     from shardforge.train.runner import RunExistsError, prepare_run, run_training
 
     args = build_parser().parse_args(argv)

@@ -14,15 +14,16 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from shardforge.layout.info import DatasetInfo
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import STATE_FORMAT, checkpoint_name, save_state
+from shardforge.ops.autocast import autocast
 from shardforge.stream.faults import MAX_KEYS
 from shardforge.train.batch_augment import BatchAugment
-from shardforge.train.checkpoint import STATE_FORMAT, checkpoint_name, save_state
 from shardforge.train.config import TrainConfig
 from shardforge.train.data import EpochData, make_epoch_data
-from shardforge.train.dataset import DatasetInfo
-from shardforge.train.evaluate import autocast, evaluate_counts, summarize
+from shardforge.train.evaluate import evaluate_counts, summarize
 from shardforge.train.metrics import append_metrics, format_metrics, topk_correct
-from shardforge.train.models import build_model
 from shardforge.train.optim import make_optimizer
 from shardforge.train.schedule import iteration_lrs, resolution_at
 from shardforge.train.session import Session, scratch_dir

@@ -9,10 +9,10 @@ from dataclasses import dataclass
 
 import torch
 
+from shardforge.layout.info import DatasetInfo, load_dataset_info
+from shardforge.models.checkpoint import latest_checkpoint
 from shardforge.storage import resolve
-from shardforge.train.checkpoint import latest_checkpoint
 from shardforge.train.config import TrainConfig
-from shardforge.train.dataset import DatasetInfo, load_dataset_info
 from shardforge.train.metrics import read_metrics
 
 BACKENDS = ("ray", "local")

@@ -16,8 +16,8 @@ from collections.abc import Iterator
 
 import torch
 
+from shardforge.models.checkpoint import STATE_FILE, latest_checkpoint, load_state
 from shardforge.storage import resolve
-from shardforge.train.checkpoint import STATE_FILE, latest_checkpoint, load_state
 
 
 class Session:

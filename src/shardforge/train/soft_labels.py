@@ -23,11 +23,11 @@ def export_soft_labels(checkpoint: str, data: str, out: str, *, split: str = "tr
     sample at ``beton_index`` ``i``. Returns ``{"rows", "classes", "path"}``.
     Raises ValueError when the checkpoint's classes differ from the dataset's.
     """
+    from shardforge.layout.info import dataset_location
+    from shardforge.models.checkpoint import load_state, model_from_state
     from shardforge.stream.decode import CenterCrop
     from shardforge.stream.ray_data import to_model_input
     from shardforge.stream.wds_loader import make_loader
-    from shardforge.train.checkpoint import load_state, model_from_state
-    from shardforge.train.dataset import dataset_location
 
     state = load_state(checkpoint)
     location = dataset_location(data)

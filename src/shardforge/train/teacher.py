@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from torch import nn
 
+from shardforge.layout.info import DatasetInfo
+from shardforge.models.archs import build_model
+from shardforge.models.checkpoint import load_state, model_from_state
 from shardforge.storage import resolve
 from shardforge.torch_files import load_torch_bytes
-from shardforge.train.checkpoint import load_state, model_from_state
 from shardforge.train.config import TrainConfig
-from shardforge.train.dataset import DatasetInfo
-from shardforge.train.models import build_model
 from shardforge.train.targets import (
     HardTargets,
     ReplayedTargets,

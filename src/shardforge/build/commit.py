@@ -1,0 +1,108 @@
+"""The driver's commit step: merge .beton parts, write the index, rejects and summary."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from shardforge.build.config import BETON_DIR, INDEX_FILE, REJECTS_FILE, ShardJob, beton_name
+from shardforge.build.shard import ShardResult, shard_paths
+from shardforge.engine.faults import checkpoint
+from shardforge.formats.beton import merge_betons
+from shardforge.sources import ShardSpec
+from shardforge.storage import Location, replace_durably, resolve
+
+
+def file_record(loc: Location, path: str) -> dict:
+    """``{url, path, size, sha256}`` of a written file; ``path`` is relative to the output root."""
+    return {"url": loc.url, "path": path, "size": loc.size(), "sha256": loc.sha256()}
+
+
+TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")   # Location.tmp_sibling's names
+
+
+def remove_temporaries(out: str) -> int:
+    """Delete the temporary files (``.NAME.tmp-XXXXXXXXXXXX``) a killed run left under
+    ``out``; return how many. Call only while no writer of this output is running (the
+    start of a job): readers never look at these names, a rerun writes fresh ones."""
+    root = resolve(out)
+    stale = [p for p in root.list_files() if TEMPORARY_NAME.match(p.rsplit("/", 1)[-1])]
+    for path in stale:
+        root.fs.delete_file(path)
+    return len(stale)
+
+
+def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
+    """Merge a split's parts (in shard order) into ``beton/NAME-SPLIT.beton``; return its record."""
+    out = resolve(job.out)
+    rel = f"{BETON_DIR}/{beton_name(job.name, split)}"
+    dest = out.join(rel)
+    dest.parent().makedirs()
+    parts = [shard_paths(job, s)["part"] for s in specs]
+    if dest.is_local:
+        tmp = dest.tmp_sibling().path
+        merge_betons([p.path for p in parts], tmp)
+        checkpoint("merge")
+        replace_durably(tmp, dest.path)
+    else:
+        with tempfile.TemporaryDirectory() as d:
+            local_parts = []
+            for i, part in enumerate(parts):
+                local = os.path.join(d, f"{i:06d}.beton")
+                with part.fs.open_input_stream(part.path) as src, open(local, "wb") as dst:
+                    shutil.copyfileobj(src, dst, 1 << 22)
+                local_parts.append(local)
+            merged = os.path.join(d, "merged.beton")
+            merge_betons(local_parts, merged)
+            dest.upload_file_atomic(merged)
+    return file_record(dest, rel)
+
+
+def write_index(job: ShardJob, specs: Sequence[ShardSpec]) -> dict:
+    """Concatenate the shards' index rows into ``index.parquet`` with each row's beton position."""
+    tables = []
+    position: dict[str, int] = {}
+    for spec in specs:
+        loc = shard_paths(job, spec)["index"]
+        with loc.fs.open_input_file(loc.path) as f:
+            table = pq.read_table(f)
+        start = position.get(spec.split, 0)
+        position[spec.split] = start + table.num_rows
+        tables.append(table.append_column("beton_index",
+                                          pa.array(range(start, start + table.num_rows),
+                                                   pa.int64())))
+    dest = resolve(job.out).join(INDEX_FILE)
+    sink = pa.BufferOutputStream()
+    pq.write_table(pa.concat_tables(tables), sink)
+    dest.write_bytes_atomic(sink.getvalue().to_pybytes())
+    return file_record(dest, INDEX_FILE)
+
+
+def write_rejects(out: str, rejects: list[dict]) -> dict:
+    """One JSON line per reject: origin, reason, split."""
+    dest = resolve(out).join(REJECTS_FILE)
+    lines = "".join(json.dumps(r, ensure_ascii=False, sort_keys=True) + "\n" for r in rejects)
+    dest.write_bytes_atomic(lines.encode("utf-8"))
+    return {"url": dest.url, "count": len(rejects)}
+
+
+def split_stats(results: Sequence[ShardResult]) -> dict[str, dict]:
+    """Per split: samples, shards, rejects and per-class counts (label -> count)."""
+    stats: dict[str, dict] = {}
+    for r in sorted(results, key=lambda r: (r.split, r.index)):
+        s = stats.setdefault(r.split, {"samples": 0, "shards": 0, "rejects": 0, "per_class": {}})
+        s["samples"] += r.num_samples
+        s["shards"] += 1
+        s["rejects"] += len(r.rejects)
+        for label, n in r.class_counts.items():
+            s["per_class"][str(label)] = s["per_class"].get(str(label), 0) + n
+    for s in stats.values():
+        s["per_class"] = dict(sorted(s["per_class"].items(), key=lambda kv: int(kv[0])))
+    return stats

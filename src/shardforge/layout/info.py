@@ -1,0 +1,90 @@
+"""The dataset a training run reads: an ingest output directory described by its summary."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import asdict, dataclass, field
+
+from shardforge.build.config import SUMMARY_FILE
+from shardforge.names import check_name, check_relative_path
+from shardforge.storage import resolve
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What training needs to know about a dataset, small enough to ship to every worker.
+
+    ``url``: the dataset root (path or URL); ``betons``: split -> location of
+    ``beton/NAME-SPLIT.beton``; ``tars``: split -> WebDataset tar locations in shard order;
+    ``counts``: split -> number of samples. Locations are derived from ``url`` and the
+    relative paths in ``summary.json``, so a copied dataset still resolves.
+    """
+
+    url: str
+    name: str
+    classes: tuple[str, ...]
+    counts: dict[str, int] = field(default_factory=dict)
+    betons: dict[str, str] = field(default_factory=dict)
+    tars: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    #: A reinforced dataset's ``reinforce`` summary section plus ``root`` (its location);
+    #: the other fields then describe the parent, whose images it replays.
+    reinforce: dict | None = None
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def require_split(self, split: str) -> None:
+        """Raise ValueError naming the splits there are when ``split`` is missing."""
+        if split not in self.counts:
+            raise ValueError(f"dataset {self.name!r} ({self.url}) has no {split!r} split; it has "
+                             f"{sorted(self.counts)}. Ingest a source with train/ and val/ folders")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> DatasetInfo:
+        return cls(url=data["url"], name=data["name"], classes=tuple(data["classes"]),
+                   counts=dict(data["counts"]), betons=dict(data["betons"]),
+                   tars={k: tuple(v) for k, v in data["tars"].items()},
+                   reinforce=data.get("reinforce"))
+
+
+def dataset_location(ref: str) -> str:
+    """The location of the dataset ``ref`` names: a catalog name ``NAME[@vN]`` or an ingest
+    output directory/URL (see :func:`shardforge.stream.resolve_dataset`, whose
+    ``DatasetNotFoundError`` names ``ref`` when neither finds it)."""
+    from shardforge.layout.dataset import resolve_dataset
+
+    return str(resolve_dataset(ref))
+
+
+def load_dataset_info(ref: str) -> DatasetInfo:
+    """Resolve ``ref`` (:func:`dataset_location`) and read its ``summary.json``.
+
+    A reinforced dataset (``pipelines/reinforce.py``) gives its parent's info (the images
+    it replays) under its own name, with ``reinforce`` set."""
+    root = resolve(dataset_location(ref))
+    summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
+    if "reinforce" in summary:
+        parent = load_dataset_info(summary["parent_out"])
+        return dataclasses.replace(parent, name=summary.get("name", parent.name),
+                                   reinforce={**summary["reinforce"], "root": root.url})
+    classes = tuple(summary.get("classes") or ())
+    if not classes:
+        raise ValueError(f"{root.url}/{SUMMARY_FILE} lists no classes; re-run the ingest")
+    formats = summary.get("formats", {})
+    where, fix = f"{root.url}/{SUMMARY_FILE}", "re-run the ingest that wrote it"
+
+    def path(split: str, rec: dict) -> str:
+        check_name(split, "split", where, fix)
+        return root.join(check_relative_path(rec["path"], "file path", where, fix)).url
+
+    betons = {split: path(split, rec) for split, rec in formats.get("beton", {}).items()}
+    tars = {split: tuple(path(split, r) for r in recs)
+            for split, recs in formats.get("wds", {}).items()}
+    counts = {split: int(s["samples"]) for split, s in summary.get("splits", {}).items()}
+    return DatasetInfo(url=root.url, name=summary.get("name", ""), classes=classes,
+                       counts=counts, betons=betons, tars=tars)

@@ -4,6 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src pipelines tests bench jobs
+.venv/bin/ruff check src pipelines tests bench jobs experiments scripts
+.venv/bin/lint-imports --no-cache   # the layers (pyproject [tool.importlinter], docs/architecture.md)
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # Ray on 127.0.0.1 only (see tests/conftest.py)
 exec .venv/bin/python -m pytest -q "$@"

@@ -104,9 +104,9 @@ def single_core(out: Path, size: int, passes: int) -> dict:
     """Per-image microseconds of sha256, the loader's decode step and a full decode."""
     import cv2
 
+    from shardforge.formats.decode import decode_crop, decode_full
     from shardforge.layout.reader import RangeReader
     from shardforge.stream import RandomResizedCrop, open_dataset
-    from shardforge.stream.decode import decode_crop, decode_full
 
     cv2.setNumThreads(1)
     idx = open_dataset(str(out)).split("train")

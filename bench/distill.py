@@ -112,16 +112,16 @@ def time_setting(name: str, model: torch.nn.Module, params, by_label: dict[int, 
 
 def time_job(dataset: str, observer_dir: str, work: Path) -> dict:
     """The whole Ray job (2 CPUs) on the demo with the small-CNN observer, from scratch."""
+    from shardforge.catalog.variant import run_variant
     from shardforge.engine.cluster import ray_session
-    from shardforge.variants.rded.spec import distill
+    from shardforge.variants.rded.spec import rded_variant
 
     out = work / "bench-job"
     shutil.rmtree(out, ignore_errors=True)
     params = {"ipc": 10, "size": 32, "mipc": 80, "num_crop": 5, "observer": observer_dir}
     with ray_session(None, num_cpus=2):
         t0 = time.perf_counter()
-        summary = distill(dataset, params, "bench-rded", str(out), register=False,
-                          log=io.StringIO())
+        summary = run_variant(dataset, rded_variant(params), "bench-rded", str(out), register=False, log=io.StringIO())
         wall = time.perf_counter() - t0
     classes = len(summary["classes"])
     return {"wall_s": wall, "classes": classes, "class_s": wall / classes,

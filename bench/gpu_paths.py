@@ -164,7 +164,7 @@ def loader_alone(parent: str, src: str, batch: int, res: int, workers: int,
     import torch
     from torchvision import datasets, transforms
 
-    from shardforge.stream.decode import RandomResizedCrop
+    from shardforge.formats.decode import RandomResizedCrop
     from shardforge.stream.ray_data import to_model_input
     from shardforge.stream.wds_loader import make_loader
 

@@ -169,9 +169,9 @@ def _rates(fns: dict, items: list, passes: int) -> dict[str, float]:
 
 def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
     """Images/s on one core of decode alone and of shardforge's whole per-sample step."""
+    from shardforge.formats.decode import dct_reduction, decode_crop
     from shardforge.layout.reader import RangeReader
     from shardforge.stream import RandomResizedCrop, open_dataset
-    from shardforge.stream.decode import dct_reduction, decode_crop
 
     idx = open_dataset(str(out)).split("train")
     pos = np.linspace(0, len(idx) - 1, min(sample, len(idx))).astype(int)
@@ -215,8 +215,8 @@ def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
 def dct_effect(src: Path, size: int, sample: int, passes: int) -> dict:
     """Single-core shardforge step with and without DCT scaling on the *source* JPEGs
     (256-512 px: larger than the stored ones, as with a higher ``--max-res``)."""
+    from shardforge.formats.decode import dct_reduction, decode_crop
     from shardforge.stream import RandomResizedCrop
-    from shardforge.stream.decode import dct_reduction, decode_crop
 
     paths = sorted(src.glob("train/*/*.JPEG"))
     paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)]

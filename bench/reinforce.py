@@ -44,7 +44,7 @@ def ensure_parent(work: str, images: int) -> str:
                                      val_per_class=1))
     run_ingest(IngestConfig(source=src, name="bench", out=out,
                             image=ImageParams(max_resolution=256),
-                            source_options=SourceOptions(shard_size=32), register=False),
+                            source_options=SourceOptions(shard_size=32)),
                log=io.StringIO())
     return out
 

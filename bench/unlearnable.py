@@ -53,13 +53,13 @@ def ensure_parent(work: Path, images: int, res: int, seed: int) -> tuple[str, di
         (src / ".done").write_text("ok")
     out = work / f"parent-n{images}-seed{seed}-r{res}"
     summary = run_ingest(IngestConfig(source=str(src), name="parent", out=str(out),
-                                      image=ImageParams(max_resolution=res), register=False),
+                                      image=ImageParams(max_resolution=res)),
                          log=io.StringIO())
     return str(out), summary
 
 
 def _timed_variant(parent: str, out: Path, p: float) -> float:
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
     from shardforge.variants.cuda.spec import make_variant, secrets_of
 
     shutil.rmtree(out, ignore_errors=True)

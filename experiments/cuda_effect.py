@@ -121,7 +121,7 @@ def _ingest_parent(work: str, spec: DemoSpec, resolution: int, val: str, log: Te
     name = (f"demo{resolution}" if val == "demo" else f"demo{resolution}h") + _data_tag(spec)
     out = os.path.join(work, "datasets", name)
     run_ingest(IngestConfig(source=src, name=name, out=out,
-                            image=ImageParams(max_resolution=resolution), register=False),
+                            image=ImageParams(max_resolution=resolution)),
                log=log)
     return out
 
@@ -177,7 +177,7 @@ def run_effect(work: str, key: str, *, ps: tuple[float, ...] = DEFAULT_PS,
     test: only shape transfers)."""
     if val not in VAL_SPLITS:
         raise ValueError(f"val {val!r} is not one of {VAL_SPLITS}")
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
     from shardforge.engine.cluster import ray_session
     from shardforge.variants.cuda.spec import make_variant, secrets_of
     from shardforge.variants.cuda.transform import is_poisoned

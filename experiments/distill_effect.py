@@ -62,7 +62,7 @@ def demo_dataset(work: Path, log: Callable[[str], None]) -> str:
             generate_demo_data(work / "demo-src", DemoSpec())
         run_ingest(IngestConfig(source=str(work / "demo-src"), name="demo", out=str(out),
                                 image=ImageParams(max_resolution=96),
-                                source_options=SourceOptions(shard_size=100), register=False),
+                                source_options=SourceOptions(shard_size=100)),
                    log=io.StringIO())
     return str(out)
 
@@ -104,8 +104,9 @@ def run_effect(work: str, ipcs: tuple[int, ...] = (1, 10),
     Each seed is both the distillation seed and the student's ``training.seed``.
     ``student_overrides`` (``SECTION.KEY=VALUE``) change the student recipe for an ablation;
     ``tag`` names those runs apart (``student-SET-TAG``)."""
+    from shardforge.catalog.variant import run_variant
     from shardforge.engine.cluster import ray_session
-    from shardforge.variants.rded.spec import distill
+    from shardforge.variants.rded.spec import rded_variant
 
     root = Path(work).resolve()
     storage = root / "runs"
@@ -122,8 +123,7 @@ def run_effect(work: str, ipcs: tuple[int, ...] = (1, 10),
             name = (f"{method}-ipc{ipc}" + (f"-f{factor}" if factor else "")
                     + (f"-s{seed}" if seed else ""))
             started = time.monotonic()
-            summary = distill(data, params, name, str(root / "sets" / name), register=False,
-                              log=io.StringIO())
+            summary = run_variant(data, rded_variant(params), name, str(root / "sets" / name), register=False, log=io.StringIO())
             distill_s = time.monotonic() - started
             f = summary["variant"]["params"]["factor"]
             overrides = [f"targets.teacher_checkpoint={observer}",

@@ -33,9 +33,10 @@ def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), seeds: tuple[int, 
     ``ROOT/reinforce_effect.json``."""
     from shardforge import catalog
     from shardforge.augment import AugPolicy
+    from shardforge.catalog.variant import run_reinforcement
     from shardforge.train.experiment import train_recipe
     from shardforge.train.metrics import read_metrics
-    from shardforge.variants.reinforce.engine import ReinforceConfig, run_reinforce
+    from shardforge.variants.reinforce.engine import ReinforceConfig
     from shardforge.variants.reinforce.teacher import parse_member
 
     log = log if log is not None else sys.stderr
@@ -46,11 +47,11 @@ def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), seeds: tuple[int, 
     data = {"hard": demo.out}
     for tag, changes in POLICIES.items():
         policy = AugPolicy(size=SIZE, rrc_scale=(CROP_MIN, 1.0), **changes)
-        summary = run_reinforce(ReinforceConfig(
+        summary = run_reinforcement(ReinforceConfig(
             parent=demo.ref, name=f"demo-plus-{tag}",
             out=os.path.join(root, "datasets", f"demo-plus-{tag}"),
             teachers=(parse_member(teacher.run_dir),), num_augs=NUM_AUGS, top_k=TOP_K,
-            policy=policy, catalog_home=root), log=log)
+            policy=policy), catalog_home=root, log=log)
         data[tag] = summary["catalog"]
     rows = []
     for n, seed, (tag, ref) in ((n, s, d) for n in epochs for s in seeds for d in data.items()):

@@ -91,12 +91,13 @@ def variants(root: str, epochs: int) -> int:
             return 1
         rows.append((card, what, _top1(root, run)))
     print("\n== demo-rded-ipc10", flush=True)
-    from shardforge.variants.rded.spec import distill
+    from shardforge.catalog.variant import run_variant
+    from shardforge.variants.rded.spec import rded_variant
 
     observer = os.path.join(root, "runs", "demo_cpu-demo")
-    summary = distill("demo", {"method": "rded", "ipc": 10, "observer": observer, "size": 32,
-                               "mipc": 80, "num_crop": 5, "seed": 0},
-                      "demo-rded-ipc10", catalog_home=root)
+    params = {"method": "rded", "ipc": 10, "observer": observer, "size": 32, "mipc": 80,
+              "num_crop": 5, "seed": 0}
+    summary = run_variant("demo", rded_variant(params), "demo-rded-ipc10", catalog_home=root)
     # The paper's 300 epochs take ~20 min here (100 images: per-epoch overhead dominates).
     if _train(RDED_CONFIG, summary["out"], root, "demo_rded-100ep-demo-rded-ipc10",
               f"targets.teacher_checkpoint={observer}", "training.epochs=100") != 0:

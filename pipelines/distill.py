@@ -61,7 +61,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from shardforge.build.job import JobFailed
-    from shardforge.variants.rded.spec import distill
+    from shardforge.catalog.variant import run_variant
+    from shardforge.variants.rded.spec import rded_variant
 
     args = parse_args(argv)
     params = {"method": args.method, "ipc": args.ipc, "observer": args.observer,
@@ -72,9 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     base = args.source.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     name = args.name or f"{base}-{args.method}-ipc{args.ipc}"
     try:
-        summary = distill(args.source, params, name, args.out, ray_address=args.ray_address,
-                          register=not args.no_register, catalog_home=args.home,
-                          num_gpus=args.num_gpus_per_actor, num_actors=args.num_actors)
+        variant = rded_variant(params, num_gpus=args.num_gpus_per_actor,
+                               num_actors=args.num_actors)
+        summary = run_variant(args.source, variant, name, args.out,
+                              ray_address=args.ray_address, register=not args.no_register,
+                              catalog_home=args.home, log=sys.stderr)
     except JobFailed as exc:      # not about one sample: one line, exit 1
         print(f"error: {exc}", file=sys.stderr)
         return 1

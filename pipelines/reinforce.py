@@ -9,7 +9,7 @@ See ``--help`` and shardforge.variants.reinforce.spec.
 
 import sys
 
-from shardforge.variants.reinforce.spec import main
+from shardforge.cli.reinforce import main
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

@@ -14,7 +14,7 @@ paper's method) runs on CPU tasks. See ``--help``.
 
 import sys
 
-from shardforge.variants.stylize.job import main
+from shardforge.cli.stylize import main
 
 if __name__ == "__main__":
     sys.exit(main())

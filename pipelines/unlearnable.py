@@ -62,7 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from shardforge.build.job import JobFailed
-    from shardforge.variants.cuda.job import build_unlearnable, read_key
+    from shardforge.cli.unlearnable import build_unlearnable, read_key
 
     args = parse_args(argv)
     try:

@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     keys.add_argument("--key-file", metavar="PATH", help="private key file")
     keys.add_argument("--key-env", metavar="VAR", help="environment variable with the key")
     args = p.parse_args(argv)
-    from shardforge.variants.cuda.job import read_key
+    from shardforge.cli.unlearnable import read_key
 
     key = EXPERIMENT_KEY
     if args.key_file or args.key_env:

@@ -18,6 +18,7 @@ from shardforge.build.secrets import fingerprint
 from shardforge.catalog import pipelines
 from shardforge.catalog.builder import build_dataset
 from shardforge.catalog.errors import CardError, PipelineNotImplemented
+from shardforge.catalog.ingest import ingest
 from shardforge.catalog.store import Store
 from shardforge.cli import main
 from shardforge.formats.image import ImageParams
@@ -198,12 +199,13 @@ def test_secret_parameters_are_never_stored_and_failed_builds_never_registered(
     key = "tiny-private-key-0123456789"
     calls = []
 
-    def leaky_build(card, parent, out, ray_address):
-        calls.append(card.secrets["private_key"])
+    def leaky_build(request):
+        calls.append(request.secrets["private_key"])
         if len(calls) == 1:
             raise RuntimeError("worker died")        # an interrupted build
+        parent = catalog.get(request.parent.ref, home=built["home"])
         summary = json.loads(json.dumps(parent.to_dict()))   # the parent's files, relabelled
-        summary["source"] = f"/keys/{card.secrets['private_key']}/wds"   # a careless leak
+        summary["source"] = f"/keys/{request.secrets['private_key']}/wds"   # a careless leak
         return summary
 
     pipelines.load_pipelines()
@@ -233,17 +235,17 @@ def test_secret_parameters_are_never_stored_and_failed_builds_never_registered(
     assert rotated.ref == "tiny-cuda@v2" and rotated.card_hash != build.card_hash
 
 
-def _config(src: str, out: str, home: str, **kw) -> IngestConfig:
-    return IngestConfig(source=src, name="tinyingest", out=out, catalog_home=home,
+def _config(src: str, out: str) -> IngestConfig:
+    return IngestConfig(source=src, name="tinyingest", out=out,
                         image=ImageParams(max_resolution=48),
-                        source_options=SourceOptions(shard_size=16), **kw)
+                        source_options=SourceOptions(shard_size=16))
 
 
 @pytest.fixture(scope="module")
 def ingested(tiny_tree, tmp_path_factory):
     base = tmp_path_factory.mktemp("ingested")
     home, out = str(base / "home"), str(base / "out")
-    summary = run_ingest(_config(tiny_tree, out, home), log=io.StringIO())
+    summary = ingest(_config(tiny_tree, out), home=home, log=io.StringIO())
     return {"home": home, "out": out, "summary": summary}
 
 
@@ -253,12 +255,12 @@ def test_every_ingest_registers_once(ingested, tiny_tree, tmp_path):
     build = catalog.get("tinyingest", home=home)
     assert build.pipeline == "ingest" and build.card_hash is None and build.source == tiny_tree
     assert build.job_hash == ingested["summary"]["job_hash"] and build.out == out
-    again = run_ingest(_config(tiny_tree, out, home), log=io.StringIO())   # nothing to do
+    again = ingest(_config(tiny_tree, out), home=home, log=io.StringIO())   # nothing to do
     assert again["catalog"] == "tinyingest@v1"
-    other = run_ingest(_config(tiny_tree, str(tmp_path / "out2"), home), log=io.StringIO())
+    other = ingest(_config(tiny_tree, str(tmp_path / "out2")), home=home, log=io.StringIO())
     assert other["catalog"] == "tinyingest@v2"       # same inputs, another place: a new build
-    skipped = run_ingest(_config(tiny_tree, str(tmp_path / "out3"), home, register=False),
-                         log=io.StringIO())
+    skipped = ingest(_config(tiny_tree, str(tmp_path / "out3")), home=home, register=False,
+                     log=io.StringIO())
     assert "catalog" not in skipped and Store(home).versions("tinyingest") == [1, 2]
 
 

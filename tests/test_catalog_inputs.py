@@ -253,7 +253,8 @@ def test_shards_in_one_directory_are_not_reused_across_observers(env, tmp_path):
     """The job without the catalog (pipelines/distill.py --out DIR): the observer's sha256
     is in every shard's spec hash, so a rerun into the same directory with a retrained
     observer redoes the shards; with the same observer the finished build is reused."""
-    from shardforge.variants.rded.spec import distill
+    from shardforge.catalog.variant import run_variant
+    from shardforge.variants.rded.spec import rded_variant
 
     run = tmp_path / "run"
     params = {"method": "rded", "ipc": 1, "observer": str(run), "size": 32, "mipc": 4,
@@ -261,13 +262,13 @@ def test_shards_in_one_directory_are_not_reused_across_observers(env, tmp_path):
     out = str(tmp_path / "out")
     kw = dict(out=out, register=False, catalog_home=env["home"], log=io.StringIO())
     _save_model(run / "checkpoint_epoch0001", env["toy"].classes, seed=0)
-    first = distill(env["toy"].ref, params, "toy-rded", **kw)
+    first = run_variant(env["toy"].ref, rded_variant(params), "toy-rded", **kw)
     before = _bytes(out, "wds/toy-rded-train-*.tar")
     _save_model(run / "checkpoint_epoch0001", env["toy"].classes, seed=1)
-    second = distill(env["toy"].ref, params, "toy-rded", **kw)
+    second = run_variant(env["toy"].ref, rded_variant(params), "toy-rded", **kw)
     assert first["shards_reused"] == second["shards_reused"] == 0
     assert _bytes(out, "wds/toy-rded-train-*.tar") != before
     after = _bytes(out, "wds/toy-rded-train-*.tar")
-    third = distill(env["toy"].ref, params, "toy-rded", **kw)
+    third = run_variant(env["toy"].ref, rded_variant(params), "toy-rded", **kw)
     assert third["job_hash"] == second["job_hash"] and third["created"] == second["created"]
     assert _bytes(out, "wds/toy-rded-train-*.tar") == after

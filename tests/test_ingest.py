@@ -13,6 +13,7 @@ from helpers import ffcv_labels, file_bytes, index_rows, tar_names, tree_files, 
 from shardforge.build.config import IngestConfig, ShardJob
 from shardforge.build.job import RejectsInStrictMode, run_ingest
 from shardforge.build.shard import build_shard
+from shardforge.catalog.ingest import ingest
 from shardforge.formats.beton import read_sample_bytes
 from shardforge.formats.image import ImageParams
 from shardforge.sources import plan_source
@@ -179,16 +180,15 @@ def test_other_parameters_never_rewrite_a_registered_build(built, tmp_path):
 
     src, _out, _summary = built
     home, out = str(tmp_path / "home"), str(tmp_path / "out")
-    first = run_ingest(_config(src, out, name="guarded", catalog_home=home))
+    first = ingest(_config(src, out, name="guarded"), home=home)
     before = tree_sha256(out)
-    other = _config(src, out, name="guarded", catalog_home=home,
-                    image=ImageParams(max_resolution=64))
+    other = _config(src, out, name="guarded", image=ImageParams(max_resolution=64))
     with pytest.raises(ValueError, match="another output location") as err:
-        run_ingest(other)
+        ingest(other, home=home)
     assert first["catalog"] in str(err.value) and get("guarded", home).ref in str(err.value)
     assert tree_sha256(out) == before
     unregistered = str(tmp_path / "free")
-    run_ingest(_config(src, unregistered, name="free", catalog_home=home, register=False))
-    rebuilt = run_ingest(_config(src, unregistered, name="free", catalog_home=home,
-                                 register=False, image=ImageParams(max_resolution=64)))
+    ingest(_config(src, unregistered, name="free"), home=home, register=False)
+    rebuilt = ingest(_config(src, unregistered, name="free", image=ImageParams(max_resolution=64)),
+                     home=home, register=False)
     assert rebuilt["samples"] == first["samples"]

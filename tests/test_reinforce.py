@@ -12,10 +12,11 @@ import torch
 from helpers import tree_sha256
 
 from shardforge.augment import AugPolicy, apply_params
+from shardforge.catalog.variant import run_reinforcement
 from shardforge.layout.dataset import open_dataset
 from shardforge.models.archs import build_model
 from shardforge.models.checkpoint import STATE_FORMAT, save_state
-from shardforge.variants.reinforce.engine import ReinforceConfig, decode_stored, run_reinforce
+from shardforge.variants.reinforce.engine import ReinforceConfig, decode_stored
 from shardforge.variants.reinforce.teacher import parse_member
 
 POLICY = AugPolicy(size=32)
@@ -69,7 +70,7 @@ def _files(out: str) -> dict[str, bytes]:
 @pytest.fixture(scope="module")
 def reinforced(parent, teacher, ray_local, tmp_path_factory):
     out = tmp_path_factory.mktemp("plus") / "out"
-    summary = run_reinforce(_config(parent, teacher, out), log=io.StringIO())
+    summary = run_reinforcement(_config(parent, teacher, out), log=io.StringIO())
     return str(out), summary
 
 
@@ -129,15 +130,15 @@ def test_replayed_views_give_the_stored_teacher_top_k(demo_dataset, teacher, rei
 def test_same_seed_same_bytes_any_actor_count_and_resume(parent, teacher, reinforced, tmp_path):
     out, summary = reinforced
     other = tmp_path / "one-actor"
-    run_reinforce(_config(parent, teacher, other, num_actors=1, register=False),
-                  log=io.StringIO())
+    run_reinforcement(_config(parent, teacher, other, num_actors=1),
+                  register=False, log=io.StringIO())
     assert _files(str(other)) == _files(out)
-    again = run_reinforce(_config(parent, teacher, other, num_actors=1, register=False),
-                          log=io.StringIO())
+    again = run_reinforcement(_config(parent, teacher, other, num_actors=1),
+                          register=False, log=io.StringIO())
     assert again["shards_reused"] == len(_files(out))
     seeded = tmp_path / "seed1"
-    run_reinforce(_config(parent, teacher, seeded, seed=1, register=False),
-                  log=io.StringIO())
+    run_reinforcement(_config(parent, teacher, seeded, seed=1),
+                  register=False, log=io.StringIO())
     assert _files(str(seeded)) != _files(out)
 
 
@@ -151,7 +152,7 @@ def test_default_out_is_keyed_so_reruns_never_change_an_earlier_version(
     from shardforge.catalog.verifier import verify_build
 
     def run(**kw) -> dict:
-        return run_reinforce(_config(parent, teacher, None, **{"name": "keyed-plus",
+        return run_reinforcement(_config(parent, teacher, None, **{"name": "keyed-plus",
                                                                 "num_augs": 2, **kw}),
                              log=io.StringIO())
 
@@ -176,12 +177,12 @@ def test_default_out_is_keyed_so_reruns_never_change_an_earlier_version(
 def test_an_out_holding_another_reinforcement_is_refused(parent, teacher, reinforced, capsys):
     """An explicit ``out`` with a finished build of other params: ValueError naming the
     registered build and the fix, before any file is written (API and CLI)."""
-    from shardforge.variants.reinforce.spec import main
+    from shardforge.cli.reinforce import main
 
     out, summary = reinforced
     before = tree_sha256(out)
     with pytest.raises(ValueError, match="another output location") as err:
-        run_reinforce(_config(parent, teacher, out, seed=1), log=io.StringIO())
+        run_reinforcement(_config(parent, teacher, out, seed=1), log=io.StringIO())
     assert summary["catalog"] in str(err.value) and "seed" in str(err.value)
     assert main(["--source", parent, "--teacher", teacher, "--out", out, "--seed", "1",
                  "--num-augs", "4", "--top-k", "3", "--size", "32"]) == 2
@@ -249,10 +250,10 @@ def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tm
     parent = str(tmp_path / "parent")               # 60 train images in 15 shards
     run_ingest(IngestConfig(source=demo_tree, name="p", out=parent,
                             image=ImageParams(max_resolution=96),
-                            source_options=SourceOptions(shard_size=4), register=False),
+                            source_options=SourceOptions(shard_size=4)),
                log=io.StringIO())
     cfg = dict(parent=parent, teachers=(parse_member(teacher),), num_augs=8, top_k=3,
-               policy=POLICY, batch_size=16, register=False)
+               policy=POLICY, batch_size=16)
     was_up = ray.is_initialized()
     if was_up:                       # this test needs its own cluster
         ray.shutdown()
@@ -264,8 +265,8 @@ def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tm
         ray.init(address=cluster.address)
         out = tmp_path / "multi"
         box: dict = {}
-        job = threading.Thread(target=lambda: box.update(summary=run_reinforce(
-            ReinforceConfig(name="p-plus", out=str(out), num_actors=3, **cfg),
+        job = threading.Thread(target=lambda: box.update(summary=run_reinforcement(
+            ReinforceConfig(name="p-plus", out=str(out), num_actors=3, **cfg), register=False,
             log=io.StringIO())))
         job.start()
         work = out / "_work"
@@ -284,8 +285,8 @@ def test_multi_node_with_a_lost_node_gives_the_same_bytes(demo_tree, teacher, tm
     ray.init(address="local", num_cpus=2, include_dashboard=False,
              _node_ip_address="127.0.0.1", log_to_driver=False)
     try:
-        run_reinforce(ReinforceConfig(name="p-plus", out=str(ref), num_actors=1, **cfg),
-                      log=io.StringIO())
+        run_reinforcement(ReinforceConfig(name="p-plus", out=str(ref), num_actors=1, **cfg),
+                          register=False, log=io.StringIO())
     finally:
         ray.shutdown()
     assert _files(str(out)) == _files(str(ref))

@@ -375,17 +375,14 @@ def test_bad_timeout_setting_is_one_line(base: Path) -> None:
 def test_ingest_registration_on_a_damaged_catalog_says_how_to_register_later(base: Path) -> None:
     """The registration at the end of run_ingest: one line, the data kept, the command to
     register it later."""
-    from shardforge.build.config import IngestConfig
-    from shardforge.build.job import _register
+    from shardforge.catalog.hooks import catalog_hooks
 
     home, other = make_home(base)
     db = home / "catalog.db"
     db.write_bytes(b"not a database at all" * 100)
-    config = IngestConfig(source=str(base), name="other", out=str(other),
-                          catalog_home=str(home))
     summary = json.loads((other / "summary.json").read_text())
     with pytest.raises(RegistrationError) as info:
-        _register(config, summary, io.StringIO())
+        catalog_hooks(str(home), "other", log=io.StringIO()).committed(summary)
     text = str(info.value)
     assert "\n" not in text and str(db) in text
     assert f"shardforge catalog register {other}" in text

@@ -544,7 +544,7 @@ def test_run_ingest_rerun_picks_up_a_fixed_image(tmp_path):
     root = folder_case(tmp_path)
     write(root / "a" / "zz.jpg", b"garbage")
     config = IngestConfig(source=str(root), name="t", out=str(tmp_path / "out"),
-                          image=ImageParams(max_resolution=64), register=False, keep_parts=True,
+                          image=ImageParams(max_resolution=64), keep_parts=True,
                           source_options=SourceOptions(shard_size=4, seed=None))
     first = run_ingest(config, log=io.StringIO())
     assert first["samples"] == 6 and first["rejects"]["count"] == 1
@@ -569,7 +569,7 @@ def test_parent_dataset_stamps_and_duplicate_keys(tmp_path):
 
     root = folder_case(tmp_path)
     out = str(tmp_path / "parent")
-    run_ingest(IngestConfig(source=str(root), name="p", out=out, register=False,
+    run_ingest(IngestConfig(source=str(root), name="p", out=out,
                             image=ImageParams(max_resolution=64),
                             source_options=SourceOptions(shard_size=3, seed=None)),
                log=io.StringIO())

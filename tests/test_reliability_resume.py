@@ -75,7 +75,7 @@ def output_digest(out: str) -> dict[str, str]:
 def tiny_config(source: str, out: str, **kw) -> IngestConfig:
     return IngestConfig(source=source, name="tiny", out=out,
                         image=ImageParams(max_resolution=32),
-                        source_options=SourceOptions(shard_size=4), register=False, **kw)
+                        source_options=SourceOptions(shard_size=4), **kw)
 
 
 class InProcess:

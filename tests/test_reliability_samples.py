@@ -464,7 +464,7 @@ def test_ingest_with_ray_rejects_and_summarises(tmp_path, ray_local):
     _tar(str(tmp_path / "src" / "data.tar"), members)
     out = str(tmp_path / "out")
     summary = run_ingest(IngestConfig(str(tmp_path / "src"), "m", out, image=PARAMS,
-                                      source_options=OPTIONS, page_size=PAGE, register=False),
+                                      source_options=OPTIONS, page_size=PAGE),
                          log=io.StringIO())
     n_reject = sum(f.reject is not None for f in faults)
     n_ok = len(GOOD) + len(faults) - n_reject
@@ -564,7 +564,7 @@ def test_bug_hitting_every_sample_ends_the_job_in_one_line(demo_dataset, tmp_pat
     out = tmp_path / "out"
     variant = VariantSpec("broken", {}, lambda: broken)
     config = IngestConfig(demo_dataset, "broken", str(out), image=variant.image,
-                          variant=variant, register=False)
+                          variant=variant)
     with pytest.raises(JobFailed) as info:
         run_ingest(config, log=io.StringIO())
     message = str(info.value)

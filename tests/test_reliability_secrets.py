@@ -170,7 +170,7 @@ def test_sweep_after_a_successful_build(sweep_env):
 
 
 def test_sweep_after_a_failed_build(sweep_env):
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
 
     out = os.path.join(sweep_env["base"], "out-fail")
     variant = make_variant({"p": 0.5}, secrets_of(KEY))

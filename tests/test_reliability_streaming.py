@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 import pytest
 
 import shardforge
+from shardforge.formats.decode import decode_full
 from shardforge.stream import (
     CenterCrop,
     CorruptSampleError,
@@ -33,7 +34,6 @@ from shardforge.stream import (
     ShardReadError,
     make_loader,
 )
-from shardforge.stream.decode import decode_full
 
 WORLD = 2
 

@@ -21,6 +21,15 @@ import torch
 
 from shardforge.build.config import IngestConfig
 from shardforge.build.job import run_ingest
+from shardforge.formats.decode import (
+    center_crop_box,
+    dct_reduction,
+    decode_crop,
+    decode_full,
+    decode_full_pil,
+    random_resized_crop_box,
+    scaled_box,
+)
 from shardforge.formats.image import ImageParams
 from shardforge.layout.reader import RangeReader
 from shardforge.sources.base import SourceOptions
@@ -35,15 +44,6 @@ from shardforge.stream import (
     open_dataset,
     open_shards,
     resolve_dataset,
-)
-from shardforge.stream.decode import (
-    center_crop_box,
-    dct_reduction,
-    decode_crop,
-    decode_full,
-    decode_full_pil,
-    random_resized_crop_box,
-    scaled_box,
 )
 from shardforge.stream.partition import epoch_order, rank_positions, samples_per_rank
 
@@ -409,7 +409,8 @@ def test_streams_from_s3_like_local(out, monkeypatch):
 
 def test_resolve_dataset_by_path_and_catalog_name(out, tmp_path):
     from shardforge import catalog
-    from shardforge.layout.dataset import DatasetNotFoundError, resolve_dataset
+    from shardforge.catalog.lookup import resolve_dataset
+    from shardforge.layout.dataset import DatasetNotFoundError
 
     assert resolve_dataset(out) == out
     # the fixture's ingest registered a build in the (test) catalog: find it by name@version

@@ -250,7 +250,7 @@ def _job():
 
 
 def test_key_from_file_or_env_never_from_the_command_line(tmp_path, monkeypatch, capsys):
-    from shardforge.variants.cuda.job import read_key
+    from shardforge.cli.unlearnable import read_key
 
     key_file = tmp_path / "key"
     key_file.write_text(KEY + "\n")
@@ -340,7 +340,7 @@ def test_key_never_stored_fingerprint_is(cuda_build):
 
 def test_one_worker_and_two_workers_give_the_same_bytes(cuda_build, tmp_path):
     """The same key: the module build (tasks on a 2-CPU Ray) vs one actor doing every shard."""
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
 
     parent, out, _home, _summary = cuda_build
     variant = make_variant({"p": 0.5}, secrets_of(KEY))
@@ -373,7 +373,7 @@ def test_rerun_reuses_the_build(cuda_build):
 
 
 def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_local, tmp_path):
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
 
     out = str(tmp_path / "sub")
     variant = make_variant({"num_classes": 3}, secrets_of(KEY))

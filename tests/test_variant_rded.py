@@ -267,7 +267,8 @@ def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
 
     from helpers import ffcv_labels, file_bytes, wds_samples
 
-    from shardforge.variants.rded.spec import distill
+    from shardforge.catalog.variant import run_variant
+    from shardforge.variants.rded.spec import rded_variant
 
     classes = _parent_classes(demo_dataset)
     run_dir = tmp_path / "observer"
@@ -275,8 +276,7 @@ def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
     params = {"ipc": 1, "size": 32, "factor": 2, "mipc": 6, "num_crop": 2, "seed": 0,
               "observer": str(run_dir)}
     out = str(tmp_path / "rded")
-    summary = distill(demo_dataset, params, "demo-rded", out, register=False,
-                      num_actors=1, log=io.StringIO())
+    summary = run_variant(demo_dataset, rded_variant(params, num_actors=1), "demo-rded", out, register=False, log=io.StringIO())
     train = wds_samples(out, "demo-rded", "train")
     assert sorted(k for k, _, _ in train) == [f"rded-{c:04d}-0000" for c in range(10)]
     assert summary["splits"]["train"]["samples"] == 10
@@ -289,14 +289,12 @@ def test_distill_job_end_to_end(demo_dataset, ray_local, tmp_path):
     assert len(vparams["observer_sha256"]) == 64
     # the same seed again (a fresh output, other worker count) gives the same bytes
     out2 = str(tmp_path / "rded2")
-    distill(demo_dataset, params, "demo-rded", out2, register=False, num_actors=2,
-            log=io.StringIO())
+    run_variant(demo_dataset, rded_variant(params, num_actors=2), "demo-rded", out2, register=False, log=io.StringIO())
     assert file_bytes(out2) == file_bytes(out)
     # a lost class shard and summary: the rerun rebuilds them to the same bytes
     os.remove(os.path.join(out, "summary.json"))
     os.remove(os.path.join(out, "wds", "demo-rded-train-000003.tar"))
-    distill(demo_dataset, params, "demo-rded", out, register=False, num_actors=1,
-            log=io.StringIO())
+    run_variant(demo_dataset, rded_variant(params, num_actors=1), "demo-rded", out, register=False, log=io.StringIO())
     assert file_bytes(out) == file_bytes(out2)
 
 

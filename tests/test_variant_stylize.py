@@ -339,7 +339,7 @@ def test_fourier_transform_on_a_shard():
 def test_fourier_variant_end_to_end(demo_dataset, ray_local, tmp_path):
     from helpers import ffcv_labels, file_bytes, index_rows, wds_samples
 
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
 
     styles = load_style_set(BUILTIN_DEMO)
     config = StylizeConfig(method="fourier", resize=64, crop=56)
@@ -370,7 +370,7 @@ def test_adain_variant_on_actors_with_random_weights(demo_dataset, ray_local, ra
                                                      tmp_path):
     from helpers import wds_samples
 
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
 
     styles = load_style_set(BUILTIN_DEMO)
     config = StylizeConfig(method="adain", weights=random_weights, resize=40, crop=32,
@@ -386,7 +386,7 @@ def test_adain_variant_on_actors_with_random_weights(demo_dataset, ray_local, ra
 
 
 def test_job_without_weights_fails_naming_the_fix(tmp_path, capsys):
-    from shardforge.variants.stylize.job import main
+    from shardforge.cli.stylize import main
 
     rc = main(["--source", "demo", "--styles", BUILTIN_DEMO, "--weights", str(tmp_path),
                "--out", str(tmp_path / "out")])

@@ -19,7 +19,7 @@ from helpers import (
 )
 
 from shardforge.build.transform import Decoded, VariantSpec
-from shardforge.build.variant_job import run_variant
+from shardforge.catalog.variant import run_variant
 
 # Ray workers cannot import this test module: ship its transforms by value.
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])

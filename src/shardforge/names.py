@@ -10,7 +10,9 @@ value and the fix.
 
 from __future__ import annotations
 
+import difflib
 import re
+from collections.abc import Iterable
 
 #: A split or dataset name: what becomes one token of a file name (``NAME-SPLIT-000000.tar``).
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
@@ -49,3 +51,9 @@ def check_relative_path(value: object, what: str, source: str, fix: str) -> str:
                               f"dataset (each part {_RULE}, then '.ext'; no '..', no leading "
                               f"'/'); {fix}")
     return value
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """``"; did you mean: a, b?"`` for close matches of ``word`` among ``choices``, or ``""``."""
+    close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
+    return f"; did you mean: {', '.join(close)}?" if close else ""

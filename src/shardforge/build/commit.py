@@ -12,10 +12,11 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from shardforge.build.config import BETON_DIR, INDEX_FILE, REJECTS_FILE, ShardJob, beton_name
+from shardforge.build.config import ShardJob
 from shardforge.build.shard import ShardResult, shard_paths
 from shardforge.engine.faults import checkpoint
 from shardforge.formats.beton import merge_betons
+from shardforge.layout.files import BETON_DIR, INDEX_FILE, REJECTS_FILE, beton_name
 from shardforge.sources import ShardSpec
 from shardforge.storage import Location, replace_durably, resolve
 

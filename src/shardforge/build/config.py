@@ -21,12 +21,9 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything that decides an ingest's output (``ray_address``, ``strict``,
-    ``keep_parts``, ``catalog_home`` and ``register`` do not).
-
-    ``register``: record the finished build in the catalog at ``catalog_home`` (None: the
-    default home, ``$SHARDFORGE_HOME`` or ``~/.shardforge``) as ``NAME@vN``.
-    """
+    """Everything that decides an ingest's output (``ray_address``, ``strict`` and
+    ``keep_parts`` do not). Registering the result is the caller's
+    (:class:`~shardforge.build.hooks.BuildHooks`)."""
 
     source: str
     name: str
@@ -37,8 +34,6 @@ class IngestConfig:
     page_size: int = DEFAULT_PAGE_SIZE
     strict: bool = False
     ray_address: str | None = None
-    catalog_home: str | None = None
-    register: bool = True
     keep_parts: bool = False      # keep _work/*.beton after the merge (debugging)
     variant: VariantSpec | None = None   # transform the source (a parent dataset) on the way
 
@@ -75,21 +70,3 @@ def _variant_id(variant: VariantSpec | None) -> dict | None:
         return None
     return {"name": variant.name, "params": variant.params, "splits": sorted(variant.splits),
             "group_by_class": variant.group_by_class}
-
-
-def tar_name(name: str, split: str, index: int) -> str:
-    """``NAME-SPLIT-000000.tar``."""
-    return f"{name}-{split}-{index:06d}.tar"
-
-
-def beton_name(name: str, split: str) -> str:
-    """``NAME-SPLIT.beton``."""
-    return f"{name}-{split}.beton"
-
-
-WDS_DIR = "wds"
-BETON_DIR = "beton"
-WORK_DIR = "_work"
-INDEX_FILE = "index.parquet"
-REJECTS_FILE = "rejects.jsonl"
-SUMMARY_FILE = "summary.json"

@@ -7,17 +7,11 @@ are the source (labels and keys kept; one output shard per parent tar).
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
-from shardforge.build.pipeline import Param, Pipeline, register
+from shardforge.build.pipeline import BuildRequest, Param, Pipeline, register
 from shardforge.formats.beton import DEFAULT_PAGE_SIZE, check_page_size
 from shardforge.formats.image import DEFAULT_MAX_PIXELS, WRITE_MODES, ImageParams
 from shardforge.sources import KINDS
 from shardforge.sources.base import SourceOptions
-
-if TYPE_CHECKING:
-    from shardforge.catalog.builder import ResolvedCard
-    from shardforge.catalog.entry import Build
 
 PARAMS = {
     "max_res": Param((int,), 256, nullable=True,
@@ -65,23 +59,23 @@ def check(params: dict) -> None:
     check_page_size(params["page_size"])
 
 
-def build(card: ResolvedCard, parent: Build | None, out: str, ray_address: str | None) -> dict:
-    """Ingest the card's source (or the parent's WebDataset tars) into ``out``."""
+def build(request: BuildRequest) -> dict:
+    """Ingest the card's source (or the parent's WebDataset tars) into ``request.out``."""
     from shardforge.build.config import IngestConfig
     from shardforge.build.job import run_ingest
     from shardforge.storage import resolve
 
-    p = card.params
+    p, parent = request.params, request.parent
     if parent is not None:
-        source, kind = resolve(parent.out).join("wds").url, "wds"
+        source, kind = resolve(parent.location).join("wds").url, "wds"
     else:
-        source, kind = card.source_url, p["source_kind"]
+        source, kind = request.source_url, p["source_kind"]
     if source is None:
-        raise ValueError(f"card {card.name} has no source to ingest")
-    config = IngestConfig(source=source, name=card.name, out=out, image=_image(p),
+        raise ValueError(f"card {request.name} has no source to ingest")
+    config = IngestConfig(source=source, name=request.name, out=request.out, image=_image(p),
                           source_options=_options(p), source_kind=kind,
                           page_size=p["page_size"], strict=p["strict"],
-                          ray_address=ray_address, register=False)
+                          ray_address=request.ray_address)
     summary = run_ingest(config)
     if parent is not None and not summary.get("classes"):
         summary = {**summary, "classes": list(parent.classes)}  # wds tars carry labels only

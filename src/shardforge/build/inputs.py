@@ -26,6 +26,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from shardforge.models.reference import SORTED, ObserverRef
 from shardforge.storage import resolve
 
 
@@ -84,15 +85,14 @@ def tree_input(path: str, suffixes: tuple[str, ...] = ()) -> Input:
     return Input(path, "stat-sha256:" + h.hexdigest())
 
 
-def dataset_input(ref: str, catalog_home: str | None = None) -> Input:
-    """A digest of the dataset ``ref`` (catalog ``NAME[@vN]`` or location): the sha256 of
-    its ``summary.json``, which lists every file with its sha256."""
-    from shardforge.build.config import SUMMARY_FILE
-    from shardforge.layout.dataset import resolve_dataset
+def dataset_input(location: str) -> Input:
+    """A digest of the dataset at ``location``: the sha256 of its ``summary.json``, which
+    lists every file with its sha256."""
+    from shardforge.layout.dataset import dataset_location
+    from shardforge.layout.files import SUMMARY_FILE
 
-    location = resolve_dataset(ref, home=catalog_home)
-    summary = resolve(location).join(SUMMARY_FILE)
-    return Input(ref, "summary-sha256:" + summary.sha256(), summary.url)
+    summary = resolve(dataset_location(location)).join(SUMMARY_FILE)
+    return Input(location, "summary-sha256:" + summary.sha256(), summary.url)
 
 
 def recorded(inputs: Mapping[str, Input]) -> dict[str, dict]:
@@ -139,3 +139,16 @@ def changes(before: Mapping[str, Mapping] | None, now: Mapping[str, Input]) -> l
 def _short(digest: str) -> str:
     kind, _, hexdigest = digest.partition(":")
     return f"{kind} {hexdigest[:12]}…"
+
+
+def model_inputs(ref: ObserverRef, name: str) -> dict:
+    """The inputs of the model reference ``ref`` (:mod:`shardforge.models.reference`):
+    ``name`` -> the checkpoint's resolved ``state.pt`` (a run directory: its newest) or
+    the weights file, and ``name_classes`` -> a class-list file (not for ``sorted``)."""
+    if ref.is_checkpoint:
+        return {name: checkpoint_input(ref.location)}
+    assert ref.weights is not None
+    out = {name: file_input(ref.weights)}
+    if ref.classes and ref.classes != SORTED:
+        out[f"{name}_classes"] = file_input(ref.classes)
+    return out

@@ -20,14 +20,8 @@ from shardforge.build.commit import (
     write_index,
     write_rejects,
 )
-from shardforge.build.config import (
-    FORMAT_VERSION,
-    SUMMARY_FILE,
-    WDS_DIR,
-    IngestConfig,
-    ShardJob,
-    tar_name,
-)
+from shardforge.build.config import FORMAT_VERSION, IngestConfig, ShardJob
+from shardforge.build.hooks import BuildHooks
 from shardforge.build.shard import ShardResult, build_shard, shard_paths
 from shardforge.engine.cluster import ray_session
 from shardforge.engine.faults import checkpoint
@@ -35,6 +29,7 @@ from shardforge.engine.manifest import record_verifies
 from shardforge.engine.progress import Progress
 from shardforge.engine.runner import TaskFailed, run_tasks
 from shardforge.formats.image import decode_memory_bytes
+from shardforge.layout.files import SUMMARY_FILE, WDS_DIR, tar_name
 from shardforge.sources import plan_source
 from shardforge.storage import resolve
 
@@ -53,27 +48,32 @@ def _job(config: IngestConfig) -> ShardJob:
                     config.page_size, config.variant)
 
 
-def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
+def run_ingest(config: IngestConfig, log: TextIO | None = None,
+               hooks: BuildHooks | None = None) -> dict:
     """Ingest ``config.source`` into WebDataset shards, one .beton per split and an index.
 
-    Returns the summary (also written to ``OUT/summary.json``). Idempotent: shards already
+    Returns the summary (also written to ``OUT/summary.json``), passed through
+    ``hooks.after_commit`` (e.g. registered in a catalog). Idempotent: shards already
     complete are verified and reused; a finished job whose outputs verify is not redone.
-    Raises :class:`RejectsInStrictMode` when ``config.strict`` and any input was rejected.
+    A finished build of other inputs at ``config.out`` is replaced only when
+    ``hooks.before_rewrite`` allows it. Raises :class:`RejectsInStrictMode` when
+    ``config.strict`` and any input was rejected.
     """
     log = log if log is not None else sys.stderr
+    hooks = hooks if hooks is not None else BuildHooks()
     started = time.monotonic()
     plan = _plan(config)
     job = _job(config)
     job_hash = hashlib.sha256("".join(job.spec_hash(s) for s in plan.shards).encode()).hexdigest()
     previous = _verified_summary(config, job_hash)
     if previous is None:
-        _refuse_to_rewrite_another_build(config, job_hash)
+        _guard_another_build(config, job_hash, hooks)
     if previous is not None:
         print(f"{config.name}: already built with these inputs and parameters "
               f"({resolve(config.out).join(SUMMARY_FILE).url}); nothing to do", file=log)
         if not config.keep_parts:
             _delete_parts(job, plan.shards)     # a run killed while deleting them
-        return _register(config, previous, log)
+        return hooks.committed(previous)
     print(f"{config.name}: {len(plan.shards)} shards from {plan.kind} source {config.source} "
           f"-> {config.out}", file=log)
     resolve(config.out).makedirs()
@@ -113,7 +113,7 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None) -> dict:
         json.dumps(summary, indent=2, sort_keys=True).encode())
     if not config.keep_parts:
         _delete_parts(job, plan.shards)
-    return _register(config, summary, log)
+    return hooks.committed(summary)
 
 
 def _plan(config: IngestConfig):
@@ -148,23 +148,6 @@ def task_memory(max_pixels: int) -> int:
     nodes = [n.get("Resources", {}).get("memory", 0) for n in ray.nodes() if n.get("Alive")]
     largest = int(max(nodes, default=0))
     return min(wanted, largest) if largest > 0 else wanted
-
-
-def _register(config: IngestConfig, summary: dict, log: TextIO) -> dict:
-    """Register the committed build in the catalog (unless ``config.register`` is off);
-    the returned summary carries its ``NAME@vN`` under ``"catalog"``."""
-    if not config.register:
-        return summary
-    from shardforge.catalog import RegistrationError, register_build
-
-    try:
-        build = register_build(config.catalog_home, config.name, summary)
-    except RegistrationError as exc:
-        raise RegistrationError(
-            f"{exc} (the data is committed at {summary['out']}: register it later with "
-            f"`shardforge catalog register {summary['out']}`)") from exc
-    print(f"{config.name}: registered in the catalog as {build.ref}", file=log)
-    return {**summary, "catalog": build.ref}
 
 
 def _delete_parts(job: ShardJob, specs) -> None:
@@ -220,11 +203,10 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
     }
 
 
-def _refuse_to_rewrite_another_build(config: IngestConfig, job_hash: str) -> None:
+def _guard_another_build(config: IngestConfig, job_hash: str, hooks: BuildHooks) -> None:
     """A finished build of other inputs or parameters at ``config.out`` is rewritten only
-    when no catalog build points there (:func:`shardforge.catalog.lookup.refuse_to_rewrite`)."""
-    from shardforge.catalog.lookup import refuse_to_rewrite
-
+    when ``hooks.before_rewrite`` allows it (the catalog's refuses while a registered build
+    points there)."""
     try:
         recorded = json.loads(resolve(config.out).join(SUMMARY_FILE).read_bytes())
     except (OSError, ValueError):
@@ -232,8 +214,7 @@ def _refuse_to_rewrite_another_build(config: IngestConfig, job_hash: str) -> Non
     if not isinstance(recorded, dict):
         return      # a damaged summary: no finished build to protect
     if recorded.get("job_hash") != job_hash:
-        refuse_to_rewrite(config.out, config.catalog_home,
-                          f"other inputs or parameters (job hash "
+        hooks.guard(config.out, f"other inputs or parameters (job hash "
                           f"{str(recorded.get('job_hash'))[:12]}, now {job_hash[:12]})")
 
 

@@ -3,11 +3,11 @@
 A card names its pipeline; :func:`registered` gives its :class:`Pipeline`, whose
 ``params`` schema validates the card and whose ``build`` makes the dataset::
 
-    build(card: ResolvedCard, parent: Build | None, out: str, ray_address: str | None) -> dict
+    build(request: BuildRequest) -> dict
 
-``build`` writes the dataset under ``out`` (a local path or s3:// URL), running its work
-as Ray tasks on the Ray runtime the caller has started (``ray_address`` is the cluster,
-for builds that start their own jobs), and returns the build's summary in the
+``build`` writes the dataset under ``request.out`` (a local path or s3:// URL), running its
+work as Ray tasks on the Ray runtime the caller has started (``ray_address`` is the
+cluster, for builds that start their own jobs), and returns the build's summary in the
 ``summary.json`` layout of an ingest (see :mod:`shardforge.build.job`). It must raise on
 failure; the caller registers the summary in the catalog only when ``build`` returns.
 
@@ -29,15 +29,59 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from shardforge.catalog.entry import FORMATS
-from shardforge.catalog.errors import CatalogError, did_you_mean
+from shardforge.build.secrets import Secrets
+from shardforge.layout.files import FORMATS
+from shardforge.names import did_you_mean
 
 if TYPE_CHECKING:
     from shardforge.build.inputs import Input
-    from shardforge.catalog.builder import ResolvedCard
-    from shardforge.catalog.entry import Build
 
-BuildFn = Callable[["ResolvedCard", "Build | None", str, "str | None"], dict]
+
+class UnknownPipeline(ValueError):
+    """A pipeline name nobody registered (the message names the registered ones)."""
+
+
+@dataclass(frozen=True)
+class ParentDataset:
+    """The parent a build reads: its location (holding ``summary.json``), its catalog
+    reference ``NAME@vN`` when it came from the catalog (else None), its class names."""
+
+    location: str
+    ref: str | None
+    classes: tuple[str, ...]
+
+
+#: ``(recipe config path, dataset location, runs directory, run name) -> run directory``:
+#: trains a recipe (reusing a finished run of the same content) and returns its run. Passed
+#: down by the CLI layer (which may import training) so a pipeline can train a
+#: ``recipe:CONFIG`` teacher without importing training itself.
+TrainRecipe = Callable[[str, str, str, str], str]
+
+
+@dataclass(frozen=True)
+class BuildRequest:
+    """Everything a pipeline's ``build`` receives, and nothing of the catalog.
+
+    ``params``: every parameter (defaults applied, ``${VAR}`` expanded); ``secrets``: secret
+    values by name (``repr`` shows fingerprints only); ``parent``: the parent dataset of a
+    ``dataset`` source; ``source_url``: the location to read for ``path`` and ``demo``
+    sources; ``inputs``: content digests of the files the parameters name
+    (:mod:`shardforge.build.inputs`); ``train_recipe``: see :data:`TrainRecipe` (None:
+    ``recipe:`` references are refused, naming the fix).
+    """
+
+    name: str
+    params: Mapping[str, Any]
+    out: str
+    secrets: Secrets = field(default_factory=Secrets)
+    parent: ParentDataset | None = None
+    source_url: str | None = None
+    ray_address: str | None = None
+    inputs: Mapping[str, Input] = field(default_factory=dict)
+    train_recipe: TrainRecipe | None = None
+
+
+BuildFn = Callable[[BuildRequest], dict]
 InputsFn = Callable[[dict], "Mapping[str, Input]"]
 
 
@@ -58,6 +102,9 @@ class Param:
     choices: tuple | None = None
     nullable: bool = False
     help: str = ""
+    #: The value may name a catalog dataset (``NAME[@vN]``): whoever holds the catalog
+    #: resolves it to the dataset's location before the pipeline sees it.
+    dataset: bool = False
 
     @property
     def required(self) -> bool:
@@ -144,13 +191,13 @@ def register(pipeline: Pipeline) -> Pipeline:
 
 
 def registered(name: str) -> Pipeline:
-    """The registered pipeline called ``name``; CatalogError naming close matches when
-    unknown. Only what has been imported is registered: the catalog loads every plug-in
+    """The registered pipeline called ``name``; :class:`UnknownPipeline` naming close
+    matches when unknown. Only what has been imported is registered: the catalog loads every plug-in
     first (:func:`shardforge.catalog.pipelines.get_pipeline`)."""
     try:
         return _REGISTRY[name]
     except KeyError:
-        raise CatalogError(f"unknown pipeline {name!r}; pipelines: "
+        raise UnknownPipeline(f"unknown pipeline {name!r}; pipelines: "
                            f"{', '.join(sorted(_REGISTRY))}{did_you_mean(name, _REGISTRY)}"
                            ) from None
 

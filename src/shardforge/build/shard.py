@@ -26,7 +26,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from PIL import Image
 
-from shardforge.build.config import WDS_DIR, WORK_DIR, ShardJob, tar_name
+from shardforge.build.config import ShardJob
 from shardforge.build.guard import SampleGuard, label_problem, transform_isolating
 from shardforge.build.transform import Decoded
 from shardforge.engine.cluster import node_id
@@ -45,6 +45,7 @@ from shardforge.formats.image import (
     resize_max_side,
 )
 from shardforge.formats.wds import png_bytes, sample_members, write_tar
+from shardforge.layout.files import WDS_DIR, WORK_DIR, tar_name
 from shardforge.sources import RawSample, Reject, ShardSpec, read_shard
 from shardforge.storage import Location, replace_durably, resolve
 

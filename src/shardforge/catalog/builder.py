@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import TextIO
 
 from shardforge.build.inputs import Input, changes, digests, inputs_key, recorded
-from shardforge.build.pipeline import Pipeline
+from shardforge.build.pipeline import BuildRequest, ParentDataset, Pipeline, TrainRecipe
 from shardforge.build.secrets import MIN_SECRET_CHARS, Secrets
 from shardforge.catalog.cards import Card, expand, find_cards_dir, load_cards
 from shardforge.catalog.entry import Build, parse_ref
@@ -44,14 +44,14 @@ from shardforge.catalog.errors import (
     CatalogError,
     PipelineNotImplemented,
     UnknownDataset,
-    did_you_mean,
 )
 from shardforge.catalog.home import resolve_home
-from shardforge.catalog.lookup import get
+from shardforge.catalog.lookup import get, locate_if_named
 from shardforge.catalog.pipelines import get_pipeline
 from shardforge.catalog.register import register_build
 from shardforge.catalog.store import Store
 from shardforge.catalog.verifier import verify_build
+from shardforge.names import did_you_mean
 from shardforge.storage import replace_durably
 
 CARD_HASH_VERSION = 1
@@ -60,7 +60,8 @@ DEMO_MARKER = ".demo-spec.json"
 
 @dataclass(frozen=True)
 class ResolvedCard:
-    """A card ready to build: what a pipeline's build function receives.
+    """A card ready to build (the builder's own record; the pipeline receives a
+    :class:`~shardforge.build.pipeline.BuildRequest` made from it).
 
     ``params``: every parameter (defaults applied, ``${VAR}`` expanded). ``secrets``:
     secret values by name (``repr`` shows fingerprints only). ``source_url``: the location
@@ -85,7 +86,8 @@ def build_dataset(name: str, *, home: str | os.PathLike | None = None,
                   cards_dir: str | os.PathLike | None = None,
                   sources: Mapping[str, str] | None = None, out_root: str | None = None,
                   ray_address: str | None = None, rebuild: bool = False,
-                  dry_run: bool = False, log: TextIO | None = None) -> Build | None:
+                  dry_run: bool = False, log: TextIO | None = None,
+                  train_recipe: TrainRecipe | None = None) -> Build | None:
     """Build (or reuse) the dataset of card ``name`` and return its catalog entry.
 
     ``sources`` maps card names to source locations, overriding their ``source.path``.
@@ -94,7 +96,8 @@ def build_dataset(name: str, *, home: str | os.PathLike | None = None,
     reused). ``dry_run`` builds nothing and returns the build that would be reused, or
     None when something would be built. Raises :class:`CardError`,
     :class:`PipelineNotImplemented` or :class:`UnknownDataset` before any work when the
-    request cannot be served.
+    request cannot be served. ``train_recipe`` trains a ``recipe:CONFIG`` model a card
+    names (see :class:`~shardforge.build.pipeline.BuildRequest`); the CLI passes training's.
     """
     cards = load_cards(find_cards_dir(cards_dir))
     sources = dict(sources or {})
@@ -111,6 +114,7 @@ def build_dataset(name: str, *, home: str | os.PathLike | None = None,
     builder = _Builder(cards, home_path, sources, out_root or str(home_path), ray_address,
                        log if log is not None else sys.stderr)
     builder.dry_run = dry_run
+    builder.train_recipe = train_recipe
     with builder.ray:
         return builder.ensure(name, (), top=True, dry=dry_run, rebuild=rebuild)
 
@@ -124,6 +128,7 @@ class _Builder:
         self.ray = contextlib.ExitStack()
         self._ray_started = False
         self.dry_run = False
+        self.train_recipe: TrainRecipe | None = None
 
     def ensure(self, name: str, chain: tuple[str, ...], *, top: bool, dry: bool,
                rebuild: bool = False) -> Build | None:
@@ -149,7 +154,8 @@ class _Builder:
         resolved_params = self._params(card, pipeline)
         secrets = _read_secrets(card)
         card_hash = _card_hash(card, resolved_params, secrets)
-        inputs = _inputs(card, pipeline, resolved_params)     # before building a parent
+        located = self._located(resolved_params, pipeline)
+        inputs = _inputs(card, pipeline, located)     # before building a parent
         parent: Build | None = None
         source_url: str | None = None
         if card.source_kind == "dataset":
@@ -200,6 +206,11 @@ class _Builder:
         params = pipeline.with_defaults(card.params)
         return {k: expand(v, card.file, f"pipeline.params.{k}") if isinstance(v, str) else v
                 for k, v in params.items()}
+
+    def _located(self, params: dict, pipeline: Pipeline) -> dict:
+        """``params`` with every dataset-naming parameter (``Param.dataset``) that holds a
+        catalog name replaced by that dataset's location (what the pipeline reads)."""
+        return located_params(params, pipeline, self.home)
 
     def _parent(self, card: Card, chain: tuple[str, ...], dry: bool) -> Build | None:
         ref = card.parent
@@ -315,7 +326,14 @@ class _Builder:
         print(f"{card.name}: building with pipeline {pipeline.name} from {origin} -> {out}",
               file=self.log)
         assert pipeline.build is not None
-        summary = pipeline.build(resolved, parent, out, self.ray_address)
+        request = BuildRequest(
+            name=card.name, params=self._located(resolved.params, pipeline), out=out,
+            secrets=resolved.secrets, source_url=resolved.source_url,
+            parent=None if parent is None else ParentDataset(parent.out, parent.ref,
+                                                             tuple(parent.classes)),
+            ray_address=self.ray_address, inputs=resolved.inputs,
+            train_recipe=self.train_recipe)
+        summary = pipeline.build(request)
         summary = _only_formats(card, summary)
         # A variant records what its card cannot say (e.g. a teacher's sha256): keep both.
         params = {**resolved.params, **summary.get("variant", {}).get("params", {})}
@@ -433,3 +451,11 @@ def _only_formats(card: Card, summary: dict) -> dict:
 def _normalise(url: str) -> str:
     return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
+
+def located_params(params: Mapping, pipeline: Pipeline, home: str | os.PathLike | None) -> dict:
+    """``params`` with each ``Param.dataset`` value that is a catalog name replaced by the
+    location of that build in the catalog at ``home`` (:func:`locate_if_named`)."""
+    return {name: locate_if_named(value, home)
+            if name in pipeline.params and pipeline.params[name].dataset
+            and isinstance(value, str) else value
+            for name, value in params.items()}

@@ -32,8 +32,9 @@ from typing import Any
 import yaml
 
 from shardforge.catalog.entry import NAME_RE, Ref, parse_ref
-from shardforge.catalog.errors import CardError, CatalogError, did_you_mean
+from shardforge.catalog.errors import CardError, CatalogError
 from shardforge.catalog.pipelines import get_pipeline, pipeline_names
+from shardforge.names import did_you_mean
 
 CARD_FIELDS = ("name", "description", "source", "pipeline", "formats", "licence", "citation")
 REQUIRED_FIELDS = ("name", "description", "source", "pipeline", "licence")

@@ -9,7 +9,6 @@ from shardforge.catalog.errors import CatalogError
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 _VERSION_RE = re.compile(r"^v?([1-9][0-9]*)$")
-FORMATS = ("wds", "beton")
 
 
 @dataclass(frozen=True)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
-from collections.abc import Iterable
-
 
 class CatalogError(ValueError):
     """A catalog request that cannot be served as asked (the CLI exits 2 with the message)."""
@@ -28,9 +25,3 @@ class PipelineNotImplemented(CatalogError):
 
 class RegistrationError(CatalogError):
     """A summary that cannot be registered, or a catalog database that cannot be written."""
-
-
-def did_you_mean(word: str, choices: Iterable[str]) -> str:
-    """``"; did you mean: a, b?"`` for close matches of ``word`` among ``choices``, or ``""``."""
-    close = difflib.get_close_matches(word, sorted(set(choices)), n=3, cutoff=0.6)
-    return f"; did you mean: {', '.join(close)}?" if close else ""

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 
-from shardforge.catalog.entry import FORMATS, Build, Ref, parse_ref
-from shardforge.catalog.errors import CatalogError, UnknownDataset, did_you_mean
+from shardforge.catalog.entry import Build, Ref, parse_ref
+from shardforge.catalog.errors import CatalogError, UnknownDataset
 from shardforge.catalog.store import Store
+from shardforge.layout.files import FORMATS
+from shardforge.names import did_you_mean
 
 Home = str | os.PathLike | None
 
@@ -100,3 +103,35 @@ def lineage(ref: str | Ref, home: Home = None) -> list[Build]:
                                  f"this catalog ({exc})") from exc
         seen.add(parent)
     return chain
+
+
+def resolve_dataset(ref: str, home: Home = None) -> str:
+    """The storage location (path or URL) of the dataset ``ref`` names.
+
+    ``ref`` is either a location holding a ``summary.json`` (returned unchanged) or a
+    catalog name ``NAME[@VERSION]`` (latest version by default; ``home`` is the catalog
+    root, default ``$SHARDFORGE_HOME`` or ``~/.shardforge``). Raises
+    :class:`~shardforge.layout.dataset.DatasetNotFoundError` naming both lookups when
+    neither finds it.
+    """
+    from shardforge.layout.dataset import DatasetNotFoundError, dataset_location
+
+    if "://" in ref or os.path.sep in ref or os.path.exists(ref):
+        return dataset_location(ref)
+    try:
+        return get(ref, home=home).out
+    except CatalogError as exc:
+        raise DatasetNotFoundError(f"{ref!r} is neither a dataset directory nor a catalog "
+                                   f"dataset: {exc}") from exc
+
+
+_CATALOG_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*(@v[0-9]+)?$")
+
+
+def locate_if_named(value: str, home: Home = None) -> str:
+    """``value`` when it is a location (or anything but a catalog name, e.g.
+    ``builtin:demo``); the location of the catalog build it names when it is a catalog
+    name ``NAME[@vN]`` that is not also an existing path."""
+    if _CATALOG_NAME.match(value) and not os.path.exists(value):
+        return resolve_dataset(value, home)
+    return value

@@ -7,7 +7,8 @@ this module imports the ``ingest`` pipeline and every variant package
 
 from __future__ import annotations
 
-from shardforge.build.pipeline import Pipeline, registered, registered_names
+from shardforge.build.pipeline import Pipeline, UnknownPipeline, registered, registered_names
+from shardforge.catalog.errors import CatalogError
 
 
 def load_pipelines() -> None:
@@ -21,7 +22,10 @@ def load_pipelines() -> None:
 def get_pipeline(name: str) -> Pipeline:
     """The pipeline called ``name``; CatalogError naming close matches when unknown."""
     load_pipelines()
-    return registered(name)
+    try:
+        return registered(name)
+    except UnknownPipeline as exc:
+        raise CatalogError(str(exc)) from None
 
 
 def pipeline_names() -> list[str]:

@@ -108,14 +108,14 @@ def ingest_config_from_args(args: argparse.Namespace):
     return IngestConfig(source=args.source, name=args.name, out=args.out, image=image,
                         source_options=options, source_kind=args.source_kind,
                         page_size=args.page_size, strict=args.strict,
-                        ray_address=args.ray_address, keep_parts=args.keep_parts,
-                        catalog_home=args.home, register=not args.no_register)
+                        ray_address=args.ray_address, keep_parts=args.keep_parts)
 
 
 def run_ingest_command(args: argparse.Namespace) -> int:
     """Run an ingest from parsed arguments; print the summary; return the exit code."""
-    from shardforge.build.job import JobFailed, RejectsInStrictMode, format_summary, run_ingest
+    from shardforge.build.job import JobFailed, RejectsInStrictMode, format_summary
     from shardforge.catalog import RegistrationError
+    from shardforge.catalog.ingest import ingest
     from shardforge.storage import resolve
 
     try:
@@ -126,7 +126,7 @@ def run_ingest_command(args: argparse.Namespace) -> int:
         print(f"shardforge ingest: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     try:
-        summary = run_ingest(config)
+        summary = ingest(config, home=args.home, register=not args.no_register)
     except RejectsInStrictMode as exc:
         print(f"shardforge ingest: {exc}", file=sys.stderr)
         return 1

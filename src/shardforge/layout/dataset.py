@@ -16,7 +16,6 @@ the absolute URLs recorded in ``summary.json``), so a dataset copied elsewhere s
 from __future__ import annotations
 
 import json
-import os
 import posixpath
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,7 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from shardforge.build.config import INDEX_FILE, SUMMARY_FILE, WDS_DIR
+from shardforge.layout.files import INDEX_FILE, SUMMARY_FILE, WDS_DIR
 from shardforge.names import check_file_name, check_name, check_relative_path
 from shardforge.storage import Location, resolve
 
@@ -42,29 +41,19 @@ class DatasetIndexError(ValueError):
     """``index.parquet`` is missing columns, or disagrees with the shards given."""
 
 
-def resolve_dataset(ref: str, home: str | None = None) -> str:
-    """The storage location (path or URL) of the dataset ``ref`` names.
+def dataset_location(location: str) -> str:
+    """``location`` when it holds a shardforge dataset (a ``summary.json``).
 
-    ``ref`` is either a location holding a ``summary.json`` (returned unchanged) or a
-    catalog name ``NAME[@VERSION]`` (latest version by default; ``home`` is the catalog
-    root, default ``$SHARDFORGE_HOME`` or ``~/.shardforge``). Raises
-    :class:`DatasetNotFoundError` naming both lookups when neither finds it.
+    :class:`DatasetNotFoundError` naming the fix otherwise. Catalog names (``NAME@vN``) are
+    resolved by the catalog (:func:`shardforge.catalog.lookup.resolve_dataset`), above.
     """
-    if "://" in ref or os.path.sep in ref or os.path.exists(ref):
-        loc = resolve(ref).join(SUMMARY_FILE)
-        if loc.exists():
-            return ref
-        raise DatasetNotFoundError(
-            f"{ref!r} is not a shardforge dataset: {loc.url} does not exist. Give the --out "
-            "location of a finished `shardforge ingest` or a catalog name")
-    from shardforge import catalog
-    from shardforge.catalog.errors import CatalogError
-
-    try:
-        return catalog.get(ref, home=home).out
-    except CatalogError as exc:
-        raise DatasetNotFoundError(f"{ref!r} is neither a dataset directory nor a catalog "
-                                   f"dataset: {exc}") from exc
+    loc = resolve(location).join(SUMMARY_FILE)
+    if loc.exists():
+        return location
+    raise DatasetNotFoundError(
+        f"{location!r} is not a shardforge dataset: {loc.url} does not exist. Give the --out "
+        "location of a finished `shardforge ingest` or build (a catalog name is resolved by "
+        "the catalog: `shardforge catalog show NAME` prints its location)")
 
 
 @dataclass(frozen=True)
@@ -116,11 +105,11 @@ class DatasetRef:
 
 
 def open_dataset(path_or_url: str | DatasetRef) -> DatasetRef:
-    """Open the dataset at ``path_or_url`` (see :func:`resolve_dataset`); reads
+    """Open the dataset at ``path_or_url`` (see :func:`dataset_location`); reads
     ``summary.json`` and ``index.parquet``. A :class:`DatasetRef` is returned as is."""
     if isinstance(path_or_url, DatasetRef):
         return path_or_url
-    root = resolve(resolve_dataset(path_or_url))
+    root = resolve(dataset_location(path_or_url))
     summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
     where, fix = f"{root.url}/{SUMMARY_FILE}", "re-run the ingest that wrote this dataset"
     index_loc = root.join(check_relative_path(summary.get("index", {}).get("path", INDEX_FILE),

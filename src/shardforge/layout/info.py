@@ -6,7 +6,7 @@ import dataclasses
 import json
 from dataclasses import asdict, dataclass, field
 
-from shardforge.build.config import SUMMARY_FILE
+from shardforge.layout.files import SUMMARY_FILE
 from shardforge.names import check_name, check_relative_path
 from shardforge.storage import resolve
 
@@ -52,21 +52,15 @@ class DatasetInfo:
                    reinforce=data.get("reinforce"))
 
 
-def dataset_location(ref: str) -> str:
-    """The location of the dataset ``ref`` names: a catalog name ``NAME[@vN]`` or an ingest
-    output directory/URL (see :func:`shardforge.stream.resolve_dataset`, whose
-    ``DatasetNotFoundError`` names ``ref`` when neither finds it)."""
-    from shardforge.layout.dataset import resolve_dataset
-
-    return str(resolve_dataset(ref))
-
-
-def load_dataset_info(ref: str) -> DatasetInfo:
-    """Resolve ``ref`` (:func:`dataset_location`) and read its ``summary.json``.
+def load_dataset_info(location: str) -> DatasetInfo:
+    """Read the ``summary.json`` of the dataset at ``location`` (a catalog name is resolved
+    first by the caller: :func:`shardforge.catalog.lookup.resolve_dataset`).
 
     A reinforced dataset (``pipelines/reinforce.py``) gives its parent's info (the images
     it replays) under its own name, with ``reinforce`` set."""
-    root = resolve(dataset_location(ref))
+    from shardforge.layout.dataset import dataset_location
+
+    root = resolve(dataset_location(location))
     summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
     if "reinforce" in summary:
         parent = load_dataset_info(summary["parent_out"])

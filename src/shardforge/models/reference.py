@@ -84,7 +84,7 @@ def _checkpoint_classes(state: dict, location: str) -> tuple[str, ...]:
         return tuple(classes)
     dataset = state.get("dataset")
     if dataset:
-        from shardforge.build.config import SUMMARY_FILE
+        from shardforge.layout.files import SUMMARY_FILE
 
         summary = json.loads(resolve(dataset).join(SUMMARY_FILE).read_bytes())
         if summary.get("classes"):
@@ -147,21 +147,6 @@ def check_class_order(observer_classes: tuple[str, ...] | list[str],
 
 def _short(names: list[str], k: int = 6) -> str:
     return "[" + ", ".join(names[:k]) + (", ...]" if len(names) > k else "]")
-
-
-def observer_inputs(ref: ObserverRef, name: str) -> dict:
-    """The catalog inputs (:mod:`shardforge.build.inputs`) of what ``ref`` loads:
-    ``name`` -> the checkpoint's resolved ``state.pt`` (a run directory: its newest) or
-    the weights file, and ``name_classes`` -> a class-list file (not for ``sorted``)."""
-    from shardforge.build.inputs import checkpoint_input, file_input
-
-    if ref.is_checkpoint:
-        return {name: checkpoint_input(ref.location)}
-    assert ref.weights is not None
-    out = {name: file_input(ref.weights)}
-    if ref.classes and ref.classes != SORTED:
-        out[f"{name}_classes"] = file_input(ref.classes)
-    return out
 
 
 def observer_identity(ref: ObserverRef) -> dict:

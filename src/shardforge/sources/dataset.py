@@ -35,9 +35,9 @@ KIND = "dataset"
 
 
 def _open(url: str):
-    from shardforge.layout.dataset import open_dataset, resolve_dataset
+    from shardforge.layout.dataset import dataset_location, open_dataset
 
-    return open_dataset(resolve_dataset(url))
+    return open_dataset(dataset_location(url))
 
 
 def _items(index, rows: np.ndarray) -> tuple:

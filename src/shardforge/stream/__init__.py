@@ -4,7 +4,7 @@
   (:mod:`shardforge.layout.dataset`): summary + index of an ingest output, local or ``s3://``;
 * :func:`make_loader`, :class:`WdsStream`, :class:`WdsLoader` (:mod:`.wds_loader`):
   WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch;
-* :class:`RandomResizedCrop`, :class:`CenterCrop` (:mod:`.decode`): crop-first decoding
+* :class:`RandomResizedCrop`, :class:`CenterCrop` (:mod:`shardforge.formats.decode`): crop-first decoding
   with DCT-domain downscaling.
 
 Names are imported lazily, so ``import shardforge.stream`` does not import torch.
@@ -18,12 +18,13 @@ from typing import Any
 _EXPORTS = {
     "DatasetRef": "shardforge.layout.dataset", "SplitIndex": "shardforge.layout.dataset",
     "open_dataset": "shardforge.layout.dataset", "open_shards": "shardforge.layout.dataset",
-    "resolve_dataset": "shardforge.layout.dataset",
+    "resolve_dataset": "shardforge.catalog.lookup",
     "DatasetNotFoundError": "shardforge.layout.dataset",
     "DatasetIndexError": "shardforge.layout.dataset",
     "WdsStream": "wds_loader", "WdsLoader": "wds_loader", "make_loader": "wds_loader",
     "IntegrityError": "repair", "CorruptSampleError": "faults", "FaultReport": "faults",
-    "RandomResizedCrop": "decode", "CenterCrop": "decode", "DecodeError": "decode",
+    "RandomResizedCrop": "shardforge.formats.decode", "CenterCrop": "shardforge.formats.decode",
+    "DecodeError": "shardforge.formats.decode",
     "ShardReadError": "shardforge.layout.reader",
 }
 

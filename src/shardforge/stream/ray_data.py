@@ -91,7 +91,7 @@ def preprocess_batch(batch: dict[str, np.ndarray], train: bool, res: int,
     """
     import cv2
 
-    from shardforge.stream.decode import CenterCrop, DecodeError, RandomResizedCrop, decode_crop
+    from shardforge.formats.decode import CenterCrop, DecodeError, RandomResizedCrop, decode_crop
     from shardforge.stream.faults import CorruptSampleError, check_policy, fix
 
     check_policy(on_corrupt)

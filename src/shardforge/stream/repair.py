@@ -12,9 +12,9 @@ import posixpath
 import cv2
 import numpy as np
 
+from shardforge.formats.decode import DecodeError, decode_crop
 from shardforge.layout.dataset import DatasetRef, SplitIndex
 from shardforge.layout.reader import RangeReader
-from shardforge.stream.decode import DecodeError, decode_crop
 from shardforge.stream.faults import (
     CHECKSUM,
     CorruptSampleError,

@@ -213,7 +213,7 @@ class ReplayStream(WdsStream):
     def __init__(self, parent: DatasetRef | str, stored: ReinforcedSplit, policy,
                  num_classes: int, split: str = "train", batch_size: int = 256, *,
                  p_reinforce: float = P_REINFORCE, **kwargs) -> None:
-        from shardforge.stream.decode import CenterCrop
+        from shardforge.formats.decode import CenterCrop
 
         kwargs.setdefault("transform", CenterCrop(policy.size))   # sizes only; unused
         super().__init__(open_dataset(parent), split, batch_size, with_ids=True, **kwargs)

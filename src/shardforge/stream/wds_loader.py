@@ -22,7 +22,7 @@ in order whatever ``num_workers`` is.
 
 Images are read by byte range from the tars (``index.parquet`` gives shard, offset,
 size), a batch's reads grouped per tar, and decoded crop-first with DCT-domain downscaling
-(:mod:`shardforge.stream.decode`).
+(:mod:`shardforge.formats.decode`).
 
 Integrity: at construction every tar of the split is checked to exist with the size
 ``summary.json`` records (at least the size the index needs); each sample's bytes are
@@ -52,16 +52,16 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
-from shardforge.layout.dataset import DatasetRef, SplitIndex, open_dataset
-from shardforge.layout.reader import RangeReader, shard_min_sizes
-from shardforge.layout.reader import check_shards as check_shards_fn
-from shardforge.stream.decode import (
+from shardforge.formats.decode import (
     BatchTransform,
     CenterCrop,
     DecodeError,
     RandomResizedCrop,
     decode_crop,
 )
+from shardforge.layout.dataset import DatasetRef, SplitIndex, open_dataset
+from shardforge.layout.reader import RangeReader, shard_min_sizes
+from shardforge.layout.reader import check_shards as check_shards_fn
 from shardforge.stream.faults import (
     CHECKSUM,
     MAX_KEYS,
@@ -108,8 +108,8 @@ class WdsStream(SampleRepair, IterableDataset):
     ``dataset``: a :class:`DatasetRef` or a dataset location (opened with
     :func:`open_dataset`). ``rank``/``world_size`` default to ``torch.distributed``'s (or
     0/1). ``seed`` must be the same on every rank. ``transform``: a
-    :class:`~shardforge.stream.decode.RandomResizedCrop` /
-    :class:`~shardforge.stream.decode.CenterCrop` (or anything with their ``output_size``,
+    :class:`~shardforge.formats.decode.RandomResizedCrop` /
+    :class:`~shardforge.formats.decode.CenterCrop` (or anything with their ``output_size``,
     ``plan`` and ``dct``); default ``RandomResizedCrop(224)`` for split ``"train"``, else
     ``CenterCrop(224)``. ``order``: ``"global"`` (uniform permutation, default),
     ``"shards"`` (shards permuted, then samples shuffled within windows of ``window``

@@ -187,7 +187,7 @@ class WdsEpochData(EpochData):
 
     def __init__(self, cfg: TrainConfig, info: DatasetInfo, session: Session,
                  channels_last: bool) -> None:
-        from shardforge.stream.decode import CenterCrop
+        from shardforge.formats.decode import CenterCrop
         from shardforge.stream.wds_loader import make_loader
 
         for split in ("train", "val"):
@@ -217,7 +217,7 @@ class WdsEpochData(EpochData):
                            transform=self._crop(res), persistent_workers=True, **self.common)
 
     def _crop(self, res: int):
-        from shardforge.stream.decode import RandomResizedCrop
+        from shardforge.formats.decode import RandomResizedCrop
 
         return RandomResizedCrop(res, scale=self.cfg.training.crop_scale)
 

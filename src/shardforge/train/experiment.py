@@ -72,6 +72,13 @@ def train_recipe(config: str, data: str, storage: str, name: str, *,
     return RunResult(plan.run_dir, history[-1])
 
 
+
+def recipe_run_dir(config: str, data: str, storage: str, name: str) -> str:
+    """:func:`train_recipe` with the defaults, returning the run directory: the
+    :data:`~shardforge.build.pipeline.TrainRecipe` the CLI hands to builds that train a
+    ``recipe:`` teacher."""
+    return train_recipe(config, data, storage, name).run_dir
+
 def plan_identity(plan: RunPlan) -> dict:
     """What decides a run's result: its effective config (recipe + overrides, adjusted to
     the dataset, paths absolute) and the dataset's location, in JSON form."""

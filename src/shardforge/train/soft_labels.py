@@ -23,14 +23,14 @@ def export_soft_labels(checkpoint: str, data: str, out: str, *, split: str = "tr
     sample at ``beton_index`` ``i``. Returns ``{"rows", "classes", "path"}``.
     Raises ValueError when the checkpoint's classes differ from the dataset's.
     """
-    from shardforge.layout.info import dataset_location
+    from shardforge.catalog.lookup import resolve_dataset
+    from shardforge.formats.decode import CenterCrop
     from shardforge.models.checkpoint import load_state, model_from_state
-    from shardforge.stream.decode import CenterCrop
     from shardforge.stream.ray_data import to_model_input
     from shardforge.stream.wds_loader import make_loader
 
     state = load_state(checkpoint)
-    location = dataset_location(data)
+    location = resolve_dataset(data)
     val_cfg = state.get("config", {}).get("validation", {})
     res = res or int(val_cfg.get("res", 224))
     crop_ratio = crop_ratio or float(val_cfg.get("crop_ratio", 224 / 256))

@@ -1,22 +1,20 @@
-"""The ``distill`` job: a parent dataset distilled with RDED (or the random baseline).
+"""The ``distill`` pipeline: a parent dataset distilled with RDED (or the random baseline).
 
-:func:`distill` is what ``pipelines/distill.py`` and the catalog's ``distill`` pipeline
-(:data:`PIPELINE`, cards ``datasets/*-rded-*.yaml``) run: resolve the parent, check the
-observer's class order against the parent's, then run the variant engine (one shard per
-class of the train split, resumable per class; val copied unchanged; both formats) and
-register the result with lineage and the observer's identity (file + sha256 in params).
+Parameters declared once (:data:`PARAMS`: cards, the job CLI and validation), the observer
+as an input, and :func:`rded_variant`: check the observer's class order against the
+parent's, then run the variant engine (one shard per class of the train split, resumable
+per class; val copied unchanged; both formats). The catalog registers the result with
+lineage and the observer's identity (file + sha256 in params).
 """
 
 from __future__ import annotations
 
 import json
-import sys
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable, Mapping
+from typing import Any
 
-from shardforge.build.pipeline import Param, Pipeline, register
+from shardforge.build.pipeline import BuildRequest, Param, ParentDataset, Pipeline, register
 from shardforge.build.transform import VariantSpec
-from shardforge.build.variant_job import default_out
 from shardforge.models.reference import check_class_order, load_observer
 from shardforge.variants.rded.transform import (
     DEFAULT_MIPC,
@@ -27,10 +25,6 @@ from shardforge.variants.rded.transform import (
     observer_ref,
     rded_params,
 )
-
-if TYPE_CHECKING:
-    from shardforge.catalog.builder import ResolvedCard
-    from shardforge.catalog.entry import Build
 
 PARAMS: dict[str, Param] = {
     "method": Param((str,), "rded", choices=METHODS,
@@ -63,17 +57,17 @@ def check_params(params: dict) -> None:
 def distill_inputs(params: dict) -> dict:
     """The catalog inputs of a card: the observer's file (and class file), none for the
     random baseline. Reuse of a build depends on their content."""
-    from shardforge.models.reference import observer_inputs
+    from shardforge.build.inputs import model_inputs
 
     ref = observer_ref(params)
     if params.get("method", "rded") != "rded" or ref is None:
         return {}
-    return observer_inputs(ref, "observer")
+    return model_inputs(ref, "observer")
 
 
 def parent_classes(location: str) -> tuple[str, ...]:
     """The class names (label order) of the dataset at ``location``."""
-    from shardforge.build.config import SUMMARY_FILE
+    from shardforge.layout.files import SUMMARY_FILE
     from shardforge.storage import resolve
 
     summary = json.loads(resolve(location).join(SUMMARY_FILE).read_bytes())
@@ -103,42 +97,33 @@ def distill_variant(params: Mapping[str, Any], classes: tuple[str, ...], *,
                         num_actors=num_actors)
 
 
-def distill(parent: str, params: Mapping[str, Any], name: str, out: str | None = None, *,
-            ray_address: str | None = None, register: bool = True,
-            catalog_home: str | None = None, num_gpus: float | None = None,
-            num_actors: int | None = None, log: TextIO | None = None) -> dict:
-    """Distil ``parent`` (catalog ref or location) into dataset ``name`` at ``out``
-    (default :func:`default_out`).
-
+def rded_variant(params: Mapping[str, Any], *, num_gpus: float | None = None,
+                num_actors: int | None = None) -> Callable[[ParentDataset], VariantSpec]:
+    """What makes the variant once the parent is known (for
+    :func:`shardforge.catalog.variant.run_variant`): it checks the observer's class order
+    against the parent's first (before any work), then makes :func:`distill_variant`.
     ``num_gpus`` per observer actor (None: the cluster's GPUs shared by the actors; one
-    per GPU without ``num_actors``). Returns the
-    summary; resumable (finished classes are verified and reused)."""
-    from shardforge.build.variant_job import resolve_parent, run_variant
-    from shardforge.engine.cluster import ray_session
+    per GPU without ``num_actors``)."""
+    def make(parent: ParentDataset) -> VariantSpec:
+        check_observer_classes(params, parent.classes, parent.ref or parent.location)
+        return distill_variant(params, parent.classes, num_gpus=num_gpus,
+                               num_actors=num_actors)
 
-    location, parent_ref = resolve_parent(parent, catalog_home)
-    classes = parent_classes(location)
-    check_observer_classes(params, classes, parent_ref or location)   # before any work
-    with ray_session(ray_address):
-        spec = distill_variant(params, classes, num_gpus=num_gpus, num_actors=num_actors)
-        out = out or default_out(catalog_home, name, parent_ref or location, spec.params)
-        return run_variant(parent, spec, name, out, ray_address=ray_address,
-                           register=register, catalog_home=catalog_home,
-                           log=log if log is not None else sys.stderr)
+    return make
 
 
-def _build(card: ResolvedCard, parent: Build | None, out: str, ray_address: str | None) -> dict:
+def _build(request: BuildRequest) -> dict:
+    parent = request.parent
     if parent is None:
-        raise ValueError(f"card {card.name}: pipeline distill needs a parent dataset "
+        raise ValueError(f"card {request.name}: pipeline distill needs a parent dataset "
                          "(source: {dataset: NAME})")
-    from shardforge.build.variant_job import run_variant
+    from shardforge.build.variant_job import transform_dataset
     from shardforge.engine.cluster import ray_session
 
-    check_observer_classes(card.params, tuple(parent.classes), parent.ref)
-    with ray_session(ray_address):
-        spec = distill_variant(card.params, tuple(parent.classes))
-        return run_variant(parent.out, spec, card.name, out, ray_address=ray_address,
-                           register=False)
+    with ray_session(request.ray_address):
+        spec = rded_variant(request.params)(parent)
+        return transform_dataset(parent, spec, request.name, request.out,
+                                 ray_address=request.ray_address)
 
 
 PIPELINE = register(Pipeline(

@@ -35,7 +35,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import TextIO
 
 import numpy as np
@@ -52,6 +52,7 @@ from shardforge.augment import (
     partner_view,
     sample_params,
 )
+from shardforge.build.hooks import BuildHooks
 from shardforge.engine.cluster import node_id
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.engine.runner import TaskFailed
@@ -93,8 +94,6 @@ class ReinforceConfig:
     num_actors: int | None = None
     num_gpus_per_actor: float | None = None
     ray_address: str | None = None
-    catalog_home: str | None = None
-    register: bool = True
 
     def __post_init__(self) -> None:
         fix = "use letters, digits, '_' or '-' (it becomes part of file names)"
@@ -245,14 +244,14 @@ class Reinforcer:
 def decode_stored(data: bytes | memoryview) -> np.ndarray:
     """A stored sample's pixels (H x W x 3 uint8) with the decoder the replay loader uses,
     so generation and replay start from the same pixels (PNG or JPEG by magic bytes)."""
-    from shardforge.stream.decode import decode_full
+    from shardforge.formats.decode import decode_full
 
     return decode_full(data, is_png=bytes(data[:4]) == b"\x89PNG")
 
 
 def _decode(spec: ShardSpec) -> tuple[list[tuple[RawSample, np.ndarray]], list[dict]]:
+    from shardforge.formats.decode import DecodeError
     from shardforge.sources import read_shard
-    from shardforge.stream.decode import DecodeError
 
     samples, rejects = [], []
     for item in read_shard(spec, SourceOptions()):
@@ -305,38 +304,45 @@ def load_complete(task: ShardTask, spec: ShardSpec) -> dict | None:
 
 # ----------------------------------------------------------------------------- the job
 
-def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
-    """Reinforce ``config.split`` of the parent; write shards and ``summary.json``; register
-    ``NAME@vN`` with the parent as lineage (when ``config.register``). Returns the summary.
+def reinforce_params(config: ReinforceConfig) -> dict:
+    """Every parameter that decides the outputs (the teachers' identities included): what
+    ``summary.json`` records and what keys a default output location."""
+    from shardforge.variants.reinforce.teacher import ensemble_identity
 
-    Idempotent and resumable: finished shards are verified and reused. ``config.out``
-    None: ``HOME/datasets/NAME/KEY`` (see the module docstring). ValueError (before any
-    work) when the location holds a registered reinforcement made with other parameters
-    (:func:`check_out`).
+    return {"num_augs": config.num_augs, "top_k": config.top_k, "seed": config.seed,
+            "policy": config.policy.to_dict(), "split": config.split,
+            "teachers": ensemble_identity(config.teachers)}
+
+
+def run_reinforce(config: ReinforceConfig, log: TextIO | None = None,
+                  hooks: BuildHooks | None = None, parent_ref: str | None = None) -> dict:
+    """Reinforce ``config.split`` of the parent at the location ``config.parent`` (its
+    catalog ``NAME@vN``: ``parent_ref``); write shards and ``summary.json``; return the
+    summary passed through ``hooks.after_commit`` (e.g. registered).
+
+    Idempotent and resumable: finished shards are verified and reused. ``config.out`` must
+    be set (the catalog keys a default: :func:`shardforge.catalog.variant.run_reinforcement`).
+    ``hooks.before_rewrite`` is asked (before any work) when the location holds a
+    reinforcement made with other parameters (:func:`check_out`).
     """
-
-    from shardforge.build.variant_job import default_out, resolve_parent
     from shardforge.engine.cluster import ray_session
     from shardforge.engine.progress import Progress
     from shardforge.layout.dataset import open_dataset
     from shardforge.sources import dataset as dataset_source
-    from shardforge.variants.reinforce.teacher import ensemble_identity
-
     log = log if log is not None else sys.stderr
+    hooks = hooks if hooks is not None else BuildHooks()
+    if config.out is None:
+        raise ValueError(f"{config.name}: give the output location (out)")
     started = time.monotonic()
-    location, parent_ref = resolve_parent(config.parent, config.catalog_home)
+    location = config.parent
     parent = open_dataset(location)
     parent.split(config.split)      # KeyError naming the splits there are
     plan = dataset_source.plan(location, SourceOptions())
     specs = [s for s in plan.shards if s.split == config.split]
-    teachers = ensemble_identity(config.teachers)
-    params = {"num_augs": config.num_augs, "top_k": config.top_k, "seed": config.seed,
-              "policy": config.policy.to_dict(), "split": config.split, "teachers": teachers}
+    params = reinforce_params(config)
+    teachers = params["teachers"]
     params_hash = hashlib.sha256(json.dumps(params, sort_keys=True).encode()).hexdigest()
-    if config.out is None:
-        config = replace(config, out=default_out(config.catalog_home, config.name,
-                                                 parent_ref or location, params))
-    check_out(config.out, params, config.catalog_home)
+    check_out(config.out, params, hooks)
     task = ShardTask(config.out, config.name, config.num_augs, config.top_k, config.seed,
                      config.policy, config.batch_size, params_hash)
     print(f"{config.name}: reinforcing {parent_ref or location} ({len(specs)} shards, "
@@ -363,24 +369,13 @@ def run_reinforce(config: ReinforceConfig, log: TextIO | None = None) -> dict:
                        progress.fresh_items)
     resolve(config.out).join(SUMMARY_FILE).write_bytes_atomic(
         json.dumps(summary, indent=2, sort_keys=True).encode())
-    if not config.register:
-        return summary
-    from shardforge.catalog import register_build
-
-    build = register_build(config.catalog_home, config.name, summary, parent=parent_ref,
-                           pipeline=PIPELINE_NAME, params=params,
-                           source=None if parent_ref else location)
-    print(f"{config.name}: registered in the catalog as {build.ref}", file=log)
-    return {**summary, "catalog": build.ref}
+    return hooks.committed(summary)
 
 
-def check_out(out: str, params: dict, home: str | None = None) -> None:
-    """The ingest engine's guard for a reinforcement (its shards are rewritten in place
-    when the params change): ValueError when ``out``'s ``summary.json`` records other
-    ``params`` and catalog builds point at ``out``
-    (:func:`shardforge.catalog.lookup.refuse_to_rewrite`, naming the differing params)."""
-    from shardforge.catalog.lookup import refuse_to_rewrite
-
+def check_out(out: str, params: dict, hooks: BuildHooks) -> None:
+    """The guard for a reinforcement (its shards are rewritten in place when the params
+    change): ``hooks.before_rewrite`` is asked, naming the differing params, when ``out``'s
+    ``summary.json`` records other ``params``."""
     try:
         recorded = json.loads(resolve(out).join(SUMMARY_FILE).read_bytes()).get("params")
     except (OSError, ValueError):
@@ -389,7 +384,7 @@ def check_out(out: str, params: dict, home: str | None = None) -> None:
     if recorded != current:
         changed = sorted(k for k in set(current) | set(recorded or {})
                          if (recorded or {}).get(k) != current.get(k))
-        refuse_to_rewrite(out, home, f"other parameters (differing: {', '.join(changed)})")
+        hooks.guard(out, f"other parameters (differing: {', '.join(changed)})")
 
 
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],

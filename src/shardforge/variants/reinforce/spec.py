@@ -1,166 +1,21 @@
-"""``pipelines/reinforce.py``: arguments, teacher resolution, and the catalog pipeline.
-
-    ray job submit --working-dir . -- python pipelines/reinforce.py \\
-        --source imagenet --teacher resnet152=/weights/rn152.pth --teacher ... \\
-        --num-augs 400 --num-gpus-per-actor 1
-
-With no arguments it reinforces the built-in demo data (built first when missing) with a
-small CNN teacher it trains there (jobs/configs/demo_cpu.yaml), on CPU.
+"""The ``reinforce`` pipeline (dataset reinforcement, ImageNet+): its parameters, the
+teachers it names as inputs, and its build (the engine: :mod:`.engine`).
 
 A teacher is a jobs/train.py checkpoint (run dir, checkpoint dir or state.pt),
 ``ARCH=WEIGHTS`` (torchvision/small_cnn constructor + local state-dict file; class order
-from ``--teacher-classes``), or ``recipe:CONFIG.yaml`` (train that recipe on the source
-first, reusing a finished run of the same recipe content: what the demo and the
-demo-plus card use).
-
-Output: ``--out``, or by default ``HOME/datasets/NAME/KEY`` (HOME the catalog home), KEY a
-hash of the parent build and every parameter that decides the bytes (teachers' sha256
-included, so for a ``recipe:`` teacher the weights it trained to): rerunning with another
-teacher, seed or policy writes a new directory and never touches an earlier version's
-files. A location holding a registered reinforcement made with other parameters is refused
-(:func:`shardforge.variants.reinforce.engine.check_out`).
+from ``teacher_classes``), or ``recipe:CONFIG.yaml``: that recipe trained on the parent
+inside the build, by the training function the caller passes
+(:attr:`~shardforge.build.pipeline.BuildRequest.train_recipe`; the CLI passes training's).
+The Ray job entry with its flags is :mod:`shardforge.cli.reinforce`.
 """
 
 from __future__ import annotations
 
-import argparse
 import os
-import sys
 
-from shardforge.build.pipeline import Param, Pipeline, register
-from shardforge.engine import RAY_ADDRESS_HELP
+from shardforge.build.pipeline import BuildRequest, Param, Pipeline, TrainRecipe, register
 
-DEMO_RECIPE = "jobs/configs/demo_cpu.yaml"
 RECIPE_PREFIX = "recipe:"
-#: The demo's reinforcement: 32 px views (the demo recipe trains at 32 px), 20 stored
-#: augmentations per image, top-5 of 10 classes; the policy is otherwise ImageNet+'s.
-DEMO_SIZE, DEMO_AUGS, DEMO_TOP_K, DEMO_CROP_SCALE_MIN = 32, 20, 5, 0.35
-
-
-def resolve_teacher(text: str, source: str, runs: str) -> str:
-    """A teacher reference with ``recipe:CONFIG`` replaced by the checkpoint of that recipe
-    trained on ``source`` (run ``RUNS/CONFIGSTEM-SOURCE-teacher``; a finished run of the
-    same recipe content is reused, an edited recipe trains a new run beside it: see
-    :func:`shardforge.train.experiment.train_recipe`)."""
-    if not text.startswith(RECIPE_PREFIX):
-        return text
-    from shardforge.train.experiment import train_recipe
-
-    config = text[len(RECIPE_PREFIX):]
-    stem = os.path.splitext(os.path.basename(config))[0]
-    print(f"teacher: {config} on {source}", flush=True)
-    return train_recipe(config, source, runs, f"{stem}-{_slug(source)}-teacher").run_dir
-
-
-def _slug(ref: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "_" for c in ref.rsplit("/", 1)[-1])
-
-
-def build_parser() -> argparse.ArgumentParser:
-    """The pipelines/reinforce.py argument parser."""
-    p = argparse.ArgumentParser(
-        prog="pipelines/reinforce.py",
-        description="Dataset reinforcement (ImageNet+): store teacher top-K predictions for "
-                    "many replayable augmentations of every training image.")
-    p.add_argument("--source", default="demo",
-                   help="parent dataset: catalog NAME[@vN] or a dataset location (default: "
-                        "demo, built first when missing)")
-    p.add_argument("--teacher", action="append", default=[],
-                   help="ensemble member (repeat): checkpoint, ARCH=WEIGHTS or recipe:CONFIG "
-                        f"(default: recipe:{DEMO_RECIPE})")
-    p.add_argument("--teacher-classes", default="sorted",
-                   help="class order of ARCH=WEIGHTS members: 'sorted' or a file of names")
-    p.add_argument("--name", help="output dataset name (default: SOURCE-plus)")
-    p.add_argument("--out", help="output location (default: HOME/datasets/NAME/KEY, KEY a "
-                                 "hash of the parent and the parameters, teachers' sha256 "
-                                 "included); a location holding a finished reinforcement "
-                                 "made with other parameters is refused")
-    p.add_argument("--num-augs", type=int, help="augmentations per image (ImageNet+: 400; "
-                                                f"demo default {DEMO_AUGS})")
-    p.add_argument("--top-k", type=int, help=f"probabilities kept (default 10; demo {DEMO_TOP_K})")
-    p.add_argument("--size", type=int, help=f"view size (default 224; demo {DEMO_SIZE})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--crop-scale-min", type=float,
-                   help="RandomResizedCrop minimum area (default 0.08; demo 0.35, the demo "
-                        "recipe's: at 32 px smaller crops lose the shape)")
-    p.add_argument("--randaugment-ops", type=int, default=2, help="RandAugment ops (0: off)")
-    p.add_argument("--randaugment-magnitude", type=int, default=9)
-    p.add_argument("--erasing-p", type=float, default=0.25, help="RandomErasing probability")
-    p.add_argument("--mixup-p", type=float, default=0.0, help="MixUp probability (default 0)")
-    p.add_argument("--cutmix-p", type=float, default=0.0, help="CutMix probability (default 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="views per teacher forward")
-    p.add_argument("--num-actors", type=int,
-                   help="teacher actors (default: one per GPU, else one per CPU). On a GPU "
-                        "node one actor is limited by its CPU side (decode + augment, ~0.7k "
-                        "views/s): several actors sharing a GPU go faster (1 -> 4 actors: "
-                        "1.7x on an H200, BENCHMARKS.md 'GPU paths')")
-    p.add_argument("--num-gpus-per-actor", type=float, default=None,
-                   help="GPUs per teacher actor (default: the cluster's GPUs shared by "
-                        "--num-actors actors, one actor per GPU without it; 0 on CPUs)")
-    p.add_argument("--runs", default="data/runs", help="where recipe: teachers are trained")
-    p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
-    p.add_argument("--no-register", action="store_true", help="do not register in the catalog")
-    return p
-
-
-def main(argv: list[str] | None = None) -> int:
-    """Run the job; returns the exit code (0 done, 1 failed, 2 bad arguments)."""
-    from shardforge.augment import AugPolicy
-    from shardforge.build.job import JobFailed
-    from shardforge.catalog.errors import CatalogError
-    from shardforge.variants.reinforce.engine import ReinforceConfig, run_reinforce
-    from shardforge.variants.reinforce.teacher import parse_member
-
-    args = build_parser().parse_args(argv)
-    demo = args.source == "demo"
-    try:
-        if demo:
-            _ensure_demo()
-        teachers = args.teacher or [RECIPE_PREFIX + DEMO_RECIPE]
-        refs = tuple(parse_member(resolve_teacher(t, args.source, args.runs),
-                                  args.teacher_classes) for t in teachers)
-        crop_min = args.crop_scale_min or (DEMO_CROP_SCALE_MIN if demo else 0.08)
-        policy = AugPolicy(size=args.size or (DEMO_SIZE if demo else 224),
-                           rrc_scale=(crop_min, 1.0), randaugment_ops=args.randaugment_ops,
-                           randaugment_magnitude=args.randaugment_magnitude,
-                           erasing_p=args.erasing_p, mixup_p=args.mixup_p,
-                           cutmix_p=args.cutmix_p)
-        name = args.name or f"{_slug(args.source.split('@')[0])}-plus"
-        config = ReinforceConfig(
-            parent=args.source, name=name, out=args.out,
-            teachers=refs, num_augs=args.num_augs or (DEMO_AUGS if demo else 400),
-            top_k=args.top_k or (DEMO_TOP_K if demo else 10), seed=args.seed, policy=policy,
-            batch_size=args.batch_size, num_actors=args.num_actors,
-            num_gpus_per_actor=args.num_gpus_per_actor, ray_address=args.ray_address,
-            register=not args.no_register)
-    except (ValueError, FileNotFoundError, CatalogError) as exc:
-        print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
-        return 2
-    try:
-        summary = run_reinforce(config)
-    except JobFailed as exc:      # not about one sample: one line, exit 1
-        print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
-        return 1
-    except ValueError as exc:      # e.g. --out holds another reinforcement (check_out)
-        print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
-        return 2
-    r = summary["reinforce"]
-    print(f"{name}: {r['augmentations']:,} augmentations of {summary['splits'][r['split']]['samples']:,}"
-          f" images, {r['bytes_per_augmentation']} B per augmentation, "
-          f"{summary['images_per_second']} img/s; {summary['out']}"
-          + (f"; catalog {summary['catalog']}" if "catalog" in summary else ""))
-    return 0
-
-
-def _ensure_demo() -> None:
-    """Build the ``demo`` card when the catalog has no build of it."""
-    from shardforge import catalog
-    from shardforge.catalog.errors import CatalogError
-
-    try:
-        catalog.get("demo")
-    except CatalogError:
-        catalog.build_dataset("demo")
 
 
 # ----------------------------------------------------------------------------- catalog
@@ -188,8 +43,8 @@ def teacher_inputs(params: dict) -> dict:
     """The catalog inputs of a card: each member's checkpoint or weights file (and class
     file), or a ``recipe:`` member's config file (that teacher is trained inside the
     build). One member: ``teacher``; several: ``teacher1``, ``teacher2``, ..."""
-    from shardforge.build.inputs import Input, file_input
-    from shardforge.models.reference import observer_inputs, parse_member
+    from shardforge.build.inputs import Input, file_input, model_inputs
+    from shardforge.models.reference import parse_member
 
     members = [t.strip() for t in params["teacher"].split(",")]
     out: dict = {}
@@ -199,24 +54,49 @@ def teacher_inputs(params: dict) -> dict:
             digest = file_input(text[len(RECIPE_PREFIX):]).digest
             out[name] = Input(text, digest)
         else:
-            out.update(observer_inputs(parse_member(text, params["teacher_classes"]), name))
+            out.update(model_inputs(parse_member(text, params["teacher_classes"]), name))
     return out
 
 
-def _build(card, parent, out: str, ray_address: str | None) -> dict:
+def resolve_teacher(text: str, source: str, runs: str,
+                    train_recipe: TrainRecipe | None) -> str:
+    """A teacher reference with ``recipe:CONFIG`` replaced by the run of that recipe
+    trained on ``source`` by ``train_recipe`` (run ``RUNS/CONFIGSTEM-SOURCE-teacher``; a
+    finished run of the same recipe content is reused). ValueError naming the fix when a
+    recipe is named and no ``train_recipe`` was given."""
+    if not text.startswith(RECIPE_PREFIX):
+        return text
+    config = text[len(RECIPE_PREFIX):]
+    if train_recipe is None:
+        raise ValueError(f"teacher {text!r} must be trained first and this caller cannot "
+                         "train: build with `shardforge build` or pipelines/reinforce.py, or "
+                         "give the trained checkpoint instead")
+    stem = os.path.splitext(os.path.basename(config))[0]
+    print(f"teacher: {config} on {source}", flush=True)
+    return train_recipe(config, source, runs, f"{stem}-{_slug(source)}-teacher")
+
+
+def _slug(ref: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "_" for c in ref.rsplit("/", 1)[-1])
+
+
+def _build(request: BuildRequest) -> dict:
     from shardforge.augment import AugPolicy
     from shardforge.variants.reinforce.engine import ReinforceConfig, run_reinforce
     from shardforge.variants.reinforce.teacher import parse_member
 
+    parent = request.parent
     if parent is None:
-        raise ValueError(f"card {card.name}: reinforce needs a parent (source: {{dataset: NAME}})")
-    p = card.params
+        raise ValueError(f"card {request.name}: reinforce needs a parent (source: "
+                         "{dataset: NAME})")
+    p = request.params
     # a recipe: teacher is part of this build: its run lives in the build's directory
-    runs = os.path.join(out, "teacher-runs")
-    refs = tuple(parse_member(resolve_teacher(t.strip(), parent.out, runs), p["teacher_classes"])
+    runs = os.path.join(request.out, "teacher-runs")
+    refs = tuple(parse_member(resolve_teacher(t.strip(), parent.location, runs,
+                                              request.train_recipe), p["teacher_classes"])
                  for t in p["teacher"].split(","))
     config = ReinforceConfig(
-        parent=parent.out, name=card.name, out=out, teachers=refs,
+        parent=parent.location, name=request.name, out=request.out, teachers=refs,
         num_augs=p["num_augmentations"], top_k=p["top_k"], seed=p["seed"],
         policy=AugPolicy(size=p["size"], rrc_scale=(float(p["crop_scale_min"]), 1.0),
                          randaugment_ops=p["randaugment_ops"],
@@ -224,8 +104,8 @@ def _build(card, parent, out: str, ray_address: str | None) -> dict:
                          erasing_p=float(p["erasing_p"]), mixup_p=float(p["mixup_p"]),
                          cutmix_p=float(p["cutmix_p"])),
         batch_size=p["batch_size"], num_gpus_per_actor=float(p["num_gpus_per_actor"]),
-        ray_address=ray_address, register=False)
-    return run_reinforce(config)
+        ray_address=request.ray_address)
+    return run_reinforce(config, parent_ref=parent.ref)
 
 
 PIPELINE = register(Pipeline(

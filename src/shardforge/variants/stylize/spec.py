@@ -54,7 +54,8 @@ def make_stylize_variant(config: StylizeConfig, style_set: StyleSet,
 
 PARAMS: dict[str, Param] = {
     "styles": Param((str,), help="style images: a directory, a dataset (catalog name or "
-                                 "location) or builtin:demo (procedural, for the demo)"),
+                                 "location) or builtin:demo (procedural, for the demo)",
+                    dataset=True),
     "method": Param((str,), "adain", choices=METHODS,
                     help="adain (the paper's; needs weights) or fourier (weights-free "
                          "amplitude swap, NOT the paper's method)"),

@@ -114,14 +114,14 @@ def _read_bytes(ref: StyleRef) -> bytes:
     return loc.read_bytes() if ref.size < 0 else loc.read_range(ref.offset, ref.size)
 
 
-def load_style_set(location: str, size: int = STYLE_SIZE, catalog_home: str | None = None,
+def load_style_set(location: str, size: int = STYLE_SIZE,
                    threads: int = 8) -> StyleSet:
     """List and validate the styles at ``location`` (see the module docstring).
 
     Raises :class:`StyleSetError` when the location does not resolve, holds no image, or
     every image was rejected.
     """
-    candidates = _candidates(location, catalog_home)
+    candidates = _candidates(location)
     if not candidates:
         raise StyleSetError(f"styles {location!r}: no image found (expected files with "
                             f"extensions {', '.join(IMAGE_EXTENSIONS)}, a dataset, or "
@@ -157,7 +157,7 @@ def _is_image_dir(location: str) -> bool:
         os.path.join(location, "index.parquet"))
 
 
-def style_set_input(location: str, catalog_home: str | None = None):
+def style_set_input(location: str):
     """The catalog input (:mod:`shardforge.build.inputs`) of the style set at
     ``location``, computed without reading an image: a directory's image files' paths,
     sizes and mtimes, a dataset's ``summary.json``; None for the procedural builtin set."""
@@ -167,10 +167,10 @@ def style_set_input(location: str, catalog_home: str | None = None):
         return None
     if _is_image_dir(location):
         return tree_input(location, IMAGE_EXTENSIONS)
-    return dataset_input(location, catalog_home)
+    return dataset_input(location)
 
 
-def _candidates(location: str, catalog_home: str | None) -> list[StyleRef]:
+def _candidates(location: str) -> list[StyleRef]:
     if location == BUILTIN_DEMO:
         return [StyleRef(f"demo-style-{i:03d}", f"{BUILTIN_DEMO}#{i}") for i in range(DEMO_STYLES)]
     if _is_image_dir(location):
@@ -183,14 +183,14 @@ def _candidates(location: str, catalog_home: str | None) -> list[StyleRef]:
                     path = os.path.join(dirpath, name)
                     found.append(StyleRef(os.path.relpath(path, root), path))
         return sorted(found, key=lambda r: r.key)
-    return _dataset_candidates(location, catalog_home)
+    return _dataset_candidates(location)
 
 
-def _dataset_candidates(location: str, catalog_home: str | None) -> list[StyleRef]:
-    from shardforge.layout.dataset import DatasetNotFoundError, open_dataset, resolve_dataset
+def _dataset_candidates(location: str) -> list[StyleRef]:
+    from shardforge.layout.dataset import DatasetNotFoundError, dataset_location, open_dataset
 
     try:
-        ref = open_dataset(resolve_dataset(location, home=catalog_home))
+        ref = open_dataset(dataset_location(location))
     except DatasetNotFoundError as exc:
         raise StyleSetError(f"styles {location!r} is neither a directory of images, a "
                             f"dataset nor {BUILTIN_DEMO}: {exc}") from exc

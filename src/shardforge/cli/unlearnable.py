@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from shardforge.build.variant_job import default_out
+from shardforge.catalog.variant import default_out
 from shardforge.variants.cuda.spec import check_key, make_variant, secrets_of
 
 
@@ -48,7 +48,7 @@ def build_unlearnable(parent: str, name: str, key: str, params: Mapping[str, Any
     None means the default). ``out`` defaults to :func:`default_out`. Resumable: rerunning
     with the same arguments reuses finished shards.
     """
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
 
     variant = make_variant(dict(params), secrets_of(key))
     home_str = None if home is None else os.fspath(home)

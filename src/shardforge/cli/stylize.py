@@ -18,7 +18,8 @@ import os
 import sys
 from typing import TextIO
 
-from shardforge.build.variant_job import default_out
+from shardforge.catalog.lookup import locate_if_named
+from shardforge.catalog.variant import default_out
 from shardforge.engine import RAY_ADDRESS_HELP
 from shardforge.variants.stylize.spec import make_stylize_variant
 from shardforge.variants.stylize.transform import CROP, METHODS, RESIZE, StylizeConfig
@@ -73,7 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:
     """Run the job for parsed ``args``; return the build summary."""
     from shardforge.build.actors import gpus_per_actor
-    from shardforge.build.variant_job import run_variant
+    from shardforge.catalog.variant import run_variant
     from shardforge.engine.cluster import ray_session
     from shardforge.storage import resolve
     from shardforge.variants.stylize.styles import load_style_set
@@ -86,7 +87,7 @@ def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:
         from shardforge.variants.stylize.adain import load_adain
 
         load_adain(args.weights)             # fail fast, naming a bad file or key
-    style_set = load_style_set(args.styles, catalog_home=args.home)
+    style_set = load_style_set(locate_if_named(args.styles, args.home))
     print(f"styles {args.styles}: {len(style_set.styles)} accepted, {len(style_set.rejects)} "
           f"rejected (sha256 {style_set.sha256[:12]})", file=log)
     for r in style_set.rejects[:10]:

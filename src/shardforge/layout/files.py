@@ -1,0 +1,32 @@
+"""The on-disk dataset's file names: one place for every layer that reads or writes them.
+
+    OUT/summary.json                 what was built (splits, classes, files + sha256)
+    OUT/index.parquet                one row per sample: key, label, split, shard, byte range
+    OUT/rejects.jsonl                inputs that were skipped, with the reason
+    OUT/wds/NAME-SPLIT-NNNNNN.tar    WebDataset shards
+    OUT/beton/NAME-SPLIT.beton       one FFCV .beton per split
+    OUT/_work/                       per-shard parts and manifests (resume)
+"""
+
+from __future__ import annotations
+
+#: The two shard formats every build writes.
+FORMATS = ("wds", "beton")
+
+
+def tar_name(name: str, split: str, index: int) -> str:
+    """``NAME-SPLIT-000000.tar``."""
+    return f"{name}-{split}-{index:06d}.tar"
+
+
+def beton_name(name: str, split: str) -> str:
+    """``NAME-SPLIT.beton``."""
+    return f"{name}-{split}.beton"
+
+
+WDS_DIR = "wds"
+BETON_DIR = "beton"
+WORK_DIR = "_work"
+INDEX_FILE = "index.parquet"
+REJECTS_FILE = "rejects.jsonl"
+SUMMARY_FILE = "summary.json"

@@ -64,6 +64,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def run(args) -> dict:
+    from shardforge.ops.autocast import autocast
     from shardforge.variants.stylize import adain as A
     from shardforge.variants.stylize.styles import BUILTIN_DEMO, load_style_set, read_style
     from shardforge.variants.stylize.transform import (
@@ -103,12 +104,12 @@ def run(args) -> dict:
         stats = [net.style_stats(s) for s in s_batches]
 
     def forward_full() -> None:
-        with torch.inference_mode(), A.autocast_context(device, args.amp):
+        with torch.inference_mode(), autocast(device, A.amp_dtype(device, args.amp)):
             for c, s in zip(c_batches, s_batches, strict=True):
                 net(c, *net.style_stats(s))
 
     def forward_cached() -> None:
-        with torch.inference_mode(), A.autocast_context(device, args.amp):
+        with torch.inference_mode(), autocast(device, A.amp_dtype(device, args.amp)):
             for c, (m, sd) in zip(c_batches, stats, strict=True):
                 net(c, m, sd)
 

@@ -103,6 +103,14 @@ def test_random_net_with_canonical_keys_loads_and_runs(random_weights):
     assert np.abs(one.astype(int) - out[1:].astype(int)).max() <= 1
 
 
+def test_amp_dtype_autocasts_on_cuda_only_and_checks_the_name():
+    assert A.amp_dtype(torch.device("cpu"), "fp16") is None
+    assert A.amp_dtype(torch.device("cuda"), "bf16") is torch.bfloat16
+    assert A.amp_dtype(torch.device("cuda"), "off") is None
+    with pytest.raises(ValueError, match="amp must be one of fp16, bf16, off"):
+        A.amp_dtype(torch.device("cpu"), "fp32")
+
+
 def test_missing_or_mismatched_key_is_named(random_weights, tmp_path):
     import shutil
 

@@ -19,13 +19,13 @@ This module holds the network only; :mod:`shardforge.variants.stylize.transform`
 
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np
 import torch
 from torch import nn
 
+from shardforge.ops.autocast import autocast
 from shardforge.variants.stylize.adain_weights import (
     DECODER_FILE,
     ENCODER_FILE,
@@ -250,7 +250,7 @@ def stylize_batch(net: AdainNet, content: np.ndarray, style_mean: torch.Tensor,
     """
     device = next(net.parameters()).device
     x = to_tensor(content, device)
-    with torch.inference_mode(), autocast_context(device, amp):
+    with torch.inference_mode(), autocast(device, amp_dtype(device, amp)):
         out = net(x, style_mean.to(device), style_std.to(device), alpha)
     return to_uint8(out, content.shape[1], content.shape[2])
 
@@ -259,16 +259,15 @@ def style_stats_batch(net: AdainNet, styles: np.ndarray,
                       amp: str = "fp16") -> tuple[torch.Tensor, torch.Tensor]:
     """relu4_1 mean and std (float32, (N, 512, 1, 1), on the CPU) of uint8 style images."""
     device = next(net.parameters()).device
-    with torch.inference_mode(), autocast_context(device, amp):
+    with torch.inference_mode(), autocast(device, amp_dtype(device, amp)):
         mean, std = net.style_stats(to_tensor(styles, device))
     return mean.cpu(), std.cpu()
 
 
-def autocast_context(device: torch.device, amp: str):
-    """Autocast to ``AMP_DTYPES[amp]`` on CUDA; a no-op context on the CPU or with "off"."""
+def amp_dtype(device: torch.device, amp: str) -> torch.dtype | None:
+    """The autocast dtype of ``amp`` (fp16, bf16 or off) on ``device``: ``AMP_DTYPES[amp]``
+    on CUDA, None (float32, no autocast) on the CPU or with "off"; for
+    :func:`shardforge.ops.autocast.autocast`."""
     if amp not in AMP_DTYPES:
         raise ValueError(f"amp must be one of {', '.join(AMP_DTYPES)}, got {amp!r}")
-    dtype = AMP_DTYPES[amp]
-    if device.type != "cuda" or dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast("cuda", dtype=dtype)
+    return AMP_DTYPES[amp] if device.type == "cuda" else None

@@ -1,7 +1,7 @@
 """The canonical AdaIN weight files: their names, where they are, their sha256.
 
 Kept apart from :mod:`shardforge.variants.stylize.adain` (the network, which needs torch) so that
-the catalog's planning (:func:`shardforge.variants.stylize.transform.stylize_inputs`) digests the
+the catalog's planning (:func:`shardforge.variants.stylize.spec.stylize_inputs`) digests the
 files without importing torch.
 """
 

@@ -73,22 +73,24 @@ PARAMS: dict[str, Param] = {
 }
 
 
+def _config(params: Mapping) -> StylizeConfig:
+    """The :class:`StylizeConfig` of a card's ``params`` (ValueError naming a bad one)."""
+    return StylizeConfig(method=params["method"], alpha=float(params["alpha"]),
+                         seed=int(params["seed"]), resize=int(params["resize"]),
+                         crop=int(params["crop"]), weights=params.get("weights"),
+                         batch_size=int(params["batch_size"]))
+
+
 def _check(params: dict) -> None:
-    StylizeConfig(method=params["method"], alpha=params["alpha"], seed=params["seed"],
-                  resize=params["resize"], crop=params["crop"], weights=params["weights"],
-                  batch_size=params["batch_size"])
+    _config(params)
     if not params["splits"] or not all(isinstance(s, str) for s in params["splits"]):
         raise ValueError("splits must be a non-empty list of split names")
 
 
 def variant_from_params(params: Mapping, secrets: Mapping | None = None) -> VariantSpec:
     """The variant a card's validated ``params`` describe (loads and checks the style set)."""
-    config = StylizeConfig(method=params["method"], alpha=float(params["alpha"]),
-                           seed=int(params["seed"]), resize=int(params["resize"]),
-                           crop=int(params["crop"]), weights=params.get("weights"),
-                           batch_size=int(params["batch_size"]))
     style_set = load_style_set(params["styles"])
-    return make_stylize_variant(config, style_set, tuple(params["splits"]),
+    return make_stylize_variant(_config(params), style_set, tuple(params["splits"]),
                                 params.get("jpeg_quality"), float(params["num_gpus"]))
 
 

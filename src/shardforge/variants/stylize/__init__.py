@@ -19,8 +19,8 @@ Where the paper is in this package:
   ``shape_bias.py`` (the 16-category mapping and the shape-bias ratio; normalisation from
   :mod:`shardforge.ops.normalize`, models from :mod:`shardforge.models.checkpoint`);
 * ``spec.py``: the ``stylize`` pipeline's parameters, declared once, its catalog inputs
-  (style set, weights' sha256) and registration; imports no torch and no Ray;
-* ``job.py``: the Ray job's command line (``pipelines/stylize.py``).
+  (style set, weights' sha256) and registration; imports no torch and no Ray. (The Ray
+  job's command line, ``pipelines/stylize.py``, is in the cli layer.)
 
 Like every variant it imports only the layers below ``variants`` (never catalog, stream,
 train or cli) and no other variant.

@@ -24,13 +24,9 @@ from shardforge.augment import (
     apply_randaugment_op,
     image_rng,
     param_dtype,
-    params_from_arrow,
     params_from_columns,
-    params_from_matrix,
     params_nbytes,
-    params_to_arrow,
     params_to_columns,
-    params_to_matrix,
     partner_view,
     randaugment_magnitudes,
     sample_params,
@@ -264,19 +260,8 @@ def test_record_from_another_policy_is_rejected():
 
 
 @pytest.mark.parametrize("policy", [POLICY, MIX], ids=["default", "mixing"])
-def test_record_round_trip_matrix_and_parquet(policy, tmp_path):
+def test_record_round_trip_parquet_columns(policy, tmp_path):
     rows = sample_params(policy, 640, 480, image_rng(5, "rt"), 300, num_partners=11)
-    width = len(param_dtype(policy).names)
-    matrix = params_to_matrix(rows)
-    assert matrix.shape == (300, width) and matrix.dtype == np.float32
-    assert params_from_matrix(matrix, policy).tobytes() == rows.tobytes()
-
-    path = tmp_path / "aug.parquet"
-    pq.write_table(pa.table({"aug": params_to_arrow(rows)}), path)
-    column = pq.read_table(path)["aug"]
-    assert column.type == pa.list_(pa.float32(), width)
-    assert params_from_arrow(column, policy).tobytes() == rows.tobytes()
-
     path = tmp_path / "cols.parquet"
     pq.write_table(pa.table(params_to_columns(rows)), path)
     table = pq.read_table(path)

@@ -12,7 +12,7 @@ import pytest
 from shardforge import catalog
 from shardforge.build import pipeline as registry
 from shardforge.build.config import IngestConfig
-from shardforge.build.job import RejectsInStrictMode, run_ingest
+from shardforge.build.job import RejectsInStrictMode
 from shardforge.build.pipeline import Param, Pipeline
 from shardforge.build.secrets import fingerprint
 from shardforge.catalog import pipelines
@@ -235,10 +235,10 @@ def test_secret_parameters_are_never_stored_and_failed_builds_never_registered(
     assert rotated.ref == "tiny-cuda@v2" and rotated.card_hash != build.card_hash
 
 
-def _config(src: str, out: str) -> IngestConfig:
+def _config(src: str, out: str, **kw) -> IngestConfig:
     return IngestConfig(source=src, name="tinyingest", out=out,
                         image=ImageParams(max_resolution=48),
-                        source_options=SourceOptions(shard_size=16))
+                        source_options=SourceOptions(shard_size=16), **kw)
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +271,7 @@ def test_strict_rejects_register_nothing(tiny_tree, tmp_path):
         f.write(b"not a jpeg")
     home = str(tmp_path / "home")
     with pytest.raises(RejectsInStrictMode):
-        run_ingest(_config(src, str(tmp_path / "out"), home, strict=True), log=io.StringIO())
+        ingest(_config(src, str(tmp_path / "out"), strict=True), home=home, log=io.StringIO())
     assert Store(home).names() == []
     cards = _write_cards(tmp_path / "cards", {"folder": CARDS["folder"].replace(
         "shard_size: 16", "shard_size: 16, strict: true")})

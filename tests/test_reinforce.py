@@ -218,12 +218,13 @@ def test_replay_loader_yields_views_and_densified_targets(demo_dataset, reinforc
 
 
 def test_training_config_follows_a_reinforced_dataset(reinforced):
+    from shardforge.catalog.lookup import resolve_dataset
     from shardforge.layout.info import load_dataset_info
     from shardforge.train.config import TrainConfig
     from shardforge.train.runner import for_dataset
 
     out, summary = reinforced
-    info = load_dataset_info(summary["catalog"])
+    info = load_dataset_info(resolve_dataset(summary["catalog"]))
     assert info.reinforce is not None and info.counts["train"] == 60
     cfg = for_dataset(TrainConfig(), info)
     assert cfg.data.loader == "wds" and cfg.targets.kind == "reinforced"

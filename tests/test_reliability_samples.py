@@ -434,7 +434,7 @@ def test_job_failure_is_one_line_and_exit_1(monkeypatch, capsys, tmp_path):
     failed = job_mod.JobFailed(f"m: {TaskFailed('task for train-000000', cause)}; fix it")
     assert "\n" not in str(failed)
 
-    def boom(config, log=None):
+    def boom(config, log=None, hooks=None):
         raise failed
 
     monkeypatch.setattr(job_mod, "run_ingest", boom)

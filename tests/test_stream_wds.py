@@ -20,7 +20,7 @@ import pytest
 import torch
 
 from shardforge.build.config import IngestConfig
-from shardforge.build.job import run_ingest
+from shardforge.catalog.ingest import ingest
 from shardforge.formats.decode import (
     center_crop_box,
     dct_reduction,
@@ -54,9 +54,9 @@ WORKERS = 2
 @pytest.fixture(scope="module")
 def out(ray_local, demo_tree, tmp_path_factory) -> str:
     dest = str(tmp_path_factory.mktemp("stream") / "out")
-    run_ingest(IngestConfig(source=demo_tree, name="demo", out=dest,
-                            image=ImageParams(max_resolution=96, write_mode="proportion"),
-                            source_options=SourceOptions(shard_size=16)), log=io.StringIO())
+    ingest(IngestConfig(source=demo_tree, name="demo", out=dest,
+                        image=ImageParams(max_resolution=96, write_mode="proportion"),
+                        source_options=SourceOptions(shard_size=16)), log=io.StringIO())
     return dest
 
 

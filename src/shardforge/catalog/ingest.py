@@ -6,7 +6,7 @@ import os
 from typing import TextIO
 
 from shardforge.build.config import IngestConfig
-from shardforge.build.job import run_ingest
+from shardforge.build import job
 from shardforge.catalog.hooks import catalog_hooks
 
 
@@ -16,5 +16,5 @@ def ingest(config: IngestConfig, *, home: str | os.PathLike | None = None,
     files of a build registered at ``home`` (None: the default catalog home) and, with
     ``register``, registering the result as ``NAME@vN`` (the returned summary carries it
     under ``"catalog"``)."""
-    return run_ingest(config, log=log,
+    return job.run_ingest(config, log=log,
                       hooks=catalog_hooks(home, config.name, register=register, log=log))

@@ -62,6 +62,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, split: str = "val", res: int
     """
     import torch
 
+    from shardforge.catalog.lookup import resolve_dataset
     from shardforge.layout.info import load_dataset_info
     from shardforge.models.checkpoint import find_state_file, load_state, model_from_state
     from shardforge.storage import resolve
@@ -70,7 +71,7 @@ def evaluate_checkpoint(checkpoint: str, data: str, split: str = "val", res: int
 
     started = time.perf_counter()
     state = load_state(checkpoint)
-    info = load_dataset_info(data)
+    info = load_dataset_info(resolve_dataset(data))
     info.require_split(split)
     if list(state.get("classes", [])) != list(info.classes):
         raise ValueError(f"the checkpoint's classes ({len(state.get('classes', []))}) differ from "

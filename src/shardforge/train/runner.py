@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import torch
 
+from shardforge.catalog.lookup import resolve_dataset
 from shardforge.layout.info import DatasetInfo, load_dataset_info
 from shardforge.models.checkpoint import latest_checkpoint
 from shardforge.storage import resolve
@@ -87,7 +88,7 @@ def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
         raise ValueError(f"targets.kind={cfg.targets.kind} needs per-sample ids in each batch, "
                          f"which the {cfg.data.loader} loader does not provide; set "
                          "data.loader: wds (--set data.loader=wds)")
-    info = load_dataset_info(data_ref)
+    info = load_dataset_info(resolve_dataset(data_ref))
     cfg = for_dataset(cfg, info)
     name = name or cfg.run.name or default_run_name(config_path, info)
     storage = storage_path or cfg.run.storage_path

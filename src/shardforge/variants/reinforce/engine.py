@@ -8,19 +8,25 @@ class indices (int16) are stored. Images are not copied: a reinforced dataset is
 parent's images plus ``reinforce/NAME-train-NNNNNN.parquet`` shards aligned with the
 parent's tars by sample key (one row per augmentation).
 
-Shards run on a pool of actors that keep the ensemble loaded (GPU when
-``num_gpus_per_actor`` > 0, bf16 autocast there); in each actor a thread decodes and
-augments the next batch while the teacher runs the current one. Each shard is written
-under a temporary name, then renamed, with a manifest (spec hash + sha256): a rerun
-verifies and skips finished shards, so a killed job redoes only the unfinished ones.
+It runs on the build engine's parts: the parent's shards planned by
+:func:`shardforge.sources.dataset.plan` (one output shard per parent tar), a pool of actors
+that keep the ensemble loaded (:func:`shardforge.build.actors.run_actor_pool`; GPU when
+``num_gpus_per_actor`` > 0, bf16 autocast there; in each actor a thread decodes and
+augments the next batch while the teacher runs the current one), per-shard manifests
+(:mod:`shardforge.engine.manifest`: spec hash + sha256, so a rerun verifies and skips
+finished shards and a killed job redoes only the unfinished ones), the layout's file
+names (:mod:`shardforge.layout.files`) and the caller's :class:`~shardforge.build.hooks.
+BuildHooks` (rewrite guard, registration). What is its own: the output (a parquet side
+table per shard instead of tars and .beton parts) and the summary (the parent's images).
 
-Where it writes: ``out`` None is ``HOME/datasets/NAME/KEY``
-(:func:`shardforge.build.variant_job.default_out`), KEY a hash of the parent build and the
-parameters (teachers' sha256 included), so another seed, policy or teacher gets its own
-directory. The rule that keeps a registered build's files unchanged, the same as every
-ingest and variant job's: a location whose ``summary.json`` records a finished
-reinforcement made with other parameters is not written to while catalog builds point
-there (:func:`check_out`; the job fails before any work, naming them). A location with no
+Where it writes: the caller gives ``out``; the catalog's default
+(:func:`shardforge.catalog.variant.run_reinforcement`) is ``HOME/datasets/NAME/KEY``, KEY a
+hash of the parent build and the parameters (teachers' sha256 included), so another seed,
+policy or teacher gets its own directory. The rule that keeps a registered build's files
+unchanged, the same as every ingest and variant job's: a location whose ``summary.json``
+records a finished reinforcement made with other parameters is not written to while
+catalog builds point there (:func:`check_out` asks the hook; the job fails before any
+work, naming them). A location with no
 ``summary.json`` holds no registered build (a build is registered only after its summary
 is written), so an interrupted job's shards made with other parameters are rewritten.
 """
@@ -56,6 +62,7 @@ from shardforge.build.hooks import BuildHooks
 from shardforge.engine.cluster import node_id
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.engine.runner import TaskFailed
+from shardforge.layout.files import SUMMARY_FILE, WORK_DIR
 from shardforge.models.reference import ObserverRef
 from shardforge.names import check_name
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions
@@ -63,8 +70,6 @@ from shardforge.storage import Location, resolve
 
 FORMAT_VERSION = 1
 REINFORCE_DIR = "reinforce"
-WORK_DIR = "_work"
-SUMMARY_FILE = "summary.json"
 PIPELINE_NAME = "reinforce"
 
 

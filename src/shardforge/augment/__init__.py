@@ -1,0 +1,60 @@
+"""Replayable augmentations for dataset reinforcement (ImageNet+).
+
+Each stored augmentation of an image is one fixed-width *parameter record*: sampling
+(:func:`sample_params`) draws the records from a seeded numpy generator, replay
+(:func:`apply_params`) turns an image plus one record into the exact same uint8 view every
+time. Only the records are stored next to the teacher's outputs; the student replays a
+record to see the pixels the teacher saw.
+
+Default policy: ImageNet+'s recommended setting, RandomResizedCrop(224) + horizontal flip +
+RandAugment(2 ops, magnitude 9) + RandomErasing(p=0.25), no mixing (Faghri et al.,
+"Reinforce Data, Multiply Impact", ICCV 2023, Sec. 4 / Table 2 "RRC+RA/RE"; the stored
+parameters follow the paper's list: partner id, RRC (i, j, h, w), flip, RandAugment
+(op, signed magnitude) pairs, RandomErasing (x, y, h, w) or none, MixUp lambda, CutMix
+[lambda, x1, y1, x2, y2]).
+
+Replay order, on uint8 ``3 x H x W`` tensors::
+
+    RRC (resized_crop, bilinear, antialias) -> hflip -> RandAugment ops
+    -> RandomErasing -> MixUp -> CutMix
+
+RandomErasing note: torchvision applies ``RandomErasing`` to the normalised float tensor,
+so its default ``value=0`` paints the dataset *mean* colour. Here erasing runs on the uint8
+view (before ToTensor/Normalize, which the loader does later) and paints ``erasing_value``
+(default 0, i.e. black, as the brief asks). Set ``erasing_value`` to the mean in uint8
+(e.g. 124 for ImageNet's grey) to approximate the normalised-zero behaviour.
+
+Mixing note: records carry a partner *index* (uniform in ``[0, num_partners)``, an index
+into the caller's shard, possibly the image itself). The caller supplies the partner's
+uint8 view (``size x size``); :func:`partner_view` (the whole partner image resized, no
+other augmentation) is the convention replay uses unless told otherwise.
+
+Modules: :mod:`.policy` (the policy and sampling the records), :mod:`.records` (the
+record layout and its columns), :mod:`.ops` (RandAugment ops and replay). A low layer
+(beside models and ops): it imports nothing of shardforge.
+"""
+
+from shardforge.augment.ops import (
+    RANDAUGMENT_OPS,
+    apply_batch,
+    apply_params,
+    apply_randaugment_op,
+    partner_view,
+    randaugment_magnitudes,
+)
+from shardforge.augment.policy import NUM_MAGNITUDE_BINS, AugPolicy
+from shardforge.augment.records import (
+    PARAM_FIELDS,
+    ParamField,
+    param_dtype,
+    param_fields,
+    params_from_columns,
+    params_nbytes,
+    params_to_columns,
+)
+from shardforge.augment.sampling import image_rng, sample_params
+
+__all__ = ["NUM_MAGNITUDE_BINS", "PARAM_FIELDS", "RANDAUGMENT_OPS", "AugPolicy", "ParamField",
+           "apply_batch", "apply_params", "apply_randaugment_op", "image_rng", "param_dtype",
+           "param_fields", "params_from_columns", "params_nbytes", "params_to_columns",
+           "partner_view", "randaugment_magnitudes", "sample_params"]

@@ -1,6 +1,6 @@
 """Adding a fifth variant = adding one package: the example ``invert`` package
 (tests/example_variant/invert: spec.py + transform.py) built from a dataset card through
-the catalog (``shardforge build``), touching no other layer; docs/adding-a-variant.md."""
+the catalog (``shardforge build``), touching no other layer; docs/architecture.md ("Adding a variant")."""
 
 from __future__ import annotations
 

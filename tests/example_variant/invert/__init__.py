@@ -1,4 +1,4 @@
-"""Colour inversion: the smallest variant, the worked example of docs/adding-a-variant.md.
+"""Colour inversion: the smallest variant, the worked example of docs/architecture.md ("Adding a variant").
 
 ``spec.py`` the parameters and registration, ``transform.py`` the algorithm (``255 - x`` on
 the chosen channels of every image of the transformed splits). As a real variant it would

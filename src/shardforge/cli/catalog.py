@@ -226,13 +226,23 @@ def _register(args) -> int:
     return 0
 
 
+def train_recipe(config: str, data: str, storage: str, name: str) -> str:
+    """The :data:`~shardforge.build.pipeline.TrainRecipe` the CLI hands to builds (a card's
+    ``recipe:`` teacher): :func:`shardforge.train.experiment.recipe_run_dir`, imported only
+    when a recipe is trained (catalog lookups import no torch)."""
+    from shardforge.train.experiment import recipe_run_dir
+
+    return recipe_run_dir(config, data, storage, name)
+
+
 def _build(args) -> int:
     from shardforge.catalog.builder import build_dataset
 
     build = build_dataset(args.name, home=args.home, cards_dir=args.cards,
                           sources=parse_sources(args.name, args.source),
                           out_root=args.out_root, ray_address=args.ray_address,
-                          rebuild=args.rebuild, dry_run=args.dry_run)
+                          rebuild=args.rebuild, dry_run=args.dry_run,
+                          train_recipe=train_recipe)
     if build is None:
         if args.json:
             _print_json(None)

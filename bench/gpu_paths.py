@@ -210,9 +210,10 @@ def reinforce_agreement(parent: str, out: str, teacher: str, size: int, top_k: i
     from shardforge.augment import AugPolicy, apply_params, params_from_columns
     from shardforge.layout.dataset import open_dataset
     from shardforge.layout.reader import RangeReader
+    from shardforge.models.reference import parse_member
     from shardforge.ops.normalize import normalize_images
     from shardforge.variants.reinforce.engine import decode_stored
-    from shardforge.variants.reinforce.teacher import load_ensemble, parse_member
+    from shardforge.variants.reinforce.teacher import load_ensemble
 
     ds = open_dataset(parent)
     index = ds.split("train")

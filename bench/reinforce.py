@@ -65,10 +65,10 @@ def teacher_checkpoint(work: str, arch: str, classes: list[str]) -> str:
 def run(args) -> dict:
     from shardforge.augment import AugPolicy
     from shardforge.layout.dataset import open_dataset
+    from shardforge.models.reference import parse_member
     from shardforge.sources import dataset as dataset_source
     from shardforge.sources.base import SourceOptions
     from shardforge.variants.reinforce.engine import Reinforcer, ShardTask, _decode
-    from shardforge.variants.reinforce.teacher import parse_member
 
     torch.set_num_threads(1)
     parent = ensure_parent(args.work, args.images)

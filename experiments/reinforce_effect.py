@@ -34,10 +34,10 @@ def run_effect(root: str, epochs: tuple[int, ...] = (10, 20), seeds: tuple[int, 
     from shardforge import catalog
     from shardforge.augment import AugPolicy
     from shardforge.catalog.variant import run_reinforcement
+    from shardforge.models.reference import parse_member
     from shardforge.train.experiment import train_recipe
     from shardforge.train.metrics import read_metrics
     from shardforge.variants.reinforce.engine import ReinforceConfig
-    from shardforge.variants.reinforce.teacher import parse_member
 
     log = log if log is not None else sys.stderr
     runs = os.path.join(root, "runs")

@@ -16,8 +16,8 @@ from shardforge.catalog.variant import run_reinforcement
 from shardforge.layout.dataset import open_dataset
 from shardforge.models.archs import build_model
 from shardforge.models.checkpoint import STATE_FORMAT, save_state
+from shardforge.models.reference import parse_member
 from shardforge.variants.reinforce.engine import ReinforceConfig, decode_stored
-from shardforge.variants.reinforce.teacher import parse_member
 
 POLICY = AugPolicy(size=32)
 

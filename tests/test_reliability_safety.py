@@ -90,7 +90,7 @@ def test_config_teacher_checkpoint_refuses(tmp_path, marker):
 
     path = _crafted(tmp_path / "teacher" / STATE_FILE, marker)
     with pytest.raises(UnsafeTorchFileError) as err:
-        load_teacher(str(tmp_path / "teacher"), None, None, 3)
+        load_teacher(str(tmp_path / "teacher"), None, None, ["a", "b", "c"])
     _refused(err.value, path)
 
 
@@ -99,7 +99,7 @@ def test_config_teacher_weights_refuse(tmp_path, marker):
 
     path = _crafted(tmp_path / "rn.pth", marker, checkpoint=False)
     with pytest.raises(UnsafeTorchFileError) as err:
-        load_teacher(None, "small_cnn", path, 3)
+        load_teacher(None, "small_cnn", path, ["a", "b", "c"])
     _refused(err.value, path)
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 from typing import TextIO
 
-from shardforge.build.config import IngestConfig
 from shardforge.build import job
+from shardforge.build.config import IngestConfig
 from shardforge.catalog.hooks import catalog_hooks
 
 

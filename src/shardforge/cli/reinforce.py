@@ -83,8 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     from shardforge.build.job import JobFailed
     from shardforge.catalog.errors import CatalogError
     from shardforge.catalog.variant import run_reinforcement
+    from shardforge.models.reference import parse_member
     from shardforge.variants.reinforce.engine import ReinforceConfig
-    from shardforge.variants.reinforce.teacher import parse_member
 
     args = build_parser().parse_args(argv)
     demo = args.source == "demo"

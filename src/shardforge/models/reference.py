@@ -120,6 +120,17 @@ def load_observer(ref: ObserverRef, dataset_classes: tuple[str, ...] | list[str]
     return Observer(model.eval(), classes)
 
 
+def load_checked(ref: ObserverRef, dataset_classes: tuple[str, ...] | list[str], what: str,
+                 dataset: str) -> nn.Module:
+    """The one way to load a model reference for use on a dataset (an RDED observer, a
+    reinforcement teacher, a distillation teacher): :func:`load_observer`, then its class
+    order checked against ``dataset_classes`` (:func:`check_class_order`; ``what`` and
+    ``dataset`` name the two in the error). Returns the model (CPU, eval mode)."""
+    loaded = load_observer(ref, tuple(dataset_classes))
+    check_class_order(loaded.classes, dataset_classes, what, dataset)
+    return loaded.model
+
+
 def check_class_order(observer_classes: tuple[str, ...] | list[str],
                       dataset_classes: tuple[str, ...] | list[str], observer: str,
                       dataset: str) -> None:

@@ -5,7 +5,7 @@ a parent dataset through its ``index.parquet``, so every sample keeps its parent
 label: a variant's samples line up with the parent's by key. Specs come in two shapes:
 
 * per tar (:func:`plan`): one output shard per parent tar, samples in index order;
-* per class (:func:`plan_by_class`): one output shard per (split, class), for variants
+* per class (:func:`plan` with ``by_class``): one output shard per (split, class), for variants
   that work on a class at a time (RDED); shard ``index`` is the class index.
 
 Each spec's ``items`` are ``(tar_name, offset, size, key, label)`` tuples; ``source`` is
@@ -91,11 +91,6 @@ def _first_keys(index, split: str, first_seen: dict[str, str],
         else:
             first_seen[key] = origin
     return keep
-
-
-def plan_by_class(url: str, options: SourceOptions, splits: Collection[str]) -> SourcePlan:
-    """:func:`plan` with one spec per (split, class) for the splits in ``splits``."""
-    return plan(url, options, by_class=splits)
 
 
 def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:

@@ -6,9 +6,7 @@ from torch import nn
 
 from shardforge.layout.info import DatasetInfo
 from shardforge.models.archs import build_model
-from shardforge.models.checkpoint import load_state, model_from_state
-from shardforge.storage import resolve
-from shardforge.torch_files import load_torch_bytes
+from shardforge.models.reference import SORTED, ObserverRef, load_checked
 from shardforge.train.config import TrainConfig
 from shardforge.train.targets import (
     HardTargets,
@@ -22,30 +20,27 @@ from shardforge.train.targets import (
 
 
 def load_teacher(checkpoint: str | None, arch: str | None, weights: str | None,
-                 num_classes: int) -> nn.Module:
-    """A frozen teacher in eval mode (CPU).
+                 classes: tuple[str, ...] | list[str], dataset: str = "the dataset"
+                 ) -> nn.Module:
+    """A frozen teacher in eval mode (CPU), loaded the one way model references are
+    (:func:`shardforge.models.reference.load_checked`: its class order checked against
+    ``classes``, the dataset's).
 
     Either ``checkpoint`` (a jobs/train.py checkpoint: state.pt, checkpoint dir or run dir)
     or ``arch`` (``small_cnn`` or a torchvision name) with ``weights`` (a local/URL file with
-    a state dict, e.g. downloaded torchvision weights). Raises ValueError when the teacher's
-    class count differs from ``num_classes``.
+    a state dict, e.g. downloaded torchvision weights; its logit order is taken as the
+    sorted class names, the ImageFolder convention torchvision's weights follow). Raises
+    ValueError naming both orders when they differ.
     """
     if checkpoint:
-        state = load_state(checkpoint)
-        model = model_from_state(state)
-        teacher_classes = state["model_spec"]["num_classes"]
+        ref = ObserverRef(checkpoint)
+    elif arch and weights:
+        ref = ObserverRef(arch, weights, SORTED)
+    elif arch:   # an untrained constructor (tests, ablations): no file to check
+        return build_model(arch, len(classes)).eval()
     else:
-        if not arch:
-            raise ValueError("a teacher needs targets.teacher_checkpoint or targets.teacher_arch")
-        model = build_model(arch, num_classes)
-        if weights:
-            sd = load_torch_bytes(resolve(weights).read_bytes(), f"teacher weights {weights}")
-            model.load_state_dict(sd.get("model", sd) if isinstance(sd, dict) else sd)
-        teacher_classes = num_classes
-    if teacher_classes != num_classes:
-        raise ValueError(f"the teacher predicts {teacher_classes} classes, the dataset has "
-                         f"{num_classes}; use a teacher trained on the same classes")
-    return model.eval()
+        raise ValueError("a teacher needs targets.teacher_checkpoint or targets.teacher_arch")
+    return load_checked(ref, classes, f"teacher {checkpoint or arch}", dataset)
 
 
 def build_targets(cfg: TrainConfig, info: DatasetInfo) -> Targets:
@@ -64,5 +59,5 @@ def build_targets(cfg: TrainConfig, info: DatasetInfo) -> Targets:
                              "set targets.kind to match the file")
         return stored
     teacher = load_teacher(t.teacher_checkpoint, t.teacher_arch, t.teacher_weights,
-                           info.num_classes)
+                           info.classes, info.url)
     return TeacherTargets(teacher, t.temperature, t.alpha, cfg.optim.label_smoothing)

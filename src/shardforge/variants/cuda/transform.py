@@ -66,7 +66,7 @@ def class_filter(key: str | KeyedHmac, label: int, kernel_size: int, pb: float) 
 
     Weights ``U(0, pb)``, then one uniformly drawn position set to 1.0 (as in the paper),
     rounded to multiples of ``2**-WEIGHT_BITS`` (as fine as the reference's float32 for
-    every weight >= 2**-4; it makes the convolution exact, see :func:`depthwise_conv`).
+    every weight >= 2**-4; it makes the convolution exact, see :func:`conv_units`).
     The generator is seeded by HMAC-SHA256(key, class, kernel_size, pb): independent of the
     number of classes, and different for every key.
     """
@@ -149,8 +149,12 @@ def weight_parts(w: np.ndarray, taps: int) -> tuple[int, list[np.ndarray]]:
 
 
 def conv_units(pixels: np.ndarray, filt: np.ndarray, scratch: Scratch) -> np.ndarray:
-    """:func:`depthwise_conv` times ``2**WEIGHT_BITS`` (exact integers below 2**45, float64),
+    """The depthwise convolution of ``pixels`` (uint8 ``H x W x C``) with ``filt`` (``k x k``,
+    from :func:`class_filter`; zero padding ``k // 2``, output the input's size: the
+    semantics of ``torch.nn.functional.conv2d(x, w, padding=k // 2, groups=C)`` with one
+    filter on all channels) times ``2**WEIGHT_BITS``: exact integers below 2**45, float64,
     in ``scratch``'s ``"acc"`` array (valid until the next call with the same scratch).
+    Exact, so independent of the CPU and the library.
 
     Measured (one core, 256 x 244 x 3, k = 9): OpenCV's float32 -> float32 ``filter2D`` is
     SIMD, ~4x faster per tap than its uint8/float64 -> float64 paths. So from k = 7 the
@@ -195,24 +199,11 @@ def conv_units(pixels: np.ndarray, filt: np.ndarray, scratch: Scratch) -> np.nda
     return acc
 
 
-def depthwise_conv(pixels: np.ndarray, filt: np.ndarray) -> np.ndarray:
-    """float64 ``H x W x C``: every channel of ``pixels`` (uint8) cross-correlated with
-    ``filt`` (``k x k``, from :func:`class_filter`), zero padding ``k // 2``, output the
-    input's size: the semantics of ``torch.nn.functional.conv2d(x, w, padding=k // 2,
-    groups=C)`` with one filter on all channels.
-
-    Exact: the inputs are integers and the weights multiples of ``2**-WEIGHT_BITS``, so the
-    result is an integer multiple of it below 2**45 x 2**-WEIGHT_BITS; it is computed in
-    exact integer steps (:func:`conv_units`), independent of the CPU and the library.
-    """
-    return conv_units(pixels, filt, Scratch()) / _WEIGHT_SCALE
-
-
 def apply_cuda(pixels: np.ndarray, filt: np.ndarray, grayscale: bool = False,
                scratch: Scratch | None = None) -> np.ndarray:
     """One image through CUDA: ``uint8 H x W x 3`` in, ``uint8 H x W x 3`` out.
 
-    ``floor(255 * y / max(y))`` with ``y`` the depthwise convolution (:func:`depthwise_conv`)
+    ``floor(255 * y / max(y))`` with ``y`` the depthwise convolution (:func:`conv_units`)
     or, with ``grayscale``, its channel mean on all channels: the reference's division by
     the global maximum, x255, clip to [0, 255] and ``astype(uint8)``, in exact arithmetic.
     An all-black image (maximum 0) stays all black. ``scratch``: work arrays to reuse

@@ -15,7 +15,7 @@ from typing import Any
 
 from shardforge.build.pipeline import BuildRequest, Param, ParentDataset, Pipeline, register
 from shardforge.build.transform import VariantSpec
-from shardforge.models.reference import check_class_order, load_observer
+from shardforge.models.reference import load_checked
 from shardforge.variants.rded.transform import (
     DEFAULT_MIPC,
     DEFAULT_NUM_CROP,
@@ -81,7 +81,7 @@ def check_observer_classes(params: Mapping[str, Any], classes: tuple[str, ...],
     check_params(dict(params))
     ref = observer_ref(params)
     if params.get("method", "rded") == "rded" and ref is not None:
-        check_class_order(load_observer(ref, classes).classes, classes, ref.location, dataset)
+        load_checked(ref, classes, ref.location, dataset)
 
 
 def distill_variant(params: Mapping[str, Any], classes: tuple[str, ...], *,

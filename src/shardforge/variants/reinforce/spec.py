@@ -82,8 +82,8 @@ def _slug(ref: str) -> str:
 
 def _build(request: BuildRequest) -> dict:
     from shardforge.augment import AugPolicy
+    from shardforge.models.reference import parse_member
     from shardforge.variants.reinforce.engine import ReinforceConfig, run_reinforce
-    from shardforge.variants.reinforce.teacher import parse_member
 
     parent = request.parent
     if parent is None:

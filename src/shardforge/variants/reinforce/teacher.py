@@ -13,13 +13,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from shardforge.models.reference import (
-    ObserverRef,
-    check_class_order,
-    load_observer,
-    observer_identity,
-)
-from shardforge.models.reference import parse_member as parse_member  # torch-free; re-exported
+from shardforge.models.reference import ObserverRef, load_checked, observer_identity
 
 
 class Ensemble(nn.Module):
@@ -44,11 +38,8 @@ def load_ensemble(refs: Sequence[ObserverRef], dataset_classes: Sequence[str],
                   dataset: str) -> Ensemble:
     """Load every member (CPU, eval mode) and check each one's class order against the
     dataset's (ValueError naming the member and both orders on a mismatch)."""
-    members = []
-    for ref in refs:
-        obs = load_observer(ref, tuple(dataset_classes))
-        check_class_order(obs.classes, dataset_classes, f"teacher {ref.location!r}", dataset)
-        members.append(obs.model)
+    members = [load_checked(ref, dataset_classes, f"teacher {ref.location!r}", dataset)
+               for ref in refs]
     return Ensemble(members).eval()
 
 

@@ -438,7 +438,7 @@ def main(argv: list[str] | None = None) -> int:
     if "reinforce" in steps:
         rec = step("reinforce", [py, "pipelines/reinforce.py", "--source", parent,
                                  "--teacher", teacher, "--name", "demo-plus", "--out", plus,
-                                 "--num-augs", "2" if quick else "10", "--top-k", str(top_k),
+                                 "--num-augmentations", "2" if quick else "10", "--top-k", str(top_k),
                                  "--size", str(size), "--batch-size", "256",
                                  "--num-actors", actors,
                                  "--no-register"], 150)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shardforge.cli.params import add_param_flags, params_from_args
 from shardforge.engine import RAY_ADDRESS_HELP
 from shardforge.variants.rded.spec import PARAMS
 
@@ -27,20 +28,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--source", required=True,
                    help="parent dataset: catalog name (demo, demo@v2) or dataset directory")
-    p.add_argument("--observer", default=None, help=PARAMS["observer"].help)
-    p.add_argument("--observer-weights", default=None, help=PARAMS["observer_weights"].help)
-    p.add_argument("--observer-classes", default=None, help=PARAMS["observer_classes"].help)
-    p.add_argument("--ipc", type=int, required=True, help="images per class")
-    p.add_argument("--method", choices=PARAMS["method"].choices, default="rded",
-                   help=PARAMS["method"].help)
-    p.add_argument("--size", type=int, default=PARAMS["size"].default,
-                   help="observer input size and output image side, px (default 224)")
-    p.add_argument("--factor", type=int, default=None, help=PARAMS["factor"].help)
-    p.add_argument("--mipc", type=int, default=PARAMS["mipc"].default,
-                   help="real images scored per class (default 300)")
-    p.add_argument("--num-crop", type=int, default=PARAMS["num_crop"].default,
-                   help="candidate crops per image (default 5)")
-    p.add_argument("--seed", type=int, default=0, help=PARAMS["seed"].help)
+    add_param_flags(p, PARAMS)      # the pipeline's parameters, as the cards declare them
     p.add_argument("--name", default=None,
                    help="name of the new dataset (default SOURCE-METHOD-ipcN)")
     p.add_argument("--out", default=None,
@@ -65,13 +53,9 @@ def main(argv: list[str] | None = None) -> int:
     from shardforge.variants.rded.spec import rded_variant
 
     args = parse_args(argv)
-    params = {"method": args.method, "ipc": args.ipc, "observer": args.observer,
-              "observer_weights": args.observer_weights,
-              "observer_classes": args.observer_classes, "size": args.size,
-              "factor": args.factor, "mipc": args.mipc, "num_crop": args.num_crop,
-              "seed": args.seed}
+    params = params_from_args(args, PARAMS)
     base = args.source.split("@", 1)[0].rstrip("/").rsplit("/", 1)[-1]
-    name = args.name or f"{base}-{args.method}-ipc{args.ipc}"
+    name = args.name or f"{base}-{params['method']}-ipc{params['ipc']}"
     try:
         variant = rded_variant(params, num_gpus=args.num_gpus_per_actor,
                                num_actors=args.num_actors)
@@ -86,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     where = summary.get("catalog") or summary["out"]
     train = summary["splits"].get("train", {}).get("samples", 0)
-    print(f"{name}: {train} distilled train images ({args.method}, ipc {args.ipc}) -> {where}")
+    print(f"{name}: {train} distilled train images ({params['method']}, ipc {params['ipc']}) -> {where}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """Ray job entry: dataset reinforcement (ImageNet+) of a catalog dataset.
 
     ray job submit --working-dir . -- python pipelines/reinforce.py --source imagenet \\
-        --teacher CKPT_OR_ARCH=WEIGHTS [--teacher ...] --num-augs 400 --num-gpus-per-actor 1
+        --teacher CKPT_OR_ARCH=WEIGHTS[,MEMBER2,...] --num-augmentations 400 --num-gpus-per-actor 1
 
 With no arguments: the built-in demo data with a teacher trained there, on CPU.
 See ``--help`` and shardforge.variants.reinforce.spec.

@@ -16,8 +16,9 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shardforge.cli.params import add_param_flags, params_from_args
 from shardforge.engine import RAY_ADDRESS_HELP
-from shardforge.variants.cuda.spec import PARAMS, SMALL_IMAGE_MAX_SIDE
+from shardforge.variants.cuda.spec import PARAMS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -36,17 +37,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     keys.add_argument("--key-env", metavar="VAR",
                       help="environment variable holding the private key")
     keys.add_argument("--key", dest="key_literal", help=argparse.SUPPRESS)
-    p.add_argument("--kernel-size", type=int, default=None,
-                   help=f"odd filter side k (default: by image size, 3 up to "
-                        f"{SMALL_IMAGE_MAX_SIDE} px, else 9)")
-    p.add_argument("--pb", type=float, default=None,
-                   help=f"filter weights U(0, pb) (default: by image size, 0.3 up to "
-                        f"{SMALL_IMAGE_MAX_SIDE} px, else 0.06)")
-    p.add_argument("--p", type=float, default=PARAMS["p"].default,
-                   help="poison fraction: each train sample poisoned with probability p "
-                        "(default 1.0)")
-    p.add_argument("--grayscale", action="store_true", help=PARAMS["grayscale"].help)
-    p.add_argument("--num-classes", type=int, default=None, help=PARAMS["num_classes"].help)
+    add_param_flags(p, PARAMS)      # the pipeline's parameters, as the cards declare them
     p.add_argument("--ray-address", default=None, help=RAY_ADDRESS_HELP)
     p.add_argument("--home", default=None,
                    help="catalog home (default: $SHARDFORGE_HOME or ~/.shardforge)")
@@ -70,8 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    params = {"kernel_size": args.kernel_size, "pb": args.pb, "p": args.p,
-              "grayscale": args.grayscale, "num_classes": args.num_classes}
+    params = params_from_args(args, PARAMS)
     try:
         summary = build_unlearnable(args.source, args.name, key, params, out=args.out,
                                     ray_address=args.ray_address, home=args.home,

@@ -185,7 +185,7 @@ def test_an_out_holding_another_reinforcement_is_refused(parent, teacher, reinfo
         run_reinforcement(_config(parent, teacher, out, seed=1), log=io.StringIO())
     assert summary["catalog"] in str(err.value) and "seed" in str(err.value)
     assert main(["--source", parent, "--teacher", teacher, "--out", out, "--seed", "1",
-                 "--num-augs", "4", "--top-k", "3", "--size", "32"]) == 2
+                 "--num-augmentations", "4", "--top-k", "3", "--size", "32"]) == 2
     assert summary["catalog"] in capsys.readouterr().err
     assert tree_sha256(out) == before
 

@@ -2,8 +2,8 @@
 :mod:`shardforge.variants.reinforce.spec`).
 
     ray job submit --working-dir . -- python pipelines/reinforce.py \\
-        --source imagenet --teacher resnet152=/weights/rn152.pth --teacher ... \\
-        --num-augs 400 --num-gpus-per-actor 1
+        --source imagenet --teacher resnet152=/weights/rn152.pth,MEMBER2,... \\
+        --num-augmentations 400 --num-gpus-per-actor 1
 
 With no arguments it reinforces the built-in demo data (built first when missing) with a
 small CNN teacher it trains there (jobs/configs/demo_cpu.yaml), on CPU.
@@ -20,57 +20,45 @@ from __future__ import annotations
 import argparse
 import sys
 
+from shardforge.cli.params import add_param_flags, params_from_args
 from shardforge.engine import RAY_ADDRESS_HELP
 from shardforge.train.experiment import recipe_run_dir
-from shardforge.variants.reinforce.spec import RECIPE_PREFIX, _slug, resolve_teacher
+from shardforge.variants.reinforce.spec import (
+    PARAMS,
+    RECIPE_PREFIX,
+    _slug,
+    reinforce_config,
+    teacher_refs,
+)
 
 DEMO_RECIPE = "jobs/configs/demo_cpu.yaml"
-#: The demo's reinforcement: 32 px views (the demo recipe trains at 32 px), 20 stored
-#: augmentations per image, top-5 of 10 classes; the policy is otherwise ImageNet+'s.
-DEMO_SIZE, DEMO_AUGS, DEMO_TOP_K, DEMO_CROP_SCALE_MIN = 32, 20, 5, 0.35
+#: The demo's reinforcement (``--source demo``, the default): a small CNN teacher trained
+#: by the demo recipe, 32 px views (the recipe trains at 32 px), 20 stored augmentations
+#: per image, top-5 of 10 classes, crops of at least 35% of the image (at 32 px smaller
+#: crops lose the shape); the policy is otherwise ImageNet+'s. Other sources get the
+#: parameters' defaults (ImageNet+: 400 augmentations, top-10, 224 px, 0.08).
+DEMO_DEFAULTS = {"teacher": RECIPE_PREFIX + DEMO_RECIPE, "num_augmentations": 20, "top_k": 5,
+                 "size": 32, "crop_scale_min": 0.35}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    """The pipelines/reinforce.py argument parser."""
+    """The pipelines/reinforce.py argument parser: the ``reinforce`` pipeline's parameters
+    as declared once (:data:`shardforge.variants.reinforce.spec.PARAMS`: ``--teacher A,B``,
+    ``--num-augmentations``, ...), plus where to read and write."""
     p = argparse.ArgumentParser(
         prog="pipelines/reinforce.py",
         description="Dataset reinforcement (ImageNet+): store teacher top-K predictions for "
-                    "many replayable augmentations of every training image.")
+                    "many replayable augmentations of every training image. With --source "
+                    f"demo (the default) the defaults are the demo's: {DEMO_DEFAULTS}.")
     p.add_argument("--source", default="demo",
                    help="parent dataset: catalog NAME[@vN] or a dataset location (default: "
                         "demo, built first when missing)")
-    p.add_argument("--teacher", action="append", default=[],
-                   help="ensemble member (repeat): checkpoint, ARCH=WEIGHTS or recipe:CONFIG "
-                        f"(default: recipe:{DEMO_RECIPE})")
-    p.add_argument("--teacher-classes", default="sorted",
-                   help="class order of ARCH=WEIGHTS members: 'sorted' or a file of names")
+    add_param_flags(p, PARAMS, fallbacks={"teacher": DEMO_DEFAULTS["teacher"]})
     p.add_argument("--name", help="output dataset name (default: SOURCE-plus)")
     p.add_argument("--out", help="output location (default: HOME/datasets/NAME/KEY, KEY a "
                                  "hash of the parent and the parameters, teachers' sha256 "
                                  "included); a location holding a finished reinforcement "
                                  "made with other parameters is refused")
-    p.add_argument("--num-augs", type=int, help="augmentations per image (ImageNet+: 400; "
-                                                f"demo default {DEMO_AUGS})")
-    p.add_argument("--top-k", type=int, help=f"probabilities kept (default 10; demo {DEMO_TOP_K})")
-    p.add_argument("--size", type=int, help=f"view size (default 224; demo {DEMO_SIZE})")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--crop-scale-min", type=float,
-                   help="RandomResizedCrop minimum area (default 0.08; demo 0.35, the demo "
-                        "recipe's: at 32 px smaller crops lose the shape)")
-    p.add_argument("--randaugment-ops", type=int, default=2, help="RandAugment ops (0: off)")
-    p.add_argument("--randaugment-magnitude", type=int, default=9)
-    p.add_argument("--erasing-p", type=float, default=0.25, help="RandomErasing probability")
-    p.add_argument("--mixup-p", type=float, default=0.0, help="MixUp probability (default 0)")
-    p.add_argument("--cutmix-p", type=float, default=0.0, help="CutMix probability (default 0)")
-    p.add_argument("--batch-size", type=int, default=256, help="views per teacher forward")
-    p.add_argument("--num-actors", type=int,
-                   help="teacher actors (default: one per GPU, else one per CPU). On a GPU "
-                        "node one actor is limited by its CPU side (decode + augment, ~0.7k "
-                        "views/s): several actors sharing a GPU go faster (1 -> 4 actors: "
-                        "1.7x on an H200, BENCHMARKS.md 'GPU paths')")
-    p.add_argument("--num-gpus-per-actor", type=float, default=None,
-                   help="GPUs per teacher actor (default: the cluster's GPUs shared by "
-                        "--num-actors actors, one actor per GPU without it; 0 on CPUs)")
     p.add_argument("--runs", default="data/runs", help="where recipe: teachers are trained")
     p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     p.add_argument("--no-register", action="store_true", help="do not register in the catalog")
@@ -79,34 +67,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 done, 1 failed, 2 bad arguments)."""
-    from shardforge.augment import AugPolicy
     from shardforge.build.job import JobFailed
     from shardforge.catalog.errors import CatalogError
     from shardforge.catalog.variant import run_reinforcement
-    from shardforge.models.reference import parse_member
-    from shardforge.variants.reinforce.engine import ReinforceConfig
 
     args = build_parser().parse_args(argv)
     demo = args.source == "demo"
+    params = params_from_args(args, PARAMS, fallbacks=DEMO_DEFAULTS if demo else {})
+    name = args.name or f"{_slug(args.source.split('@')[0])}-plus"
     try:
+        if "teacher" not in params:
+            raise ValueError("--teacher is required for a source other than demo "
+                             "(a checkpoint, ARCH=WEIGHTS or recipe:CONFIG; several: A,B)")
         if demo:
             _ensure_demo()
-        teachers = args.teacher or [RECIPE_PREFIX + DEMO_RECIPE]
-        refs = tuple(parse_member(resolve_teacher(t, args.source, args.runs, recipe_run_dir),
-                                  args.teacher_classes) for t in teachers)
-        crop_min = args.crop_scale_min or (DEMO_CROP_SCALE_MIN if demo else 0.08)
-        policy = AugPolicy(size=args.size or (DEMO_SIZE if demo else 224),
-                           rrc_scale=(crop_min, 1.0), randaugment_ops=args.randaugment_ops,
-                           randaugment_magnitude=args.randaugment_magnitude,
-                           erasing_p=args.erasing_p, mixup_p=args.mixup_p,
-                           cutmix_p=args.cutmix_p)
-        name = args.name or f"{_slug(args.source.split('@')[0])}-plus"
-        config = ReinforceConfig(
-            parent=args.source, name=name, out=args.out,
-            teachers=refs, num_augs=args.num_augs or (DEMO_AUGS if demo else 400),
-            top_k=args.top_k or (DEMO_TOP_K if demo else 10), seed=args.seed, policy=policy,
-            batch_size=args.batch_size, num_actors=args.num_actors,
-            num_gpus_per_actor=args.num_gpus_per_actor, ray_address=args.ray_address)
+        teachers = teacher_refs(params, args.source, args.runs, recipe_run_dir)
+        config = reinforce_config(params, args.source, name, args.out, teachers,
+                                  args.ray_address)
     except (ValueError, FileNotFoundError, CatalogError) as exc:
         print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
         return 2
@@ -119,8 +96,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pipelines/reinforce.py: error: {exc}", file=sys.stderr)
         return 2
     r = summary["reinforce"]
-    print(f"{name}: {r['augmentations']:,} augmentations of {summary['splits'][r['split']]['samples']:,}"
-          f" images, {r['bytes_per_augmentation']} B per augmentation, "
+    print(f"{name}: {r['augmentations']:,} augmentations of "
+          f"{summary['splits'][r['split']]['samples']:,} images, "
+          f"{r['bytes_per_augmentation']} B per augmentation, "
           f"{summary['images_per_second']} img/s; {summary['out']}"
           + (f"; catalog {summary['catalog']}" if "catalog" in summary else ""))
     return 0

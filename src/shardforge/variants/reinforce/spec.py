@@ -12,6 +12,8 @@ The Ray job entry with its flags is :mod:`shardforge.cli.reinforce`.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
+from typing import Any
 
 from shardforge.build.pipeline import BuildRequest, Param, Pipeline, TrainRecipe, register
 
@@ -35,8 +37,49 @@ PARAMS = {
     "mixup_p": Param((float,), 0.0),
     "cutmix_p": Param((float,), 0.0),
     "batch_size": Param((int,), 256, help="views per teacher forward"),
-    "num_gpus_per_actor": Param((float,), 0.0),
+    "num_actors": Param((int,), None, nullable=True,
+                        help="teacher actors (null: one per GPU, else one per CPU). On a GPU "
+                             "node one actor is limited by its CPU side (decode + augment, "
+                             "~0.7k views/s): several actors sharing a GPU go faster (1 -> 4 "
+                             "actors: 1.7x on an H200, BENCHMARKS.md 'GPU paths')"),
+    "num_gpus_per_actor": Param((float,), None, nullable=True,
+                                help="GPUs per teacher actor (null: the cluster's GPUs shared "
+                                     "by num_actors actors, one actor per GPU without it; 0 "
+                                     "on CPUs)"),
 }
+
+
+def teacher_refs(params: Mapping[str, Any], source: str, runs: str,
+                 train_recipe: TrainRecipe | None) -> tuple:
+    """The ensemble members ``params["teacher"]`` names (comma-separated), ``recipe:``
+    members trained on ``source`` first (:func:`resolve_teacher`)."""
+    from shardforge.models.reference import parse_member
+
+    return tuple(parse_member(resolve_teacher(t.strip(), source, runs, train_recipe),
+                              params["teacher_classes"])
+                 for t in params["teacher"].split(","))
+
+
+def reinforce_config(params: Mapping[str, Any], parent: str, name: str, out: str | None,
+                     teachers: tuple, ray_address: str | None = None):
+    """The :class:`~shardforge.variants.reinforce.engine.ReinforceConfig` that validated
+    ``params`` describe (the card's and the job's: one mapping for both)."""
+    from shardforge.augment import AugPolicy
+    from shardforge.variants.reinforce.engine import ReinforceConfig
+
+    p = params
+    return ReinforceConfig(
+        parent=parent, name=name, out=out, teachers=teachers,
+        num_augs=p["num_augmentations"], top_k=p["top_k"], seed=p["seed"],
+        policy=AugPolicy(size=p["size"], rrc_scale=(float(p["crop_scale_min"]), 1.0),
+                         randaugment_ops=p["randaugment_ops"],
+                         randaugment_magnitude=p["randaugment_magnitude"],
+                         erasing_p=float(p["erasing_p"]), mixup_p=float(p["mixup_p"]),
+                         cutmix_p=float(p["cutmix_p"])),
+        batch_size=p["batch_size"], num_actors=p["num_actors"],
+        num_gpus_per_actor=None if p["num_gpus_per_actor"] is None
+        else float(p["num_gpus_per_actor"]),
+        ray_address=ray_address)
 
 
 def teacher_inputs(params: dict) -> dict:
@@ -81,30 +124,17 @@ def _slug(ref: str) -> str:
 
 
 def _build(request: BuildRequest) -> dict:
-    from shardforge.augment import AugPolicy
-    from shardforge.models.reference import parse_member
-    from shardforge.variants.reinforce.engine import ReinforceConfig, run_reinforce
+    from shardforge.variants.reinforce.engine import run_reinforce
 
     parent = request.parent
     if parent is None:
         raise ValueError(f"card {request.name}: reinforce needs a parent (source: "
                          "{dataset: NAME})")
-    p = request.params
     # a recipe: teacher is part of this build: its run lives in the build's directory
     runs = os.path.join(request.out, "teacher-runs")
-    refs = tuple(parse_member(resolve_teacher(t.strip(), parent.location, runs,
-                                              request.train_recipe), p["teacher_classes"])
-                 for t in p["teacher"].split(","))
-    config = ReinforceConfig(
-        parent=parent.location, name=request.name, out=request.out, teachers=refs,
-        num_augs=p["num_augmentations"], top_k=p["top_k"], seed=p["seed"],
-        policy=AugPolicy(size=p["size"], rrc_scale=(float(p["crop_scale_min"]), 1.0),
-                         randaugment_ops=p["randaugment_ops"],
-                         randaugment_magnitude=p["randaugment_magnitude"],
-                         erasing_p=float(p["erasing_p"]), mixup_p=float(p["mixup_p"]),
-                         cutmix_p=float(p["cutmix_p"])),
-        batch_size=p["batch_size"], num_gpus_per_actor=float(p["num_gpus_per_actor"]),
-        ray_address=request.ray_address)
+    teachers = teacher_refs(request.params, parent.location, runs, request.train_recipe)
+    config = reinforce_config(request.params, parent.location, request.name, request.out,
+                              teachers, request.ray_address)
     return run_reinforce(config, parent_ref=parent.ref)
 
 

@@ -68,8 +68,17 @@ PARAMS: dict[str, Param] = {
     "splits": Param((list,), ["train"], help="splits to stylize; others are copied"),
     "jpeg_quality": Param((int,), None, nullable=True,
                           help="store JPEG at this quality instead of lossless PNG/raw"),
-    "num_gpus": Param((float,), 0.0, help="GPUs per actor (0: CPU)"),
+    "amp": Param((str,), "fp16", choices=("fp16", "bf16", "off"),
+                 help="autocast dtype on GPU (AdaIN statistics stay fp32)"),
     "batch_size": Param((int,), 32, help="images per AdaIN forward pass"),
+    "num_gpus_per_actor": Param((float,), None, nullable=True,
+                                help="GPUs per actor (null: AdaIN on the cluster's GPUs, "
+                                     "shared by num_actors actors, one per GPU without it; "
+                                     "fourier 0)"),
+    "num_actors": Param((int,), None, nullable=True,
+                        help="actors (null: one per GPU, else one per CPU; on a GPU node the "
+                             "CPU side (decode, encode) is the limit: more actors sharing "
+                             "the GPU go faster, see BENCHMARKS.md 'GPU paths')"),
 }
 
 
@@ -78,20 +87,28 @@ def _config(params: Mapping) -> StylizeConfig:
     return StylizeConfig(method=params["method"], alpha=float(params["alpha"]),
                          seed=int(params["seed"]), resize=int(params["resize"]),
                          crop=int(params["crop"]), weights=params.get("weights"),
-                         batch_size=int(params["batch_size"]))
+                         amp=params["amp"], batch_size=int(params["batch_size"]))
 
 
-def _check(params: dict) -> None:
+def check_params(params: dict) -> None:
     _config(params)
     if not params["splits"] or not all(isinstance(s, str) for s in params["splits"]):
         raise ValueError("splits must be a non-empty list of split names")
 
 
-def variant_from_params(params: Mapping, secrets: Mapping | None = None) -> VariantSpec:
-    """The variant a card's validated ``params`` describe (loads and checks the style set)."""
-    style_set = load_style_set(params["styles"])
-    return make_stylize_variant(_config(params), style_set, tuple(params["splits"]),
-                                params.get("jpeg_quality"), float(params["num_gpus"]))
+def variant_from_params(params: Mapping, secrets: Mapping | None = None,
+                        style_set: StyleSet | None = None) -> VariantSpec:
+    """The variant validated ``params`` describe (a card's or the job's): loads and checks
+    the style set unless ``style_set`` is given. With Ray up, ``num_gpus_per_actor`` null
+    puts AdaIN on the cluster's GPUs (:func:`~shardforge.build.actors.gpus_per_actor`)."""
+    from shardforge.build.actors import gpus_per_actor
+
+    config = _config(params)
+    style_set = style_set if style_set is not None else load_style_set(params["styles"])
+    gpus, actors = params.get("num_gpus_per_actor"), params.get("num_actors")
+    gpus = gpus_per_actor(gpus, actors) if config.method == "adain" else float(gpus or 0.0)
+    return make_stylize_variant(config, style_set, tuple(params["splits"]),
+                                params.get("jpeg_quality"), gpus, actors)
 
 
 def stylize_inputs(params: Mapping) -> dict:
@@ -118,4 +135,4 @@ def stylize_inputs(params: Mapping) -> dict:
 PIPELINE = register(variant_pipeline(
     "stylize", "style-transferred variant of a parent dataset (Stylized-ImageNet: AdaIN with "
                "painting styles; or the weights-free Fourier amplitude swap)",
-    PARAMS, variant_from_params, check=_check, inputs=stylize_inputs))
+    PARAMS, variant_from_params, check=check_params, inputs=stylize_inputs))

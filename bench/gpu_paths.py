@@ -212,8 +212,8 @@ def reinforce_agreement(parent: str, out: str, teacher: str, size: int, top_k: i
     from shardforge.layout.reader import RangeReader
     from shardforge.models.reference import parse_member
     from shardforge.ops.normalize import normalize_images
-    from shardforge.variants.reinforce.engine import decode_stored
     from shardforge.variants.reinforce.teacher import load_ensemble
+    from shardforge.variants.reinforce.transform import decode_stored
 
     ds = open_dataset(parent)
     index = ds.split("train")

@@ -68,7 +68,7 @@ def run(args) -> dict:
     from shardforge.models.reference import parse_member
     from shardforge.sources import dataset as dataset_source
     from shardforge.sources.base import SourceOptions
-    from shardforge.variants.reinforce.engine import Reinforcer, ShardTask, _decode
+    from shardforge.variants.reinforce.transform import Reinforcer, ShardTask, _decode
 
     torch.set_num_threads(1)
     parent = ensure_parent(args.work, args.images)

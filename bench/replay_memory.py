@@ -109,7 +109,7 @@ def generate(work: str, samples: int, augs: int, top_k: int, shards: int) -> dic
     import pyarrow.parquet as pq
 
     from shardforge.augment import AugPolicy, param_dtype, params_to_columns
-    from shardforge.variants.reinforce.engine import output_schema
+    from shardforge.variants.reinforce.transform import output_schema
 
     done = os.path.join(work, "reinforce.json")
     if os.path.exists(done):

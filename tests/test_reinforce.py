@@ -17,7 +17,8 @@ from shardforge.layout.dataset import open_dataset
 from shardforge.models.archs import build_model
 from shardforge.models.checkpoint import STATE_FORMAT, save_state
 from shardforge.models.reference import parse_member
-from shardforge.variants.reinforce.engine import ReinforceConfig, decode_stored
+from shardforge.variants.reinforce.engine import ReinforceConfig
+from shardforge.variants.reinforce.transform import decode_stored
 
 POLICY = AugPolicy(size=32)
 

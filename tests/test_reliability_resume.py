@@ -194,11 +194,11 @@ def _save_state(d: str) -> list[str]:
 
 
 def _demo_and_marker(d: str) -> list[str]:
-    from shardforge.catalog.builder import DEMO_MARKER, _materialise_demo
+    from shardforge.catalog.prepare import DEMO_MARKER, materialise_demo
 
     spec = {"num_classes": 2, "train_per_class": 1, "val_per_class": 1, "min_side": 32,
             "max_side": 40}
-    _materialise_demo(d, spec, io.StringIO())
+    materialise_demo(d, spec, io.StringIO())
     return [DEMO_MARKER, *(os.path.relpath(p, d) for p in glob.glob(f"{d}/*/*/*.JPEG"))]
 
 

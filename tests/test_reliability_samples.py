@@ -540,7 +540,7 @@ def test_peak_memory_of_an_81mp_16bit_png_within_the_request():
 def test_reinforce_rejects_bad_parent_samples(tmp_path):
     """Reinforce's own shard loop: each bad parent sample is a reject with a reason; the
     good ones decode (no exception escapes ``_decode``)."""
-    from shardforge.variants.reinforce.engine import _decode
+    from shardforge.variants.reinforce.transform import _decode
 
     faults = image_faults()
     samples, rejects = _decode(_parent(tmp_path, faults))

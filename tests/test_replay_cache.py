@@ -25,7 +25,7 @@ from shardforge.augment import (
 from shardforge.layout.dataset import open_dataset
 from shardforge.stream.replay import ReinforcedSplit, ReplayStream, load_reinforced_split
 from shardforge.stream.wds_loader import WdsLoader
-from shardforge.variants.reinforce.engine import output_schema
+from shardforge.variants.reinforce.transform import output_schema
 
 POLICY = AugPolicy(size=32)
 A, K, C = 4, 3, 10

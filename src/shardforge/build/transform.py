@@ -55,7 +55,9 @@ class VariantSpec:
     ``params``: JSON-able parameters that decide the output bytes (they go into the shards'
     spec hashes, so changing one rebuilds; never put a secret here, only its fingerprint).
     ``make_transform``: picklable zero-argument callable, called once per Ray task or once
-    per actor (load models there). ``num_gpus`` > 0 or ``use_actors``: shards run on a pool
+    per actor (load models there); every variant writes it the same way,
+    ``functools.partial(TransformClass, ...)`` (or of a module-level function that builds
+    the transform), so nothing but the partial's arguments travels to the workers. ``num_gpus`` > 0 or ``use_actors``: shards run on a pool
     of ``num_actors`` actors (default: one per GPU, else one per CPU) that keep the
     transform loaded; otherwise each shard is a Ray task that calls ``make_transform``.
     """

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import json
 import os
 import sys
 from collections.abc import Mapping
@@ -34,11 +33,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
-from shardforge.build.inputs import Input, changes, digests, inputs_key, recorded
+from shardforge.build.inputs import Input, changes, inputs_key, recorded
 from shardforge.build.pipeline import BuildRequest, ParentDataset, Pipeline, TrainRecipe
-from shardforge.build.secrets import MIN_SECRET_CHARS, Secrets
+from shardforge.build.secrets import Secrets
 from shardforge.catalog.cards import Card, expand, find_cards_dir, load_cards
-from shardforge.catalog.entry import Build, parse_ref
+from shardforge.catalog.entry import Build
 from shardforge.catalog.errors import (
     CardError,
     CatalogError,
@@ -46,16 +45,21 @@ from shardforge.catalog.errors import (
     UnknownDataset,
 )
 from shardforge.catalog.home import resolve_home
-from shardforge.catalog.lookup import get, locate_if_named
+from shardforge.catalog.lookup import get
 from shardforge.catalog.pipelines import get_pipeline
+from shardforge.catalog.prepare import (
+    demo_dir,
+    hash_card,
+    input_digests,
+    located_params,
+    materialise_demo,
+    read_secrets,
+    same_inputs,
+)
 from shardforge.catalog.register import register_build
 from shardforge.catalog.store import Store
 from shardforge.catalog.verifier import verify_build
 from shardforge.names import did_you_mean
-from shardforge.storage import replace_durably
-
-CARD_HASH_VERSION = 1
-DEMO_MARKER = ".demo-spec.json"
 
 
 @dataclass(frozen=True)
@@ -152,10 +156,10 @@ class _Builder:
                 dry: bool, rebuild: bool = False) -> Build | None:
         name = card.name
         resolved_params = self._params(card, pipeline)
-        secrets = _read_secrets(card)
-        card_hash = _card_hash(card, resolved_params, secrets)
+        secrets = read_secrets(card)
+        card_hash = hash_card(card, resolved_params, secrets)
         located = self._located(resolved_params, pipeline)
-        inputs = _inputs(card, pipeline, located)     # before building a parent
+        inputs = input_digests(card, pipeline, located)     # before building a parent
         parent: Build | None = None
         source_url: str | None = None
         if card.source_kind == "dataset":
@@ -164,7 +168,7 @@ class _Builder:
                 return self._cannot_build(card, pipeline)
             origin = parent.ref
         elif card.source_kind == "demo":
-            source_url = _demo_dir(self.home, card.source)
+            source_url = demo_dir(self.home, card.source)
             origin = source_url
         else:
             source_url = self._source_path(card, top)
@@ -172,7 +176,7 @@ class _Builder:
                 return self._latest_of_card(card, card_hash)
             origin = source_url
         candidates = self.store.find_card_builds(name, card_hash, origin)
-        existing = next((b for b in candidates if _same_inputs(b, inputs)), None)
+        existing = next((b for b in candidates if same_inputs(b, inputs)), None)
         if existing is None and not rebuild:
             self._say_why(card, candidates, card_hash, origin, secrets, inputs)
         if existing is not None and not rebuild:
@@ -319,7 +323,7 @@ class _Builder:
         key = hashlib.sha256(ident.encode()).hexdigest()[:12]
         out = resolve(self.out_root).join("datasets", card.name, key).url
         if card.source_kind == "demo":
-            _materialise_demo(resolved.source_url, card.source, self.log)
+            materialise_demo(resolved.source_url, card.source, self.log)
         if not self._ray_started:
             self.ray.enter_context(ray_session(self.ray_address))
             self._ray_started = True
@@ -349,31 +353,6 @@ class _Builder:
 
 # -- helpers ---------------------------------------------------------------------------
 
-def _read_secrets(card: Card) -> Secrets:
-    values = {}
-    for name, ref in card.secrets.items():
-        where = f"pipeline.secrets.{name}"
-        if ref.env:
-            value = os.environ.get(ref.env, "")
-            if not value:
-                raise CardError(card.file, where, f"environment variable {ref.env} is not set",
-                                f"export {ref.env}=SECRET (at least {MIN_SECRET_CHARS} random "
-                                "characters) before building")
-        else:
-            path = Path(os.path.expanduser(ref.file or ""))
-            try:
-                value = path.read_text(encoding="utf-8").strip()
-            except OSError as exc:
-                raise CardError(card.file, where, f"cannot read {path} ({exc.strerror})",
-                                "create the file with the secret, readable by you only") from None
-        if len(value) < MIN_SECRET_CHARS:
-            raise CardError(card.file, where, f"the secret from {ref.describe()} has "
-                            f"{len(value)} characters", f"use at least {MIN_SECRET_CHARS} random "
-                            "characters (a short secret's fingerprint can be brute-forced)")
-        values[name] = value
-    return Secrets(values)
-
-
 def _intact(build: Build, fix: str) -> Build:
     """``build`` when every file re-hashes to its record; else CatalogError naming the
     first damaged file, ``shardforge catalog verify`` and ``fix`` (a build that cannot be
@@ -385,58 +364,6 @@ def _intact(build: Build, fix: str) -> Build:
     raise CatalogError(f"{build.ref} has {len(report.problems)} missing or corrupt file(s) "
                        f"(first: {first.url}: {first.problem}); `shardforge catalog verify "
                        f"{build.ref}` lists them; {fix}")
-
-
-def _inputs(card: Card, pipeline: Pipeline, params: dict) -> dict[str, Input]:
-    """The pipeline's input digests for ``params`` ({} when it declares none); CardError
-    naming the card when a named file cannot be read."""
-    if pipeline.inputs is None:
-        return {}
-    try:
-        return dict(pipeline.inputs(dict(params)))
-    except (ValueError, OSError) as exc:
-        raise CardError(card.file, "pipeline.params", f"an input named there cannot be read "
-                        f"({exc})", "fix the path, or create the file first (e.g. train the "
-                        "observer or teacher the card names)") from None
-
-
-def _same_inputs(build: Build, inputs: Mapping[str, Input]) -> bool:
-    """Whether ``build`` recorded exactly these input digests (none recorded = none)."""
-    return digests(build.inputs or {}) == {n: i.digest for n, i in sorted(inputs.items())}
-
-
-def _card_hash(card: Card, params: dict, secrets: Secrets) -> str:
-    if card.source_kind == "demo":
-        source = {"kind": "demo", "spec": card.source}
-    elif card.source_kind == "dataset":
-        source = {"kind": "dataset", "name": parse_ref(card.source).name}
-    else:
-        source = {"kind": "path"}
-    blob = json.dumps({"v": CARD_HASH_VERSION, "pipeline": card.pipeline, "params": params,
-                       "formats": sorted(card.formats), "source": source,
-                       "secrets": secrets.fingerprints()}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
-def _demo_dir(home: Path, spec: dict) -> str:
-    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    return str(home / "sources" / "demo" / key)
-
-
-def _materialise_demo(root: str | None, spec: dict, log: TextIO) -> None:
-    """Generate the demo images into ``root`` unless a finished generation is recorded."""
-    from shardforge.sources.demo import DemoSpec, generate_demo_data
-
-    assert root is not None
-    marker = Path(root) / DEMO_MARKER
-    blob = json.dumps(spec, sort_keys=True)
-    if marker.is_file() and marker.read_text() == blob:
-        return
-    print(f"demo source: generating {root}", file=log)
-    generate_demo_data(root, DemoSpec(**spec))
-    tmp = marker.with_name(f"{marker.name}.tmp{os.getpid()}")
-    tmp.write_text(blob)
-    replace_durably(str(tmp), str(marker))
 
 
 def _only_formats(card: Card, summary: dict) -> dict:
@@ -452,10 +379,3 @@ def _normalise(url: str) -> str:
     return url if "://" in url else os.path.abspath(os.path.expanduser(url))
 
 
-def located_params(params: Mapping, pipeline: Pipeline, home: str | os.PathLike | None) -> dict:
-    """``params`` with each ``Param.dataset`` value that is a catalog name replaced by the
-    location of that build in the catalog at ``home`` (:func:`locate_if_named`)."""
-    return {name: locate_if_named(value, home)
-            if name in pipeline.params and pipeline.params[name].dataset
-            and isinstance(value, str) else value
-            for name, value in params.items()}

@@ -94,11 +94,8 @@ def run_reinforcement(config: ReinforceConfig, *, register: bool = True,
     (teachers' identities included); a location holding a catalog build of other
     parameters is refused; with ``register`` the result is registered as ``NAME@vN`` with
     the parent as lineage. Returns the summary."""
-    from shardforge.variants.reinforce.engine import (
-        PIPELINE_NAME,
-        reinforce_params,
-        run_reinforce,
-    )
+    from shardforge.variants.reinforce.engine import reinforce_params, run_reinforce
+    from shardforge.variants.reinforce.transform import PIPELINE_NAME
 
     source = resolve_parent(config.parent, catalog_home)
     params = reinforce_params(config)

@@ -232,7 +232,7 @@ class ReplayStream(WdsStream):
     def _batch(self, reader: RangeReader, pos: np.ndarray, rng: np.random.Generator,
                shared: bool) -> tuple:
         from shardforge.augment import apply_params, partner_view, sample_params
-        from shardforge.variants.reinforce.engine import decode_stored
+        from shardforge.variants.reinforce.transform import decode_stored
 
         idx = self.index
         blobs = reader.read(idx.shard[pos], idx.offset[pos], idx.size[pos])

@@ -7,8 +7,8 @@ transform is made, in the task that runs it.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from shardforge.build.pipeline import Param, register
@@ -61,25 +61,6 @@ def check_filter_params(kernel_size: int, pb: float) -> None:
 
 
 
-@dataclass(frozen=True)
-class _MakeTransform:
-    """Picklable zero-argument factory (what ``VariantSpec`` calls, in every task): it holds
-    the key's HMAC midstates (:mod:`shardforge.variants.cuda.key`), not the key."""
-
-    key: KeyedHmac = field(repr=False)
-    p: float
-    kernel_size: int | None
-    pb: float | None
-    grayscale: bool
-    num_classes: int | None
-
-    def __call__(self) -> Any:
-        from shardforge.variants.cuda.transform import CudaTransform
-
-        return CudaTransform(self.key, self.p, self.kernel_size, self.pb, self.grayscale,
-                             self.num_classes)
-
-
 #: The pipeline's parameter schema (catalog card ``pipeline.params`` and the Ray job's flags).
 PARAMS: dict[str, Param] = {
     "method": Param((str,), METHOD, choices=(METHOD,), help="unlearnable-example method"),
@@ -130,8 +111,13 @@ def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str]) -> Varia
     pb = None if full["pb"] is None else float(full["pb"])
     spec_params = {**full, "pb": pb, "p": float(full["p"]),
                    "key_fingerprint": fingerprint(key)}
-    make = _MakeTransform(KeyedHmac.from_key(key), float(full["p"]), full["kernel_size"], pb,
-                          bool(full["grayscale"]), full["num_classes"])
+    from shardforge.variants.cuda.transform import CudaTransform
+
+    # the factory (as every variant's: functools.partial of the transform class) holds the
+    # key's HMAC midstates (:mod:`shardforge.variants.cuda.key`), never the key
+    make = functools.partial(CudaTransform, KeyedHmac.from_key(key), float(full["p"]),
+                             full["kernel_size"], pb, bool(full["grayscale"]),
+                             full["num_classes"])
     splits = ("train",) if full["num_classes"] is None else ("train", "val")
     return VariantSpec(name=NAME, params=dict(sorted(spec_params.items())),
                        make_transform=make, splits=splits)

@@ -1,4 +1,5 @@
-"""Replayable augmentations for dataset reinforcement (ImageNet+).
+"""Layer: augment (beside models and ops). Replayable augmentations for dataset
+reinforcement (ImageNet+), shared by generation and replay.
 
 Each stored augmentation of an image is one fixed-width *parameter record*: sampling
 (:func:`sample_params`) draws the records from a seeded numpy generator, replay

@@ -1,4 +1,7 @@
-"""The dataset catalog: which datasets exist, what they were built from, where the shards are.
+"""Layer: catalog (above the variants, below stream/train/cli). The dataset catalog: which
+datasets exist, what they were built from, where the shards are. It calls the build
+layer (handing it its hooks: rewrite guard, registration) and may import every layer
+below; the build layer never imports it.
 
 Builds are registered as immutable versions ``NAME@vN`` in a SQLite database in the
 catalog home (``$SHARDFORGE_HOME``, default ``~/.shardforge``); cards in

@@ -1,5 +1,9 @@
-"""Sources: class-folder trees, WebDataset shards, parquet files and shardforge datasets
-(a variant's parent), local or s3://."""
+"""Layer: sources (beside engine). Where samples come from: class-folder trees, WebDataset
+shards, parquet files and shardforge datasets (a variant's parent), local or s3://; each
+kind plans a source into deterministic shard specs and reads one spec's samples.
+
+May import layout and the foundation (storage, formats, names); nothing that builds,
+catalogs, streams or trains."""
 
 from __future__ import annotations
 

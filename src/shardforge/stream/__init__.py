@@ -1,4 +1,5 @@
-"""Streaming a shardforge dataset into training.
+"""Layer: stream (above the catalog, below training). Streaming a shardforge dataset into
+training. May import the catalog (names to locations) and everything below it.
 
 * :func:`open_dataset` / :func:`open_shards` / :func:`resolve_dataset`
   (:mod:`shardforge.layout.dataset`): summary + index of an ingest output, local or ``s3://``;

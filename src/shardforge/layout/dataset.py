@@ -57,6 +57,41 @@ def dataset_location(location: str) -> str:
 
 
 @dataclass(frozen=True)
+class Summary:
+    """A dataset's ``summary.json``, read once for every model of the dataset
+    (:class:`DatasetRef` here, :class:`~shardforge.layout.info.DatasetInfo` for training):
+    its root, its checked name, the parsed JSON, and its relative paths made locations."""
+
+    root: Location
+    name: str
+    data: dict
+
+    @property
+    def where(self) -> str:
+        return f"{self.root.url}/{SUMMARY_FILE}"
+
+    def location(self, relative: str, what: str = "file path") -> Location:
+        """``relative`` (a path the summary records) under the root, checked so it cannot
+        climb out (:func:`shardforge.names.check_relative_path`)."""
+        return self.root.join(check_relative_path(relative, what, self.where, _FIX))
+
+
+_FIX = "re-run the ingest that wrote this dataset"
+
+
+def read_summary(location: str) -> Summary:
+    """The :class:`Summary` of the dataset at ``location``
+    (:class:`DatasetNotFoundError` naming the fix when there is none)."""
+    root = resolve(dataset_location(location))
+    data = json.loads(root.join(SUMMARY_FILE).read_bytes())
+    if not isinstance(data, dict):
+        raise DatasetIndexError(f"{root.url}/{SUMMARY_FILE} is not a JSON object; {_FIX}")
+    name = data.get("name", posixpath.basename(root.path))
+    check_name(name, "dataset name", f"{root.url}/{SUMMARY_FILE}", _FIX)
+    return Summary(root, name, data)
+
+
+@dataclass(frozen=True)
 class SplitIndex:
     """The index rows of one split, as arrays, in canonical order (shard, then offset).
 
@@ -109,19 +144,16 @@ def open_dataset(path_or_url: str | DatasetRef) -> DatasetRef:
     ``summary.json`` and ``index.parquet``. A :class:`DatasetRef` is returned as is."""
     if isinstance(path_or_url, DatasetRef):
         return path_or_url
-    root = resolve(dataset_location(path_or_url))
-    summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
-    where, fix = f"{root.url}/{SUMMARY_FILE}", "re-run the ingest that wrote this dataset"
-    index_loc = root.join(check_relative_path(summary.get("index", {}).get("path", INDEX_FILE),
-                                              "index path", where, fix))
-    name = summary.get("name", posixpath.basename(root.path))
-    check_name(name, "dataset name", where, fix)
+    summary = read_summary(path_or_url)
+    index_loc = summary.location(summary.data.get("index", {}).get("path", INDEX_FILE),
+                                 "index path")
     table = _read_index(index_loc)
-    wds_dir = root.join(WDS_DIR)
-    urls = {check_file_name(shard, "shard name", index_loc.url, fix): wds_dir.join(shard).url
+    wds_dir = summary.root.join(WDS_DIR)
+    urls = {check_file_name(shard, "shard name", index_loc.url, _FIX): wds_dir.join(shard).url
             for shard in pc.unique(table["shard"]).to_pylist()}
-    return DatasetRef(url=root.url, name=name, splits=_splits(table, urls, index_loc.url),
-                      classes=tuple(summary.get("classes", ())), summary=summary)
+    return DatasetRef(url=summary.root.url, name=summary.name,
+                      splits=_splits(table, urls, index_loc.url),
+                      classes=tuple(summary.data.get("classes", ())), summary=summary.data)
 
 
 def open_shards(tar_urls: Sequence[str], index_url: str, name: str = "") -> DatasetRef:

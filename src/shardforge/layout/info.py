@@ -1,14 +1,13 @@
-"""The dataset a training run reads: an ingest output directory described by its summary."""
+"""The dataset as training sees it (:class:`DatasetInfo`: small, shipped to every worker),
+made from the one summary reader (:func:`shardforge.layout.dataset.read_summary`) that
+:class:`~shardforge.layout.dataset.DatasetRef` uses too."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import asdict, dataclass, field
 
-from shardforge.layout.files import SUMMARY_FILE
-from shardforge.names import check_name, check_relative_path
-from shardforge.storage import resolve
+from shardforge.names import check_name
 
 
 @dataclass(frozen=True)
@@ -58,27 +57,26 @@ def load_dataset_info(location: str) -> DatasetInfo:
 
     A reinforced dataset (``pipelines/reinforce.py``) gives its parent's info (the images
     it replays) under its own name, with ``reinforce`` set."""
-    from shardforge.layout.dataset import dataset_location
+    from shardforge.layout.dataset import read_summary
 
-    root = resolve(dataset_location(location))
-    summary = json.loads(root.join(SUMMARY_FILE).read_bytes())
-    if "reinforce" in summary:
-        parent = load_dataset_info(summary["parent_out"])
-        return dataclasses.replace(parent, name=summary.get("name", parent.name),
-                                   reinforce={**summary["reinforce"], "root": root.url})
-    classes = tuple(summary.get("classes") or ())
+    summary = read_summary(location)
+    data, root = summary.data, summary.root
+    if "reinforce" in data:
+        parent = load_dataset_info(data["parent_out"])
+        return dataclasses.replace(parent, name=summary.name,
+                                   reinforce={**data["reinforce"], "root": root.url})
+    classes = tuple(data.get("classes") or ())
     if not classes:
-        raise ValueError(f"{root.url}/{SUMMARY_FILE} lists no classes; re-run the ingest")
-    formats = summary.get("formats", {})
-    where, fix = f"{root.url}/{SUMMARY_FILE}", "re-run the ingest that wrote it"
+        raise ValueError(f"{summary.where} lists no classes; re-run the ingest")
+    formats = data.get("formats", {})
 
     def path(split: str, rec: dict) -> str:
-        check_name(split, "split", where, fix)
-        return root.join(check_relative_path(rec["path"], "file path", where, fix)).url
+        check_name(split, "split", summary.where, "re-run the ingest that wrote it")
+        return summary.location(rec["path"]).url
 
     betons = {split: path(split, rec) for split, rec in formats.get("beton", {}).items()}
     tars = {split: tuple(path(split, r) for r in recs)
             for split, recs in formats.get("wds", {}).items()}
-    counts = {split: int(s["samples"]) for split, s in summary.get("splits", {}).items()}
-    return DatasetInfo(url=root.url, name=summary.get("name", ""), classes=classes,
+    counts = {split: int(s["samples"]) for split, s in data.get("splits", {}).items()}
+    return DatasetInfo(url=root.url, name=summary.name, classes=classes,
                        counts=counts, betons=betons, tars=tars)

@@ -36,6 +36,7 @@ import torch  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))   # the checkout: experiments/
 import common  # noqa: E402
 
 SECTION = "distill"
@@ -148,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", default="data/distill-effect",
-                   help="cache directory (the demo data is shared with pipelines/distill_effect.py)")
+                   help="cache directory (the demo data is shared with experiments/distill_effect.py)")
     p.add_argument("--out-md", default="BENCHMARKS.md")
     p.add_argument("--threads", type=int, default=1, help="torch threads")
     p.add_argument("--repeats", type=int, default=2)

@@ -21,7 +21,7 @@ import os
 import sys
 from typing import TextIO
 
-REPO = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout
 CONFIG = os.path.join(REPO, "jobs", "configs", "demo_cpu.yaml")
 POLICIES = {"rrc": {"randaugment_ops": 0, "erasing_p": 0.0}, "ra-re": {}}
 NUM_AUGS, TOP_K, SIZE, CROP_MIN = 20, 5, 32, 0.35
@@ -91,8 +91,8 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``pipelines/reinforce_effect.py``: run the experiment, print the table."""
-    p = argparse.ArgumentParser(prog="pipelines/reinforce_effect.py", description=__doc__,
+    """``experiments/reinforce_effect.py``: run the experiment, print the table."""
+    p = argparse.ArgumentParser(prog="experiments/reinforce_effect.py", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--root", default="data/reinforce-effect",
                    help="catalog home + runs of the experiment (kept apart from yours)")
@@ -103,3 +103,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_effect(os.path.abspath(args.root), tuple(args.epochs), tuple(args.seeds))
     print(format_table(result))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

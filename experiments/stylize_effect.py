@@ -18,8 +18,8 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-CONFIG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..",
-                      "jobs", "configs", "demo_cpu.yaml")
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))   # the checkout
+CONFIG = os.path.join(REPO, "jobs", "configs", "demo_cpu.yaml")
 DATASETS = ("demo", "demo-stylized")
 
 
@@ -32,7 +32,7 @@ def run_effect(root: str, per_pair: int = 4, config: str | None = None,
     from shardforge import catalog
     from shardforge.cli.eval import evaluate_checkpoint
     from shardforge.sources.demo import DemoSpec
-    from shardforge.train.job import main as train_main
+    from shardforge.train.experiment import train_recipe
     from shardforge.variants.stylize.cue_conflict import generate_cue_conflict
     from shardforge.variants.stylize.shape_bias import evaluate_shape_bias
 
@@ -48,12 +48,8 @@ def run_effect(root: str, per_pair: int = 4, config: str | None = None,
     for name in DATASETS:
         out = catalog.get(name, home=root).out
         run = f"demo_cpu-{name}" + (f"-{tag}" if tag else "")
-        sets = [a for o in overrides for a in ("--set", o)]
-        rc = train_main(["--config", config, "--data", out, "--resume", "--backend", "local",
-                         "--storage", os.path.join(root, "runs"), "--name", run, *sets])
-        if rc != 0:
-            raise RuntimeError(f"training {run} on {out} exited {rc}")
-        run_dir = os.path.join(root, "runs", run)
+        run_dir = train_recipe(config, out, os.path.join(root, "runs"), run,
+                               overrides=tuple(overrides), log=log).run_dir
         acc = evaluate_checkpoint(run_dir, clean, "val", workers=1, device="cpu")
         sb = evaluate_shape_bias(run_dir, stimuli, device="cpu")
         results[name] = {"top1": acc["top1"], "top1_tta": acc["top1_tta"],
@@ -78,7 +74,7 @@ def format_table(results: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python pipelines/stylize_effect.py --root DIR [--per-pair N]``."""
+    """``python experiments/stylize_effect.py --root DIR [--per-pair N]``."""
     import argparse
 
     p = argparse.ArgumentParser(description="shape bias and clean accuracy: demo vs "
@@ -94,3 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     print(format_table(run_effect(args.root, args.per_pair, args.config, args.overrides,
                                   args.tag)))
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -77,7 +77,7 @@ def list_stimuli(directory: str) -> tuple[list[Stimulus], int]:
     """
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"--stimuli {directory!r} is not a directory; generate demo "
-                                "stimuli with pipelines/stylize_effect.py or pass the "
+                                "stimuli with experiments/stylize_effect.py or pass the "
                                 "cue-conflict folder")
     kept: list[Stimulus] = []
     excluded = 0

@@ -3,7 +3,7 @@ training. May import the catalog (names to locations) and everything below it.
 
 * :func:`open_dataset` / :func:`open_shards` / :func:`resolve_dataset`
   (:mod:`shardforge.layout.dataset`): summary + index of an ingest output, local or ``s3://``;
-* :func:`make_loader`, :class:`WdsStream`, :class:`WdsLoader` (:mod:`.wds_loader`):
+* :class:`WdsStream` (:mod:`.wds_stream`), :func:`make_loader`, :class:`WdsLoader` (:mod:`.wds_loader`):
   WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch;
 * :class:`RandomResizedCrop`, :class:`CenterCrop` (:mod:`shardforge.formats.decode`): crop-first decoding
   with DCT-domain downscaling.
@@ -22,7 +22,7 @@ _EXPORTS = {
     "resolve_dataset": "shardforge.catalog.lookup",
     "DatasetNotFoundError": "shardforge.layout.dataset",
     "DatasetIndexError": "shardforge.layout.dataset",
-    "WdsStream": "wds_loader", "WdsLoader": "wds_loader", "make_loader": "wds_loader",
+    "WdsStream": "wds_stream", "WdsLoader": "wds_loader", "make_loader": "wds_loader",
     "IntegrityError": "repair", "CorruptSampleError": "faults", "FaultReport": "faults",
     "RandomResizedCrop": "shardforge.formats.decode", "CenterCrop": "shardforge.formats.decode",
     "DecodeError": "shardforge.formats.decode",

@@ -1,4 +1,4 @@
-"""Corrupt samples inside a batch of :class:`~shardforge.stream.wds_loader.WdsStream`:
+"""Corrupt samples inside a batch of :class:`~shardforge.stream.wds_stream.WdsStream`:
 detect (sha256, decode), then raise (``strict``) or replace (``skip``) by the rule of
 :mod:`shardforge.stream.faults`. A mixin: the stream provides ``index``, ``dataset``,
 ``verify``, ``on_corrupt``, ``transform``, ``rank``, ``split``, ``_faults`` and ``_ctx``.

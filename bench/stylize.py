@@ -64,6 +64,7 @@ def timed(fn, repeats: int) -> float:
 
 
 def run(args) -> dict:
+    from shardforge.formats.image import resize_center_crop
     from shardforge.ops.autocast import autocast
     from shardforge.variants.stylize import adain as A
     from shardforge.variants.stylize.styles import BUILTIN_DEMO, load_style_set, read_style
@@ -71,7 +72,6 @@ def run(args) -> dict:
         StylizeConfig,
         StylizeTransform,
         assign_style,
-        content_crop,
     )
 
     weights = tempfile.mkdtemp(prefix="bench-adain-")
@@ -93,7 +93,7 @@ def run(args) -> dict:
     res["transform, cold style cache (incl. network load)"] = n / timed(cold, args.repeats)
     res["transform, warm style cache"] = n / timed(lambda: tr(samples, "train"), args.repeats)
 
-    contents = np.stack([content_crop(s.pixels, args.resize, args.crop) for s in samples])
+    contents = np.stack([resize_center_crop(s.pixels, args.resize, args.crop) for s in samples])
     ids = [assign_style(0, s.key, len(styles.styles)) for s in samples]
     style_px = np.stack([read_style(styles.styles[i]) for i in ids])
     c_batches = [A.to_tensor(contents[i:i + args.batch_size], device)

@@ -14,8 +14,9 @@ from shardforge.catalog.store import Store
 from shardforge.cli import main
 
 REPO_CARDS = {"demo", "demo-64", "demo-plus", "demo-stylized", "demo-rded-ipc10", "demo-cuda",
-              "imagenet", "imagenet-plus", "stylized-imagenet", "imagenet-rded-ipc10",
-              "imagenet100-cuda"}
+              "imagenet", "imagenet-rn18", "imagenet-256", "imagenet-plus",
+              "stylized-imagenet", "imagenet-rded-ipc10", "imagenet100-cuda"}
+INGEST_CARDS = {"demo", "imagenet", "imagenet-rn18", "imagenet-256"}
 
 GOOD = """\
 name: {name}
@@ -42,7 +43,7 @@ def test_repository_cards_validate():
     assert cards["imagenet"].source_kind == "path"
     assert cards["imagenet"].source == "${IMAGENET_DIR}"
     assert cards["demo"].source_kind == "demo"
-    for name in REPO_CARDS - {"demo", "imagenet"}:
+    for name in REPO_CARDS - INGEST_CARDS:
         assert cards[name].parent is not None
     assert set(cards["imagenet100-cuda"].secrets) == {"private_key"}
     assert all(c.licence and c.description for c in cards.values())
@@ -171,7 +172,7 @@ def test_build_of_a_planned_pipeline_fails_naming_it(tmp_path, monkeypatch):
 def test_cli_cards_and_build_errors(tmp_path, capsys, monkeypatch):
     assert main(["catalog", "cards", "--home", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "imagenet100-cuda" in out and "11 cards" in out
+    assert "imagenet100-cuda" in out and f"{len(REPO_CARDS)} cards" in out
     bad = tmp_path / "cards"
     bad.mkdir()
     _card(bad, GOOD.format(name="card").replace("max_res: 64", "max_ress: 64"))

@@ -63,6 +63,7 @@ def test_recipe_configs_match_ffcv_imagenet(arch, epochs):
     assert cfg.validation.res == 256 and cfg.validation.crop_ratio == pytest.approx(224 / 256)
     assert cfg.optim.label_smoothing == 0.1 and cfg.optim.momentum == 0.9
     assert not cfg.optim.nesterov and cfg.model.blurpool and cfg.optim.lr_peak_epoch == 2
+    assert cfg.data.card == ("imagenet-rn18" if arch == "rn18" else "imagenet")
     if arch == "rn18":
         assert (cfg.model.arch, cfg.scaling.num_workers, cfg.training.batch_size) == \
             ("resnet18", 1, 1024)
@@ -78,3 +79,33 @@ def test_every_config_file_loads():
     assert len(paths) >= 13
     for path in paths:
         load_config(path)
+
+
+def _info(name, reinforce=None):
+    from shardforge.layout.info import DatasetInfo
+
+    return DatasetInfo(url=f"/data/{name}", name=name, classes=("a", "b"), reinforce=reinforce)
+
+
+def test_config_and_card_mismatch_warns_naming_both():
+    from shardforge.train.runner import card_mismatch
+
+    cfg = load_config(os.path.join(CONFIGS, "rn18_88ep.yaml"))
+    assert card_mismatch(cfg, _info("imagenet-rn18"), "rn18_88ep.yaml") is None
+    text = card_mismatch(cfg, _info("imagenet-256"), "rn18_88ep.yaml")
+    assert "rn18_88ep.yaml" in text and "'imagenet-rn18'" in text and "'imagenet-256'" in text
+    assert "shardforge build imagenet-rn18" in text
+    # a reinforced dataset replays its parent's images: it matches by the parent
+    plus = _info("imagenet-plus", reinforce={"parent_name": "imagenet-rn18"})
+    assert card_mismatch(cfg, plus, "rn18_88ep.yaml") is None
+    demo = load_config(os.path.join(CONFIGS, "demo_cpu.yaml"))
+    assert demo.data.card is None and card_mismatch(demo, _info("anything"), "x") is None
+
+
+def test_launch_prints_the_mismatch(demo_dataset, tmp_path, capsys):
+    from shardforge.train.runner import prepare_run
+
+    cfg = load_config(os.path.join(CONFIGS, "demo_cpu.yaml"), ["data.card=imagenet"])
+    prepare_run(cfg, demo_dataset, "demo_cpu.yaml", storage_path=str(tmp_path))
+    err = capsys.readouterr().err
+    assert "warning: demo_cpu.yaml is the recipe for data from card 'imagenet'" in err

@@ -234,7 +234,7 @@ def test_pipeline_is_registered_with_the_card_schema():
     pipeline = get_pipeline("unlearnable")
     assert pipeline.implemented and pipeline.secrets == ("private_key",)
     assert set(pipeline.params) == {"method", "kernel_size", "pb", "p", "grayscale",
-                                    "num_classes"}
+                                    "num_classes", "classes", "resize", "crop"}
 
 
 # -- the job's key handling ----------------------------------------------------------------
@@ -386,6 +386,54 @@ def test_num_classes_keeps_the_first_classes_in_every_split(demo_dataset, ray_lo
     parent_img, child_img = tar_images(demo_dataset), tar_images(out)
     for key, _, _ in val:      # clean pixels, re-encoded losslessly
         assert np.array_equal(image_pixels(child_img[key]), image_pixels(parent_img[key]))
+
+
+def test_classes_keep_named_classes_renumbered_val_bytes_kept_train_at_crop(
+        demo_dataset, ray_local, tmp_path):
+    """``classes`` (the ImageNet-100 card's form): those parent classes in the listed order,
+    in every split, val bytes unchanged; ``resize``/``crop``: train poisoned at crop x crop."""
+    from shardforge.catalog.variant import run_variant
+    from shardforge.formats.image import resize_center_crop
+    from shardforge.variants.cuda.transform import apply_cuda, class_filter
+
+    with open(os.path.join(demo_dataset, "summary.json")) as f:
+        parent_classes = json.load(f)["classes"]
+    keep = [parent_classes[4], parent_classes[1]]          # not in the parent's order
+    out = str(tmp_path / "named")
+    variant = make_variant({"classes": keep, "resize": 40, "crop": 32, "kernel_size": 3,
+                            "pb": 0.3}, secrets_of(KEY))
+    summary = run_variant(demo_dataset, variant, "named", out, register=False,
+                          log=io.StringIO())
+    assert summary["classes"] == keep
+    parent_rows = {r["key"]: r for r in index_rows(demo_dataset)}
+    rows = index_rows(out)
+    assert rows and {r["label"] for r in rows} == {0, 1}
+    for r in rows:      # renumbered: new label = position of the parent's class in `keep`
+        assert keep[r["label"]] == parent_classes[parent_rows[r["key"]]["label"]]
+    expected = sum(1 for r in parent_rows.values() if r["label"] in (4, 1))
+    assert len(rows) == expected
+    parent_img, child_img = tar_images(demo_dataset), tar_images(out)
+    for key, _, _ in wds_samples(out, "named", "val"):
+        assert child_img[key] == parent_img[key]          # the parent's bytes
+    train = wds_samples(out, "named", "train")
+    assert train
+    for key, label, meta in train:
+        pixels = image_pixels(child_img[key])
+        assert pixels.shape == (32, 32, 3) and meta["poisoned"]
+        src = resize_center_crop(image_pixels(parent_img[key]), 40, 32)
+        assert np.array_equal(pixels, apply_cuda(src, class_filter(KEY, label, 3, 0.3)))
+
+
+def test_classes_naming_a_class_the_parent_lacks_is_an_error(demo_dataset, ray_local,
+                                                             tmp_path):
+    from shardforge.catalog.variant import run_variant
+
+    variant = make_variant({"classes": ["n99999999"]}, secrets_of(KEY))
+    with pytest.raises(ValueError, match="not in the parent's classes.*n99999999"):
+        run_variant(demo_dataset, variant, "bad", str(tmp_path / "bad"), register=False,
+                    log=io.StringIO())
+    with pytest.raises(ValueError, match="resize.*crop.*go together"):
+        make_variant({"resize": 256}, secrets_of(KEY))
 
 
 # -- the effect ------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from shardforge.formats.image import resize_center_crop
 from shardforge.variants.stylize import adain as A
 from shardforge.variants.stylize.fourier import fourier_stylize, swap_amplitude
 from shardforge.variants.stylize.shape_bias import (
@@ -30,7 +31,7 @@ from shardforge.variants.stylize.styles import (
     preprocess_style,
     read_style,
 )
-from shardforge.variants.stylize.transform import StylizeConfig, assign_style, content_crop
+from shardforge.variants.stylize.transform import StylizeConfig, assign_style
 
 ENCODER_CONVS = {0, 2, 5, 9, 12, 16, 19, 22, 25, 29, 32, 35, 38, 42, 45, 48, 51}  # anchors
 DECODER_CONVS = {1, 5, 8, 11, 14, 18, 21, 25, 28}
@@ -224,7 +225,7 @@ def test_content_crop_matches_torchvision():
     tv = transforms.Compose([transforms.Resize(256), transforms.CenterCrop(224)])
     for w, h in ((500, 375), (333, 500), (96, 64)):
         a = np.random.default_rng(w).integers(0, 256, (h, w, 3), dtype=np.uint8)
-        assert np.array_equal(content_crop(a), np.asarray(tv(Image.fromarray(a))))
+        assert np.array_equal(resize_center_crop(a, 256, 224), np.asarray(tv(Image.fromarray(a))))
 
 
 def test_style_assignment_is_seeded_per_key_and_uniform():
@@ -336,7 +337,7 @@ def test_fourier_transform_on_a_shard():
         assert d.meta == {"style_id": sid, "style_key": f"demo-style-{sid:03d}"}
         style = read_style(styles.styles[sid])
         small = cv2.resize(style, (48, 48), interpolation=cv2.INTER_AREA)
-        assert np.array_equal(d.pixels, fourier_stylize(content_crop(src.pixels, 64, 48),
+        assert np.array_equal(d.pixels, fourier_stylize(resize_center_crop(src.pixels, 64, 48),
                                                         small))
     # one sample alone gets the same output (independent of the shard it is in)
     alone = StylizeTransform(config, styles.styles)(shard[2:3], "train")

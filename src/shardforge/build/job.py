@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -123,8 +124,16 @@ def _plan(config: IngestConfig):
         return plan_source(config.source, config.source_options, config.source_kind)
     from shardforge.sources import dataset
 
-    return dataset.plan(config.source, config.source_options,
-                        by_class=variant.splits if variant.group_by_class else ())
+    planned = dataset.plan(config.source, config.source_options,
+                           by_class=variant.splits if variant.group_by_class else ())
+    if variant.classes is None:
+        return planned
+    if variant.label_map is None or len(variant.label_map) != len(planned.classes):
+        raise ValueError(f"variant {variant.name} keeps a subset of the classes but its "
+                         f"label map was not made from this parent's {len(planned.classes)} "
+                         "classes; build it through shardforge.build.variant_job."
+                         "transform_dataset")
+    return dataclasses.replace(planned, classes=list(variant.classes))
 
 
 def _build_all(job: ShardJob, specs: list, on_result) -> list[ShardResult]:

@@ -221,7 +221,9 @@ def _encoded(spec: ShardSpec, job: ShardJob, transform: Transform | None,
 
 def _raw_samples(spec: ShardSpec, job: ShardJob, rejects: list[dict]) -> Iterator[RawSample]:
     """The spec's samples; source rejects and samples whose label is not an int in
-    [0, 2**31) (what the .beton, the index and training can hold) become rejects."""
+    [0, 2**31) (what the .beton, the index and training can hold) become rejects. A variant
+    that keeps a subset of the classes (its ``label_map``) drops the others and renumbers."""
+    label_map = job.variant.label_map if job.variant is not None else None
     for item in read_shard(spec, job.source_options):
         if isinstance(item, Reject):
             rejects.append(asdict(item))
@@ -230,6 +232,10 @@ def _raw_samples(spec: ShardSpec, job: ShardJob, rejects: list[dict]) -> Iterato
         if problem is not None:
             rejects.append(asdict(Reject(item.origin, problem, spec.split)))
             continue
+        if label_map is not None:
+            if item.label >= len(label_map) or label_map[item.label] < 0:
+                continue
+            item = RawSample(item.key, label_map[item.label], item.origin, item.data)
         yield item
 
 

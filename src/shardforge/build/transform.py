@@ -11,7 +11,7 @@ parent's stored bytes unchanged.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -60,6 +60,10 @@ class VariantSpec:
     the transform), so nothing but the partial's arguments travels to the workers. ``num_gpus`` > 0 or ``use_actors``: shards run on a pool
     of ``num_actors`` actors (default: one per GPU, else one per CPU) that keep the
     transform loaded; otherwise each shard is a Ray task that calls ``make_transform``.
+    ``classes``: keep only these parent classes (by name), renumbered in this order, in
+    every split (a copied split keeps its bytes; only the labels change); None: all.
+    ``label_map``: set by the engine from the parent's classes (parent label -> output
+    label, -1: dropped); variants leave it None.
     """
 
     name: str
@@ -72,6 +76,25 @@ class VariantSpec:
     num_gpus: float = 0.0
     num_cpus: float = 1.0
     num_actors: int | None = None
+    classes: tuple[str, ...] | None = None
+    label_map: tuple[int, ...] | None = None
+
+    def with_parent_classes(self, parent_classes: tuple[str, ...] | list[str]) -> VariantSpec:
+        """This spec with :attr:`label_map` made from ``parent_classes`` (unchanged when
+        :attr:`classes` is None). ValueError naming the classes the parent lacks."""
+        if self.classes is None:
+            return self
+        index = {c: i for i, c in enumerate(self.classes)}
+        missing = sorted(set(self.classes) - set(parent_classes))
+        if missing:
+            raise ValueError(f"variant {self.name}: {len(missing)} of the {len(self.classes)} "
+                             f"classes it keeps are not in the parent's classes (e.g. "
+                             f"{missing[:3]}); fix the 'classes' list or build from a parent "
+                             "that has them")
+        if len(index) != len(self.classes):
+            raise ValueError(f"variant {self.name}: 'classes' lists a class twice; list each "
+                             "once")
+        return replace(self, label_map=tuple(index.get(c, -1) for c in parent_classes))
 
     def transforms(self, split: str) -> bool:
         """Whether samples of ``split`` go through the transform (else they are copied)."""

@@ -37,6 +37,7 @@ def transform_dataset(parent: ParentDataset, variant: VariantSpec, name: str, ou
     from shardforge.build.job import run_ingest
 
     log = log if log is not None else sys.stderr
+    variant = variant.with_parent_classes(parent.classes)
     config = IngestConfig(source=parent.location, name=name, out=out, image=variant.image,
                           source_kind="dataset", ray_address=ray_address, variant=variant)
     print(f"{name}: variant {variant.name} of {parent.ref or parent.location}", file=log)

@@ -243,3 +243,22 @@ def process_image(data: bytes, key: str, params: ImageParams) -> StoredImage:
     if choose_jpeg(params, key, pixels.nbytes):
         return StoredImage(encode_jpeg(pixels, params.jpeg_quality), True, w, h, orig_w, orig_h)
     return StoredImage(np.ascontiguousarray(pixels).tobytes(), False, w, h, orig_w, orig_h)
+
+
+def resize_center_crop(pixels: np.ndarray, resize: int, crop: int) -> np.ndarray:
+    """torchvision ``Resize(resize)`` (short side; long side ``int(resize * long / short)``,
+    PIL bilinear with antialiasing) then ``CenterCrop(crop)`` of a uint8 H x W x 3 image:
+    the standard ImageNet evaluation geometry (Resize 256 -> CenterCrop 224), asserted
+    against torchvision by tests/test_variant_stylize.py."""
+    h, w = pixels.shape[:2]
+    if w <= h:
+        size = (resize, int(resize * h / w))
+    else:
+        size = (int(resize * w / h), resize)
+    img = Image.fromarray(pixels)
+    if (w, h) != size:
+        img = img.resize(size, Image.BILINEAR)
+    a = np.asarray(img)
+    top = int(round((a.shape[0] - crop) / 2.0))
+    left = int(round((a.shape[1] - crop) / 2.0))
+    return np.ascontiguousarray(a[top:top + crop, left:left + crop])

@@ -64,7 +64,8 @@ def load_dataset_info(location: str) -> DatasetInfo:
     if "reinforce" in data:
         parent = load_dataset_info(data["parent_out"])
         return dataclasses.replace(parent, name=summary.name,
-                                   reinforce={**data["reinforce"], "root": root.url})
+                                   reinforce={**data["reinforce"], "root": root.url,
+                                              "parent_name": parent.name})
     classes = tuple(data.get("classes") or ())
     if not classes:
         raise ValueError(f"{summary.where} lists no classes; re-run the ingest")

@@ -54,6 +54,9 @@ class DataConfig:
     #                               ray_data always drops undecodable rows; ffcv cannot
     #                               tell (shardforge.stream.faults)
     verify: bool = True           # wds: check each sample's sha256 against the index
+    card: str | None = None       # the catalog card this recipe's reference numbers assume
+    #                               (rn50: imagenet, rn18: imagenet-rn18); another dataset
+    #                               trains with a warning naming both (null: no check)
 
     def __post_init__(self) -> None:
         _check(self.loader in LOADERS, f"data.loader must be one of {LOADERS}, got {self.loader!r}")

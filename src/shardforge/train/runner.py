@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import socket
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -73,6 +74,26 @@ def for_dataset(cfg: TrainConfig, info: DatasetInfo) -> TrainConfig:
         targets=dataclasses.replace(cfg.targets, kind="reinforced"))
 
 
+def card_mismatch(cfg: TrainConfig, info: DatasetInfo, config_path: str) -> str | None:
+    """A warning naming the config and both datasets when ``cfg.data.card`` names another
+    dataset than ``info`` (a reinforced dataset matches by its parent, whose images it
+    replays); None when they match or the config names no card."""
+    expected = cfg.data.card
+    if expected is None:
+        return None
+    names = {info.name}
+    if info.reinforce is not None and info.reinforce.get("parent_name"):
+        names.add(info.reinforce["parent_name"])
+    if expected in names:
+        return None
+    return (f"warning: {config_path} is the recipe for data from card {expected!r}, but "
+            f"dataset {info.name!r} ({info.url}) is another build; its resolution and "
+            f"encoding may differ from what the recipe's reference numbers assume "
+            f"(datasets/{expected}.yaml, docs/parity.md). Train on {expected!r} "
+            "(shardforge build " + expected + "), or set data.card (--set data.card=null "
+            "to skip the check)")
+
+
 def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
                 name: str | None = None, storage_path: str | None = None,
                 resume: bool = False) -> RunPlan:
@@ -89,6 +110,9 @@ def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
                          f"which the {cfg.data.loader} loader does not provide; set "
                          "data.loader: wds (--set data.loader=wds)")
     info = load_dataset_info(resolve_dataset(data_ref))
+    mismatch = card_mismatch(cfg, info, config_path)
+    if mismatch:
+        print(mismatch, file=sys.stderr, flush=True)
     cfg = for_dataset(cfg, info)
     name = name or cfg.run.name or default_run_name(config_path, info)
     storage = storage_path or cfg.run.storage_path

@@ -75,8 +75,16 @@ PARAMS: dict[str, Param] = {
     "grayscale": Param((bool,), False, help="reference's grayscale option: channel mean "
                                             "after the convolution"),
     "num_classes": Param((int,), None, nullable=True,
-                         help="keep only classes 0..N-1 in every split (ImageNet-100: 100); "
-                              "val is then re-encoded losslessly instead of copied"),
+                         help="keep only classes 0..N-1 in every split; val is then "
+                              "re-encoded losslessly instead of copied (prefer 'classes')"),
+    "classes": Param((list,), None, nullable=True,
+                     help="keep only these parent classes (names, e.g. the 100 wnids of "
+                          "ImageNet-100), renumbered in the order given, in every split; "
+                          "val keeps its bytes"),
+    "resize": Param((int,), None, nullable=True,
+                    help="poison at the training resolution: Resize(resize) (short side) "
+                         "then CenterCrop(crop) before the filter; null: stored size"),
+    "crop": Param((int,), None, nullable=True, help="CenterCrop side after resize"),
 }
 SECRETS = ("private_key",)
 
@@ -91,13 +99,28 @@ def check_params(params: Mapping[str, Any]) -> None:
     n = params.get("num_classes")
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"num_classes {n!r} must be a positive integer or null (all classes)")
+    classes = params.get("classes")
+    if classes is not None:
+        if n is not None:
+            raise ValueError("give classes or num_classes, not both")
+        if not classes or not all(isinstance(c, str) and c for c in classes):
+            raise ValueError(f"classes must be a non-empty list of class names, got {classes!r}")
+    resize, crop = params.get("resize"), params.get("crop")
+    if (resize is None) != (crop is None):
+        raise ValueError(f"resize ({resize!r}) and crop ({crop!r}) go together: give both "
+                         "(e.g. 256 and 224) or neither")
+    if resize is not None and not 8 <= crop <= resize:
+        raise ValueError(f"need 8 <= crop ({crop}) <= resize ({resize})")
 
 
 def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str]) -> VariantSpec:
     """The CUDA :class:`VariantSpec` for validated ``params`` and ``secrets["private_key"]``.
 
     Only train is poisoned; val stays clean (copied byte for byte, or with ``num_classes``
-    filtered and re-encoded losslessly). The spec's params carry the key's fingerprint
+    filtered and re-encoded losslessly). ``classes`` keeps those parent classes in every
+    split (val still byte for byte); ``resize``/``crop`` bring train images to the training
+    resolution (Resize short side, CenterCrop) before the filter, so the model sees the
+    filter at the scale it was drawn for. The spec's params carry the key's fingerprint
     (``key_fingerprint``), never the key; the transform factory holds the key's HMAC
     midstates only, so the key is in no Ray task spec.
     """
@@ -115,12 +138,14 @@ def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str]) -> Varia
 
     # the factory (as every variant's: functools.partial of the transform class) holds the
     # key's HMAC midstates (:mod:`shardforge.variants.cuda.key`), never the key
+    content = None if full["resize"] is None else (int(full["resize"]), int(full["crop"]))
     make = functools.partial(CudaTransform, KeyedHmac.from_key(key), float(full["p"]),
                              full["kernel_size"], pb, bool(full["grayscale"]),
-                             full["num_classes"])
+                             full["num_classes"], content)
     splits = ("train",) if full["num_classes"] is None else ("train", "val")
+    classes = None if full["classes"] is None else tuple(full["classes"])
     return VariantSpec(name=NAME, params=dict(sorted(spec_params.items())),
-                       make_transform=make, splits=splits)
+                       make_transform=make, splits=splits, classes=classes)
 
 
 def secrets_of(key: str) -> Secrets:

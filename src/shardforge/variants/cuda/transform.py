@@ -34,6 +34,7 @@ import cv2
 import numpy as np
 
 from shardforge.build.transform import Decoded
+from shardforge.formats.image import resize_center_crop
 from shardforge.variants.cuda.key import KeyedHmac
 from shardforge.variants.cuda.spec import MAX_KERNEL_SIZE, check_filter_params, default_params
 
@@ -325,6 +326,9 @@ class CudaTransform:
     pb: float | None = None
     grayscale: bool = False
     num_classes: int | None = None
+    #: ``(resize, crop)``: train images go through Resize(resize) (short side) then
+    #: CenterCrop(crop) before the filter (the training resolution); None: stored size.
+    content: tuple[int, int] | None = None
     _filters: dict = field(default_factory=dict, repr=False, compare=False)
     _scratch: Scratch = field(default_factory=Scratch, repr=False, compare=False)
 
@@ -347,6 +351,8 @@ class CudaTransform:
                 continue
             poisoned = split == "train" and is_poisoned(self.key, s.key, self.p)
             pixels = s.pixels
+            if split == "train" and self.content is not None:
+                pixels = resize_center_crop(pixels, *self.content)
             if poisoned:
                 filt = self.filter_for(s.label, pixels.shape[0], pixels.shape[1])
                 pixels = apply_cuda(pixels, filt, self.grayscale, self._scratch)

@@ -26,6 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from shardforge.build.transform import Decoded
+from shardforge.formats.image import resize_center_crop
 from shardforge.variants.stylize.styles import (
     STYLE_SIZE,
     StyleRef,
@@ -67,25 +68,6 @@ class StylizeConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
 
 
-def content_crop(pixels: np.ndarray, resize: int = RESIZE, crop: int = CROP) -> np.ndarray:
-    """torchvision ``Resize(resize)`` (short side; long side ``int(resize * long / short)``,
-    PIL bilinear with antialiasing) then ``CenterCrop(crop)`` of a uint8 H x W x 3 image."""
-    from PIL import Image
-
-    h, w = pixels.shape[:2]
-    if w <= h:
-        size = (resize, int(resize * h / w))
-    else:
-        size = (int(resize * w / h), resize)
-    img = Image.fromarray(pixels)
-    if (w, h) != size:
-        img = img.resize(size, Image.BILINEAR)
-    a = np.asarray(img)
-    top = int(round((a.shape[0] - crop) / 2.0))
-    left = int(round((a.shape[1] - crop) / 2.0))
-    return np.ascontiguousarray(a[top:top + crop, left:left + crop])
-
-
 def assign_style(seed: int, key: str, num_styles: int) -> int:
     """Style id of sample ``key``: uniform over ``num_styles`` (with replacement across
     samples) from ``SeedSequence([seed, sha256(key)])``."""
@@ -113,7 +95,7 @@ class StylizeTransform:
 
     def __call__(self, samples: list[Decoded], split: str) -> list[Decoded]:
         c = self.config
-        contents = [content_crop(s.pixels, c.resize, c.crop) for s in samples]
+        contents = [resize_center_crop(s.pixels, c.resize, c.crop) for s in samples]
         ids = [assign_style(c.seed, s.key, len(self.styles)) for s in samples]
         if c.method == "fourier":
             outs = [self._fourier(x, i) for x, i in zip(contents, ids, strict=True)]

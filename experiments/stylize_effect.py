@@ -51,7 +51,8 @@ def run_effect(root: str, per_pair: int = 4, config: str | None = None,
         run_dir = train_recipe(config, out, os.path.join(root, "runs"), run,
                                overrides=tuple(overrides), log=log).run_dir
         acc = evaluate_checkpoint(run_dir, clean, "val", workers=1, device="cpu")
-        sb = evaluate_shape_bias(run_dir, stimuli, device="cpu")
+        # the demo models see 64 or 32 px: the 224 px stimuli are read as their val is
+        sb = evaluate_shape_bias(run_dir, stimuli, device="cpu", preprocess="checkpoint-val")
         results[name] = {"top1": acc["top1"], "top1_tta": acc["top1_tta"],
                          "val_samples": acc["samples"], "shape_bias": sb["shape_bias"],
                          "shape_hits": sb["shape_hits"], "texture_hits": sb["texture_hits"],

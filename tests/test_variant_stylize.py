@@ -317,6 +317,49 @@ def test_shape_bias_cli_on_demo_cue_conflict(tmp_path, capsys):
     assert "not a directory" in capsys.readouterr().err
 
 
+def test_shape_bias_feeds_stimuli_unchanged_by_default(tmp_path, monkeypatch):
+    """model-vs-human's protocol: the stimuli reach the model at their own size, unchanged
+    (pixel for pixel, before normalisation); checkpoint-val crops and resizes as before;
+    the result records which."""
+    from PIL import Image
+
+    from shardforge.models import checkpoint as ckpt_mod
+    from shardforge.sources.demo import DemoSpec
+    from shardforge.variants.stylize import shape_bias as sb
+    from shardforge.variants.stylize.cue_conflict import generate_cue_conflict
+
+    spec = DemoSpec(num_classes=3)
+    stim = str(tmp_path / "stim")
+    generate_cue_conflict(stim, spec, per_pair=1, side=72)
+    seen = []
+
+    class Recorder(torch.nn.Module):
+        def forward(self, x):
+            seen.append(x.clone())
+            return torch.zeros(len(x), 3)
+
+    monkeypatch.setattr(ckpt_mod, "model_from_state", lambda state: Recorder())
+    path = _checkpoint(tmp_path, spec.classes)       # its validation: 32 px, ratio 0.875
+    r = sb.evaluate_shape_bias(path, stim, device="cpu")
+    assert (r["preprocess"], r["res"], r["crop_ratio"]) == ("stimuli", 72, None)
+    items, _ = sb.list_stimuli(stim)
+    first = np.array(Image.open(items[0].path).convert("RGB"))
+    from shardforge.ops.normalize import normalize_images
+
+    expected = normalize_images(torch.from_numpy(first).permute(2, 0, 1)[None])
+    assert seen[0].shape[-2:] == (72, 72) and torch.equal(seen[0][:1], expected)
+    seen.clear()
+    r = sb.evaluate_shape_bias(path, stim, device="cpu", preprocess="checkpoint-val")
+    assert (r["preprocess"], r["res"], r["crop_ratio"]) == ("checkpoint-val", 32, 0.875)
+    assert seen[0].shape[-2:] == (32, 32)
+    with pytest.raises(ValueError, match="apply to --preprocess checkpoint-val"):
+        sb.evaluate_shape_bias(path, stim, res=64, device="cpu")
+    Image.fromarray(np.zeros((50, 60, 3), np.uint8)).save(
+        os.path.join(os.path.dirname(items[0].path), "circle9-square9.png"))
+    with pytest.raises(ValueError, match="share one square size.*checkpoint-val"):
+        sb.evaluate_shape_bias(path, stim, device="cpu")
+
+
 # ---------------------------------------------------------------------------- end to end
 
 def test_fourier_transform_on_a_shard():

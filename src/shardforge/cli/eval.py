@@ -37,6 +37,10 @@ def add_eval_parser(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--data", help="dataset (ingest --out directory or URL); required")
     p.add_argument("--checkpoint", dest="checkpoint_flag", help="shape-bias: the checkpoint")
     p.add_argument("--stimuli", help="shape-bias: directory of SHAPE<i>-TEXTURE<j>.png stimuli")
+    p.add_argument("--preprocess", choices=("stimuli", "checkpoint-val"), default="stimuli",
+                   help="shape-bias: stimuli (default; model-vs-human: fed unchanged at their "
+                        "224 px) or checkpoint-val (centre crop + resize to the checkpoint's "
+                        "validation resolution: for models trained at another size)")
     p.add_argument("--split", default="val", help="split to evaluate (default val)")
     p.add_argument("--res", type=int, help="evaluation resolution (default: the checkpoint "
                                            "config's validation.res)")

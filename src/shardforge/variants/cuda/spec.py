@@ -87,6 +87,9 @@ PARAMS: dict[str, Param] = {
     "crop": Param((int,), None, nullable=True, help="CenterCrop side after resize"),
 }
 SECRETS = ("private_key",)
+#: Parameters added after builds existed: left out of the variant's params when unset, so
+#: those builds' summaries and shard hashes stay byte-identical.
+UNSET_LEFT_OUT = ("classes", "resize", "crop")
 
 
 def check_params(params: Mapping[str, Any]) -> None:
@@ -134,6 +137,9 @@ def make_variant(params: Mapping[str, Any], secrets: Mapping[str, str]) -> Varia
     pb = None if full["pb"] is None else float(full["pb"])
     spec_params = {**full, "pb": pb, "p": float(full["p"]),
                    "key_fingerprint": fingerprint(key)}
+    for name in UNSET_LEFT_OUT:     # unset: a build keeps the identity (and bytes) it had
+        if spec_params[name] is None:
+            del spec_params[name]
     from shardforge.variants.cuda.transform import CudaTransform
 
     # the factory (as every variant's: functools.partial of the transform class) holds the

@@ -157,44 +157,73 @@ def shape_bias(shapes: Sequence[str], textures: Sequence[str],
                           for c, n in sorted(per.items())}}
 
 
-def _load_images(paths: Sequence[str], res: int, crop_ratio: float) -> np.ndarray:
-    """uint8 (N, res, res, 3): centre square of ``crop_ratio`` x the short side, INTER_AREA
-    resized (FFCV's ``CenterCropRGBImageDecoder``, as ``shardforge eval`` reads val)."""
+#: How stimuli reach the model: ``stimuli`` feeds them unchanged at their own size
+#: (model-vs-human: the 224 px stimuli, no resize, no crop; its default), ``checkpoint-val``
+#: reads them as ``shardforge eval`` reads val (centre crop, resize to the checkpoint's
+#: validation resolution: for models trained at another resolution, e.g. the demo's 64 px).
+PREPROCESS = ("stimuli", "checkpoint-val")
+
+
+def _load_images(paths: Sequence[str], res: int | None, crop_ratio: float) -> np.ndarray:
+    """uint8 (N, S, S, 3). ``res`` None: the stimuli as they are (all one square size S,
+    else ValueError naming the first that differs); else the centre square of
+    ``crop_ratio`` x the short side, INTER_AREA resized to ``res`` (FFCV's
+    ``CenterCropRGBImageDecoder``, as ``shardforge eval`` reads val)."""
     import cv2
     from PIL import Image
 
-    out = np.empty((len(paths), res, res, 3), np.uint8)
-    for i, path in enumerate(paths):
+    images = []
+    for path in paths:
         with Image.open(path) as im:
             a = np.asarray(im.convert("RGB"))
+        if res is None:
+            if a.shape[0] != a.shape[1] or (images and a.shape != images[0].shape):
+                first = images[0].shape if images else a.shape
+                raise ValueError(f"stimulus {path} is {a.shape[1]}x{a.shape[0]} px, the set is "
+                                 f"{first[1]}x{first[0]}: fed unchanged (model-vs-human), "
+                                 "stimuli must share one square size; pass --preprocess "
+                                 "checkpoint-val to crop and resize them")
+            images.append(a)
+            continue
         h, w = a.shape[:2]
         side = int(round(crop_ratio * min(h, w)))
         top, left = (h - side) // 2, (w - side) // 2
-        out[i] = cv2.resize(a[top:top + side, left:left + side], (res, res),
-                            interpolation=cv2.INTER_AREA)
-    return out
+        images.append(cv2.resize(a[top:top + side, left:left + side], (res, res),
+                                 interpolation=cv2.INTER_AREA))
+    return np.stack(images) if images else np.empty((0, 1, 1, 3), np.uint8)
 
 
 def evaluate_shape_bias(checkpoint: str, stimuli: str, res: int | None = None,
                         crop_ratio: float | None = None, batch_size: int = 128,
-                        device: str = "auto") -> dict:
+                        device: str = "auto", preprocess: str = "stimuli") -> dict:
     """Shape bias of a training checkpoint on the cue-conflict stimuli below ``stimuli``.
 
-    Images are read as ``shardforge eval`` reads val (centre crop ``crop_ratio``, resized to
-    ``res``; both default to the checkpoint config's validation settings) and normalised as
+    ``preprocess`` (:data:`PREPROCESS`): ``stimuli`` (default, model-vs-human's protocol:
+    ``modelvshuman/datasets/...``, the 224 px stimuli fed unchanged) or ``checkpoint-val``
+    (centre crop ``crop_ratio``, resized to ``res``; both default to the checkpoint config's
+    validation settings; ``res``/``crop_ratio`` apply only here). Images are normalised as
     in training. Returns :func:`shape_bias`'s dict plus ``mapping`` (``imagenet16`` or
-    ``classes``), ``categories``, ``checkpoint``, ``stimuli_dir``, ``res``, ``crop_ratio``.
+    ``classes``), ``categories``, ``checkpoint``, ``stimuli_dir``, and the preprocessing
+    used: ``preprocess``, ``res`` (the size the model saw), ``crop_ratio`` (None when fed
+    unchanged). ValueError for an unknown ``preprocess`` or ``res``/``crop_ratio`` given
+    with ``stimuli``.
     """
     import torch
 
     from shardforge.models.checkpoint import find_state_file, load_state, model_from_state
     from shardforge.ops.normalize import normalize_images
 
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess {preprocess!r} is not one of {PREPROCESS}")
+    if preprocess == "stimuli" and (res is not None or crop_ratio is not None):
+        raise ValueError("--res/--crop-ratio apply to --preprocess checkpoint-val; the "
+                         "default feeds the stimuli unchanged (model-vs-human)")
     items, excluded = list_stimuli(stimuli)
     state = load_state(checkpoint)
-    val_cfg = state.get("config", {}).get("validation", {})
-    res = res or int(val_cfg.get("res", 224))
-    crop_ratio = crop_ratio or float(val_cfg.get("crop_ratio", 224 / 256))
+    if preprocess == "checkpoint-val":
+        val_cfg = state.get("config", {}).get("validation", {})
+        res = res or int(val_cfg.get("res", 224))
+        crop_ratio = crop_ratio or float(val_cfg.get("crop_ratio", 224 / 256))
     num_outputs = int(state["model_spec"]["num_classes"])
     cats = sorted({s.shape for s in items} | {s.texture for s in items})
     mapping = category_mapping(list(state.get("classes", [])), num_outputs, cats)
@@ -203,10 +232,12 @@ def evaluate_shape_bias(checkpoint: str, stimuli: str, res: int | None = None,
                        "cpu" if device == "auto" else device)
     model = model_from_state(state).to(dev)
     decisions: list[str] = []
+    seen = res
     with torch.inference_mode():
         for start in range(0, len(items), batch_size):
             chunk = items[start:start + batch_size]
-            x = torch.from_numpy(_load_images([s.path for s in chunk], res, crop_ratio))
+            x = torch.from_numpy(_load_images([s.path for s in chunk], res, crop_ratio or 1.0))
+            seen = int(x.shape[1])
             x = normalize_images(x.to(dev).permute(0, 3, 1, 2))
             probs = torch.softmax(model(x).float(), dim=1).cpu().numpy()
             scores = category_probabilities(probs, mapping)
@@ -215,7 +246,8 @@ def evaluate_shape_bias(checkpoint: str, stimuli: str, res: int | None = None,
     result["excluded_same_class"] += excluded
     result.update(mapping="imagenet16" if num_outputs == IMAGENET_CLASSES else "classes",
                   categories=names, checkpoint=find_state_file(checkpoint),
-                  stimuli_dir=stimuli, res=res, crop_ratio=crop_ratio)
+                  stimuli_dir=stimuli, preprocess=preprocess, res=seen,
+                  crop_ratio=crop_ratio)
     return result
 
 
@@ -224,9 +256,15 @@ def format_shape_bias(r: dict) -> str:
     bias = "n/a" if r["shape_bias"] is None else f"{r['shape_bias']:.3f}"
     return (f"shape bias {bias} on {r['stimuli']} cue-conflict stimuli in {r['stimuli_dir']} "
             f"({r['excluded_same_class']} same-class excluded; mapping {r['mapping']}, "
-            f"{len(r['categories'])} categories, {r['res']} px)\n"
+            f"{len(r['categories'])} categories; {_preprocessing(r)})\n"
             f"  shape hits {r['shape_hits']}  texture hits {r['texture_hits']}  "
             f"other {r['other']}\n  checkpoint {r['checkpoint']}")
+
+
+def _preprocessing(r: dict) -> str:
+    if r.get("preprocess") == "stimuli":
+        return f"stimuli fed unchanged at {r['res']} px (model-vs-human)"
+    return f"centre crop {r['crop_ratio']:.3f}, resized to {r['res']} px (checkpoint-val)"
 
 
 def run_shape_bias_command(args) -> int:
@@ -242,7 +280,8 @@ def run_shape_bias_command(args) -> int:
         return 2
     try:
         result = evaluate_shape_bias(checkpoint, args.stimuli, args.res, args.crop_ratio,
-                                     args.batch_size, args.device)
+                                     args.batch_size, args.device,
+                                     getattr(args, "preprocess", "stimuli"))
     except (FileNotFoundError, ValueError, KeyError) as exc:
         print(f"shardforge eval shape-bias: error: {exc}", file=sys.stderr)
         return 2

@@ -1,14 +1,16 @@
-"""Batch-level augmentation of the RDED training recipe: patch-grid shuffle and CutMix.
+"""Batch-level augmentation of the RDED training recipe: strip shuffle, the crop after it,
+and CutMix.
 
-RDED (Sun et al., CVPR 2024, Sec. 3.3 and its training code) trains on distilled images
-made of ``factor x factor`` patches: each image's patch grid is shuffled, then the batch is
-CutMix'ed, and the teacher relabels the mixed images online (``targets.kind: teacher`` at
-temperature 20), so CutMix needs no label mixing here.
-
-The shuffle runs on the batch tensor after the loader's RandomResizedCrop and flip (the
-paper shuffles before the crop; with crops of at least ``1/factor`` of the area, as the
-recipe's ``training.crop_scale``, most of each patch survives either way). Randomness comes
-from generators seeded by ``(seed, rank, epoch)``, so a resumed run repeats its epochs.
+RDED (Sun et al., CVPR 2024, Sec. 3.3; ``validation/main.py`` and ``validation/utils.py``
+``ShufflePatches``) trains on distilled images made of ``factor x factor`` patches: each
+image's ``factor`` column strips are shuffled, then its ``factor`` row strips, and only
+then comes RandomResizedCrop(scale ``(1/factor, 1)``) and the flip; the batch is then
+CutMix'ed and the teacher relabels the mixed images online (``targets.kind: teacher`` at
+temperature 20), so CutMix needs no label mixing here. The loader delivers whole images
+when ``patch_shuffle`` > 1 (:attr:`~shardforge.train.config.TrainingConfig.
+loader_crop_scale`); its flip commutes in distribution with the shuffle and the crop.
+Randomness comes from generators seeded by ``(seed, rank, epoch)``, so a resumed run
+repeats its epochs (the reference uses Python's unseeded ``random.shuffle``).
 """
 
 from __future__ import annotations
@@ -17,24 +19,44 @@ import numpy as np
 import torch
 
 
-def shuffle_patches(images: torch.Tensor, factor: int, rng: np.random.Generator) -> torch.Tensor:
-    """Each image's ``factor x factor`` grid of cells permuted at random (B x C x H x W).
+def strip_order(size: int, factor: int, perm: np.ndarray) -> np.ndarray:
+    """Index order of ``size`` pixels cut into ``factor`` strips of ``size // factor``,
+    reassembled in the order ``perm``; a remainder (``size`` not divisible) stays last in
+    place (the reference drops it: a deliberate deviation that keeps the image size)."""
+    step = size // factor
+    head = np.concatenate([np.arange(k * step, (k + 1) * step) for k in perm])
+    return np.concatenate([head, np.arange(factor * step, size)])
 
-    Cells are ``H // factor x W // factor``; a remainder row/column (H or W not divisible
-    by ``factor``) stays in place. ``factor`` 1 returns the images unchanged."""
+
+def shuffle_strips(images: torch.Tensor, factor: int, rng: np.random.Generator) -> torch.Tensor:
+    """RDED's ``ShufflePatches`` on a batch (B x C x H x W): per image, its column strips in
+    a random order, then its row strips in another. ``factor`` 1 returns the images."""
     if factor <= 1:
         return images
-    b, c, h, w = images.shape
-    ph, pw = h // factor, w // factor
-    grid = images[:, :, :factor * ph, :factor * pw]
-    cells = (grid.reshape(b, c, factor, ph, factor, pw).permute(0, 2, 4, 1, 3, 5)
-             .reshape(b, factor * factor, c, ph, pw))
-    order = torch.from_numpy(np.argsort(rng.random((b, factor * factor)), axis=1))
-    cells = cells[torch.arange(b)[:, None], order.to(images.device)]
-    shuffled = (cells.reshape(b, factor, factor, c, ph, pw).permute(0, 3, 1, 4, 2, 5)
-                .reshape(b, c, factor * ph, factor * pw))
-    out = images.clone()
-    out[:, :, :factor * ph, :factor * pw] = shuffled
+    b, _, h, w = images.shape
+    out = torch.empty_like(images)
+    for n in range(b):
+        cols = torch.from_numpy(strip_order(w, factor, rng.permutation(factor)))
+        rows = torch.from_numpy(strip_order(h, factor, rng.permutation(factor)))
+        out[n] = images[n][:, :, cols.to(images.device)][:, rows.to(images.device), :]
+    return out
+
+
+def random_resized_crops(images: torch.Tensor, scale: tuple[float, float],
+                         rng: np.random.Generator) -> torch.Tensor:
+    """Per image a RandomResizedCrop (torchvision's box rule, area ``scale``, ratio 3/4-4/3)
+    resized back to the batch's H x W (bilinear, antialias)."""
+    import torchvision.transforms.v2.functional as F2
+
+    from shardforge.formats.decode import random_resized_crop_box
+
+    if tuple(scale) == (1.0, 1.0):
+        return images
+    b, _, h, w = images.shape
+    out = torch.empty_like(images)
+    for n in range(b):
+        top, left, ch, cw = random_resized_crop_box(w, h, rng, tuple(scale))
+        out[n] = F2.resized_crop(images[n], top, left, ch, cw, [h, w], antialias=True)
     return out
 
 
@@ -61,11 +83,14 @@ def cutmix(images: torch.Tensor, alpha: float, rng: np.random.Generator) -> torc
 
 
 class BatchAugment:
-    """The configured batch augmentation: patch shuffle (``training.patch_shuffle``) then
-    CutMix (``training.cutmix`` = Beta alpha; 0 = off). Call :meth:`start_epoch` first."""
+    """The configured batch augmentation: strip shuffle (``training.patch_shuffle``) and the
+    random-resized crop after it (``crop_scale``), then CutMix (``training.cutmix`` = Beta
+    alpha; 0 = off). Call :meth:`start_epoch` first."""
 
-    def __init__(self, patch_shuffle: int, cutmix_alpha: float, seed: int, rank: int) -> None:
+    def __init__(self, patch_shuffle: int, cutmix_alpha: float, seed: int, rank: int,
+                 crop_scale: tuple[float, float] = (1.0, 1.0)) -> None:
         self.factor, self.alpha = patch_shuffle, cutmix_alpha
+        self.crop_scale = tuple(crop_scale)
         self.seed, self.rank = seed, rank
         self.rng = np.random.default_rng([seed, rank, 0])
 
@@ -79,7 +104,8 @@ class BatchAugment:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         if self.factor > 1:
-            images = shuffle_patches(images, self.factor, self.rng)
+            images = shuffle_strips(images, self.factor, self.rng)
+            images = random_resized_crops(images, self.crop_scale, self.rng)
         if self.alpha > 0:
             images = cutmix(images, self.alpha, self.rng)
         return images

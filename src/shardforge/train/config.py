@@ -113,7 +113,9 @@ class TrainingConfig:
     channels_last: str | bool = "auto"   # auto: on for GPU
     crop_scale: tuple[float, float] = (0.08, 1.0)   # random-resized-crop area fraction range
     seed: int = 0
-    patch_shuffle: int = 1        # shuffle each image's N x N patch grid (RDED; 1 = off)
+    patch_shuffle: int = 1        # RDED: shuffle each image's N column strips, then its N
+    #                               row strips, BEFORE crop_scale's random-resized crop (the
+    #                               loader then delivers whole images; 1 = off)
     cutmix: float = 0.0           # CutMix Beta(alpha, alpha) per batch (0 = off; needs teacher)
 
     def __post_init__(self) -> None:
@@ -129,6 +131,13 @@ class TrainingConfig:
         _check(self.amp in AMP_MODES, f"training.amp must be one of {AMP_MODES}, got {self.amp!r}")
         _check(self.channels_last in ("auto", True, False),
                f"training.channels_last must be auto, true or false, got {self.channels_last!r}")
+
+    @property
+    def loader_crop_scale(self) -> tuple[float, float]:
+        """The loader's random-resized-crop scale: ``crop_scale``, or (1, 1) (the whole
+        image) when ``patch_shuffle`` > 1, whose crop comes after the shuffle
+        (:class:`shardforge.train.batch_augment.BatchAugment`)."""
+        return (1.0, 1.0) if self.patch_shuffle > 1 else self.crop_scale
 
 
 @dataclass(frozen=True)
@@ -158,6 +167,8 @@ class TargetsConfig:
     teacher_weights: str | None = None     # ... plus a local state_dict file
     temperature: float = 4.0
     alpha: float = 1.0                     # teacher: weight of KD vs. hard-label CE
+    t_squared: bool = True                 # teacher: scale the KL by T^2 (Hinton); RDED's
+    #                                        code does not (its configs: false)
 
     def __post_init__(self) -> None:
         _check(self.kind in TARGET_KINDS,

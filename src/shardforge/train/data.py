@@ -119,7 +119,7 @@ class FfcvEpochData(EpochData):
         self.train = make_ffcv_loader(_local_file(info.betons["train"], "the train .beton"),
                                       cfg.training.batch_size, train=True,
                                       res=cfg.resolution.min_res,
-                                      crop_scale=cfg.training.crop_scale, **common)
+                                      crop_scale=cfg.training.loader_crop_scale, **common)
         self.val = make_ffcv_loader(_local_file(info.betons["val"], "the val .beton"),
                                     cfg.validation.batch_size, train=False,
                                     res=cfg.validation.res, crop_ratio=cfg.validation.crop_ratio,
@@ -219,7 +219,7 @@ class WdsEpochData(EpochData):
     def _crop(self, res: int):
         from shardforge.formats.decode import RandomResizedCrop
 
-        return RandomResizedCrop(res, scale=self.cfg.training.crop_scale)
+        return RandomResizedCrop(res, scale=self.cfg.training.loader_crop_scale)
 
     def _images(self, images: torch.Tensor) -> torch.Tensor:
         from shardforge.stream.ray_data import to_model_input

@@ -166,7 +166,7 @@ def run_worker(payload: dict, session: Session) -> list[dict]:
                          f"{cfg.data.loader} loader does not provide yet")
 
     augment = BatchAugment(cfg.training.patch_shuffle, cfg.training.cutmix, cfg.training.seed,
-                           session.rank)
+                           session.rank, cfg.training.crop_scale)
     for epoch in range(start, cfg.training.epochs):
         res = resolution_at(epoch, cfg.resolution.min_res, cfg.resolution.max_res,
                             cfg.resolution.start_ramp, cfg.resolution.end_ramp)

@@ -1,4 +1,5 @@
-"""SGD with the ffcv-imagenet parameter groups: no weight decay on normalisation layers."""
+"""Optimizers: SGD with the ffcv-imagenet parameter groups (no weight decay on normalisation
+layers); AdamW with RDED's (weight decay on >= 2-dimensional weights only)."""
 
 from __future__ import annotations
 
@@ -36,14 +37,27 @@ def make_sgd(model: nn.Module, weight_decay: float, momentum: float = 0.9,
 OPTIMIZERS = ("sgd", "adamw")
 
 
+def rded_param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """RDED's AdamW groups (``validation/utils.py`` ``get_parameters``): parameters whose
+    name contains ``weight`` and that have >= 2 dimensions (conv and linear weights) get
+    ``weight_decay``; the rest (biases, normalisation weights) get 0."""
+    decay = [p for n, p in model.named_parameters() if "weight" in n and p.ndim >= 2]
+    ids = {id(p) for p in decay}
+    rest = [p for p in model.parameters() if id(p) not in ids]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
+
+
 def make_optimizer(model: nn.Module, name: str, weight_decay: float, momentum: float = 0.9,
                    nesterov: bool = False) -> torch.optim.Optimizer:
     """The optimizer ``optim.name`` selects (learning rate 0: the loop sets it per step).
 
-    ``sgd``: :func:`make_sgd`. ``adamw``: AdamW with ``weight_decay`` on every parameter,
-    as RDED's training recipe (Sun et al. 2024: AdamW, lr 1e-3, weight decay 0.01)."""
+    ``sgd``: :func:`make_sgd`. ``adamw``: AdamW (betas 0.9, 0.999) over
+    :func:`rded_param_groups`, as RDED's training recipe (Sun et al. 2024: AdamW, lr 1e-3,
+    weight decay 0.01 on >= 2-dimensional weights only)."""
     if name == "sgd":
         return make_sgd(model, weight_decay, momentum, nesterov)
     if name == "adamw":
-        return torch.optim.AdamW(model.parameters(), lr=0.0, weight_decay=weight_decay)
+        return torch.optim.AdamW(rded_param_groups(model, weight_decay), lr=0.0,
+                                 betas=(0.9, 0.999))
     raise ValueError(f"optim.name must be one of {OPTIMIZERS}, got {name!r}")

@@ -161,7 +161,7 @@ def run_with_ray(plan: RunPlan, cfg: TrainConfig) -> list[dict]:
         kwargs = {"datasets": make_ray_datasets(info.tars["train"], info.tars["val"],
                                                 cfg.resolution.max_res, cfg.validation.res,
                                                 cfg.validation.crop_ratio,
-                                                cfg.training.crop_scale),
+                                                cfg.training.loader_crop_scale),
                   "dataset_config": data_config()}
     trainer = TorchTrainer(ray_train_loop, train_loop_config=plan.payload,
                            scaling_config=scaling, run_config=run_config, **kwargs)

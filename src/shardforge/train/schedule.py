@@ -43,14 +43,13 @@ def iteration_lrs(epoch: int, iters: int, lr: float, epochs: int,
 
     Step ``i`` gets ``lr_at(epoch + i / iters)``: the interpolation between the epoch's start
     and end rate. Returns an array of length ``iters`` (empty when ``iters`` is 0).
-    ``schedule`` ``half_cosine`` uses :func:`half_cosine_lr_at` instead (``peak_epoch``
-    unused).
+    ``schedule`` ``half_cosine``: :func:`half_cosine_lr_at` of the epoch for every step (RDED's
+    ``validation/main.py`` steps its scheduler once per epoch; ``peak_epoch`` unused).
     """
     if schedule not in SCHEDULES:
         raise ValueError(f"optim.schedule must be one of {SCHEDULES}, got {schedule!r}")
-    if schedule == "half_cosine":
-        start, end = half_cosine_lr_at(epoch, lr, epochs), half_cosine_lr_at(epoch + 1, lr, epochs)
-        return np.interp(np.arange(iters), [0, iters], [start, end]) if iters else np.zeros(0)
+    if schedule == "half_cosine":    # RDED steps its LambdaLR once per epoch: constant within
+        return np.full(iters, half_cosine_lr_at(epoch, lr, epochs))
     start, end = lr_at(epoch, lr, epochs, peak_epoch), lr_at(epoch + 1, lr, epochs, peak_epoch)
     return np.interp(np.arange(iters), [0, iters], [start, end]) if iters else np.zeros(0)
 

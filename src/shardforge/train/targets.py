@@ -38,20 +38,23 @@ class SoftTargetKLLoss(nn.Module):
 class DistillationLoss(nn.Module):
     """Hinton distillation: ``KL(softmax(t / T) || softmax(s / T)) * T^2``, batch mean.
 
-    The ``T^2`` factor keeps gradient magnitudes comparable across temperatures.
+    The ``T^2`` factor keeps gradient magnitudes comparable across temperatures (Hinton et
+    al. 2015). ``t_squared=False`` leaves it out, as RDED's training code does
+    (``validation/main.py``: ``KLDivLoss(log_softmax(s / T), softmax(t / T))``).
     """
 
-    def __init__(self, temperature: float = 4.0) -> None:
+    def __init__(self, temperature: float = 4.0, t_squared: bool = True) -> None:
         super().__init__()
         if temperature <= 0:
             raise ValueError(f"distillation temperature must be > 0, got {temperature}")
         self.temperature = temperature
+        self.factor = temperature * temperature if t_squared else 1.0
 
     def forward(self, student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
         t = self.temperature
         return F.kl_div(F.log_softmax(student_logits.float() / t, dim=1),
                         F.softmax(teacher_logits.float() / t, dim=1),
-                        reduction="batchmean") * (t * t)
+                        reduction="batchmean") * self.factor
 
 
 @dataclass
@@ -175,13 +178,13 @@ class TeacherTargets(Targets):
     """
 
     def __init__(self, teacher: nn.Module, temperature: float = 4.0, alpha: float = 1.0,
-                 label_smoothing: float = 0.1) -> None:
+                 label_smoothing: float = 0.1, t_squared: bool = True) -> None:
         if not 0.0 <= alpha <= 1.0:
             raise ValueError(f"targets.alpha must be in [0, 1], got {alpha}")
         self.teacher = teacher.eval()
         for p in self.teacher.parameters():
             p.requires_grad_(False)
-        self.kd = DistillationLoss(temperature)
+        self.kd = DistillationLoss(temperature, t_squared)
         self.alpha = alpha
         self.hard = HardTargets(label_smoothing)
 

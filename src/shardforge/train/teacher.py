@@ -60,4 +60,5 @@ def build_targets(cfg: TrainConfig, info: DatasetInfo) -> Targets:
         return stored
     teacher = load_teacher(t.teacher_checkpoint, t.teacher_arch, t.teacher_weights,
                            info.classes, info.url)
-    return TeacherTargets(teacher, t.temperature, t.alpha, cfg.optim.label_smoothing)
+    return TeacherTargets(teacher, t.temperature, t.alpha, cfg.optim.label_smoothing,
+                          t.t_squared)

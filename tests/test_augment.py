@@ -55,7 +55,7 @@ def test_layout_fields_and_bytes():
     assert names == ["rrc_i", "rrc_j", "rrc_h", "rrc_w", "flip", "ra_op0", "ra_mag0", "ra_op1",
                      "ra_mag1", "erase_i", "erase_j", "erase_h", "erase_w", "erase_fill"]
     assert params_nbytes(POLICY) == 28 == param_dtype(POLICY).itemsize
-    assert params_nbytes(MIX) == 28 + 4 + 4 + 4 + 4 * 2
+    assert params_nbytes(MIX) == 28 + 4 + 28 + 4 + 4 + 4 * 2    # + partner id and its view
     assert param_dtype(AugPolicy(randaugment_ops=3)).itemsize == 33
 
 
@@ -232,26 +232,57 @@ def test_random_erasing_region_is_fill():
 
 
 def test_mixing_records_and_replay():
-    img, other = _image(seed=0), _image(120, 90, seed=1)
-    rows = sample_params(MIX, 200, 150, image_rng(0, "mix"), 50, num_partners=7)
-    assert ((rows["partner"] >= 0) & (rows["partner"] < 7)).all()
-    assert ((rows["mixup_lam"] > 0) & (rows["mixup_lam"] < 1)).all()
-    view = partner_view(other, MIX)
-    row = rows[np.argmax(rows["cutmix_x2"] - rows["cutmix_x1"])]
-    out = apply_params(img, row, MIX, partner=view)
-    assert torch.equal(out, apply_params(img, row, MIX, partner=view))
+    """ml-dr's pair semantics: the partner gets its own view (crop drawn for ITS size), MixUp
+    weight Beta(1, 1) / 2 in [0, 0.5], CutMix pastes the partner's view in the box with an
+    area-corrected lambda; replay is exact bytes."""
+    img, other = _image(seed=0), _image(90, 120, seed=1)
+    sizes = np.array([(200, 150), (120, 90), (64, 48)])        # (width, height) per partner
+    rows = sample_params(MIX, 200, 150, image_rng(0, "mix"), 200, partner_sizes=sizes)
+    assert ((rows["partner"] >= 0) & (rows["partner"] < 3)).all()
+    assert ((rows["mixup_lam"] >= 0) & (rows["mixup_lam"] <= 0.5)).all()      # lambda halved
+    assert rows["mixup_lam"].mean() == pytest.approx(0.25, abs=0.03)           # E[U(0,1)]/2
+    for row in rows:                                 # the partner box fits the partner's size
+        w, h = sizes[row["partner"]]
+        assert 0 <= row["p_rrc_j"] and row["p_rrc_j"] + row["p_rrc_w"] <= w
+        assert 0 <= row["p_rrc_i"] and row["p_rrc_i"] + row["p_rrc_h"] <= h
+    row = next(r for r in rows if r["partner"] == 1 and r["cutmix_x2"] - r["cutmix_x1"] > 20)
+    out = apply_params(img, row, MIX, partner=other)
+    assert torch.equal(out, apply_params(img, row, MIX, partner=other))
+    view = partner_view(other, row, MIX)
     x1, y1, x2, y2 = (int(row[n]) for n in ("cutmix_x1", "cutmix_y1", "cutmix_x2", "cutmix_y2"))
-    assert x2 > x1 and y2 > y1
     assert torch.equal(out[:, y1:y2, x1:x2], view[:, y1:y2, x1:x2])
     assert row["cutmix_lam"] == np.float32(1 - (x2 - x1) * (y2 - y1) / 224**2)
+    # outside the box: MixUp of the image's own view and the partner's view, by hand
+    plain = row.copy()
+    plain["partner"] = -1
+    own = apply_params(img, plain, MIX).float()
+    lam = float(row["mixup_lam"])
+    mixed = (lam * own + (1 - lam) * view.float()).round()
+    mask = torch.ones(224, 224, dtype=torch.bool)
+    mask[y1:y2, x1:x2] = False
+    assert torch.equal(out[:, mask].float(), mixed[:, mask])
     with pytest.raises(ValueError, match="partner"):
         apply_params(img, row, MIX)
-    with pytest.raises(ValueError, match="num_partners"):
+    with pytest.raises(ValueError, match="partner_sizes"):
         sample_params(MIX, 200, 150, image_rng(0, "mix"), 5)
 
 
+def test_mixing_defaults_are_ml_drs():
+    policy = AugPolicy()
+    assert (policy.mixup_alpha, policy.mixup_div_by, policy.cutmix_alpha) == (1.0, 2.0, 1.0)
+    assert not policy.mixing                    # the recommended ImageNet+ setting
+    half = AugPolicy(mixup_p=0.5, cutmix_p=0.5)
+    rows = sample_params(half, 200, 150, image_rng(1, "p"), 4000,
+                         partner_sizes=np.array([(200, 150)]))
+    assert (rows["mixup_lam"] < 1).mean() == pytest.approx(0.5, abs=0.03)
+    assert (rows["cutmix_lam"] < 1).mean() == pytest.approx(0.5, abs=0.03)
+    with pytest.raises(ValueError, match="mixup_div_by"):
+        AugPolicy(mixup_div_by=0.5)
+
+
 def test_record_from_another_policy_is_rejected():
-    rows = sample_params(MIX, 200, 150, image_rng(0, "mix"), 1, num_partners=2)
+    rows = sample_params(MIX, 200, 150, image_rng(0, "mix"), 1,
+                         partner_sizes=np.array([(200, 150)]))
     with pytest.raises(ValueError, match="layout"):
         apply_params(_image(), rows[0], POLICY)
     row = _identity_row(300, 150)
@@ -261,7 +292,8 @@ def test_record_from_another_policy_is_rejected():
 
 @pytest.mark.parametrize("policy", [POLICY, MIX], ids=["default", "mixing"])
 def test_record_round_trip_parquet_columns(policy, tmp_path):
-    rows = sample_params(policy, 640, 480, image_rng(5, "rt"), 300, num_partners=11)
+    rows = sample_params(policy, 640, 480, image_rng(5, "rt"), 300,
+                         partner_sizes=np.array([(640, 480)] * 11))
     path = tmp_path / "cols.parquet"
     pq.write_table(pa.table(params_to_columns(rows)), path)
     table = pq.read_table(path)

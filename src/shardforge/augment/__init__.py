@@ -19,16 +19,17 @@ Replay order, on uint8 ``3 x H x W`` tensors::
     RRC (resized_crop, bilinear, antialias) -> hflip -> RandAugment ops
     -> RandomErasing -> MixUp -> CutMix
 
-RandomErasing note: torchvision applies ``RandomErasing`` to the normalised float tensor,
-so its default ``value=0`` paints the dataset *mean* colour. Here erasing runs on the uint8
-view (before ToTensor/Normalize, which the loader does later) and paints ``erasing_value``
-(default 0, i.e. black, as the brief asks). Set ``erasing_value`` to the mean in uint8
-(e.g. 124 for ImageNet's grey) to approximate the normalised-zero behaviour.
+RandomErasing note: torchvision's usual ImageNet pipeline erases the normalised float
+tensor, so its default ``value=0`` paints the dataset *mean* colour; ml-dr erases after
+ToTensor and before Normalize (``dr/transforms.py`` ``TRANSFORMATION_TO_NAME``), so 0 is
+black. Here erasing runs on the uint8 view and paints ``erasing_value`` (default 0: black,
+as ml-dr).
 
-Mixing note: records carry a partner *index* (uniform in ``[0, num_partners)``, an index
-into the caller's shard, possibly the image itself). The caller supplies the partner's
-uint8 view (``size x size``); :func:`partner_view` (the whole partner image resized, no
-other augmentation) is the convention replay uses unless told otherwise.
+Mixing note (ml-dr's pair transforms): a mixing record carries its partner's *position* in
+the shard (the parent tar's order; possibly the image itself, drawn among the shard's
+samples) and the partner's own view (``p_*`` fields: crop, flip, RandAugment, erasing drawn
+for the partner's size). :func:`apply_params` takes the partner's source image and
+rebuilds that view (:func:`partner_view`), then MixUp (``lam = Beta(1, 1) / 2``) and CutMix.
 
 Modules: :mod:`.policy` (the policy and sampling the records), :mod:`.records` (the
 record layout and its columns), :mod:`.ops` (RandAugment ops and replay). A low layer

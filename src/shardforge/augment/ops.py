@@ -149,11 +149,12 @@ def _as_chw(image: np.ndarray | torch.Tensor) -> torch.Tensor:
     return image
 
 
-def partner_view(image: np.ndarray | torch.Tensor, policy: AugPolicy) -> torch.Tensor:
-    """The default partner view for mixing: the whole image resized to ``size x size``
-    (bilinear, antialias), no other augmentation."""
-    img = _as_chw(image)
-    return F2.resize(img, [policy.size, policy.size], antialias=True)
+def partner_view(image: np.ndarray | torch.Tensor, params_row: np.void | np.ndarray,
+                 policy: AugPolicy) -> torch.Tensor:
+    """The partner's own view of a mixing record: the partner's source image through the
+    record's ``p_*`` fields (crop, flip, RandAugment, erasing), uint8 ``3 x size x size``,
+    as ml-dr augments the second image of a pair with its own parameters."""
+    return _view(_as_chw(image), params_row, policy, "p_")
 
 
 def _field(row: np.void | np.ndarray, name: str) -> int | float:
@@ -161,50 +162,59 @@ def _field(row: np.void | np.ndarray, name: str) -> int | float:
 
 
 def apply_params(image: np.ndarray | torch.Tensor, params_row: np.void | np.ndarray,
-                 policy: AugPolicy, *, partner: torch.Tensor | None = None) -> torch.Tensor:
+                 policy: AugPolicy, *, partner: np.ndarray | torch.Tensor | None = None
+                 ) -> torch.Tensor:
     """Replay one record: the uint8 ``3 x size x size`` view, bit-identical on every call.
 
     ``image``: the source image (uint8 ``H x W x 3`` array or ``3 x H x W`` tensor) the
     record was sampled for. ``params_row``: one record of dtype :func:`param_dtype`
-    (``policy``). ``partner``: the partner's uint8 ``3 x size x size`` view (see
-    :func:`partner_view`), required when the record mixes (``partner >= 0``).
+    (``policy``). ``partner``: the partner's source image (same forms), required when the
+    record mixes (``partner >= 0``): its view comes from the record (:func:`partner_view`),
+    then MixUp and CutMix as ml-dr. The MixUp result is rounded to uint8 (ml-dr mixes
+    normalised floats): a deliberate deviation, so that the stored view replays exactly.
     """
     names = params_row.dtype.names or ()
     if params_row.dtype != param_dtype(policy):
         raise ValueError(f"apply_params: record fields {names} do not match the policy's "
                          f"layout {param_dtype(policy).names}; replay with the policy the "
                          f"records were sampled with.")
-    img = _as_chw(image)
+    out = _view(_as_chw(image), params_row, policy, "")
+    if policy.mixing and _field(params_row, "partner") >= 0:
+        if partner is None:
+            raise ValueError(f"apply_params: the record mixes with partner "
+                             f"{_field(params_row, 'partner')} but no partner image was "
+                             "given; pass partner=<that sample's source image>.")
+        out = _mix(out, params_row, policy, partner_view(partner, params_row, policy))
+    return out.contiguous()
+
+
+def _view(img: torch.Tensor, row: np.void | np.ndarray, policy: AugPolicy,
+          prefix: str) -> torch.Tensor:
+    """One image's view from the record fields named ``prefix + field``: RandomResizedCrop,
+    flip, RandAugment, RandomErasing (ml-dr's order)."""
     _, height, width = img.shape
-    i, j, h, w = (_field(params_row, n) for n in ("rrc_i", "rrc_j", "rrc_h", "rrc_w"))
+    i, j, h, w = (_field(row, prefix + n) for n in ("rrc_i", "rrc_j", "rrc_h", "rrc_w"))
     if not (0 <= i and 0 <= j and 0 < h and 0 < w and i + h <= height and j + w <= width):
         raise ValueError(f"apply_params: crop box (i={i}, j={j}, h={h}, w={w}) is outside the "
                          f"{width}x{height} image; the record belongs to another image.")
     size = policy.size
     out = F2.resized_crop(img, i, j, h, w, [size, size], antialias=True)
-    if _field(params_row, "flip"):
+    if _field(row, prefix + "flip"):
         out = F2.horizontal_flip(out)
     for k in range(policy.randaugment_ops):
-        out = apply_randaugment_op(out, _field(params_row, f"ra_op{k}"),
-                                   _field(params_row, f"ra_mag{k}"))
-    eh, ew = _field(params_row, "erase_h"), _field(params_row, "erase_w")
+        out = apply_randaugment_op(out, _field(row, f"{prefix}ra_op{k}"),
+                                   _field(row, f"{prefix}ra_mag{k}"))
+    eh, ew = _field(row, prefix + "erase_h"), _field(row, prefix + "erase_w")
     if eh > 0 and ew > 0:
-        fill = torch.tensor(_field(params_row, "erase_fill"), dtype=torch.uint8)
-        out = F2.erase(out, _field(params_row, "erase_i"), _field(params_row, "erase_j"),
+        fill = torch.tensor(_field(row, prefix + "erase_fill"), dtype=torch.uint8)
+        out = F2.erase(out, _field(row, prefix + "erase_i"), _field(row, prefix + "erase_j"),
                        eh, ew, fill)
-    if policy.mixing and _field(params_row, "partner") >= 0:
-        out = _mix(out, params_row, policy, partner)
-    return out.contiguous()
+    return out
 
 
 def _mix(out: torch.Tensor, row: np.void, policy: AugPolicy,
-         partner: torch.Tensor | None) -> torch.Tensor:
-    """MixUp then CutMix of ``out`` with the partner view (uint8 in, uint8 out)."""
-    size = policy.size
-    if partner is None or partner.dtype != torch.uint8 or tuple(partner.shape) != (3, size, size):
-        raise ValueError(f"apply_params: the record mixes with partner "
-                         f"{_field(row, 'partner')} but no uint8 3 x {size} x {size} partner "
-                         f"view was given; pass partner=partner_view(partner_image, policy).")
+         partner: torch.Tensor) -> torch.Tensor:
+    """MixUp then CutMix of ``out`` with the partner's view (uint8 in, uint8 out)."""
     lam = _field(row, "mixup_lam")
     if lam != 1.0:
         lam32 = torch.tensor(lam, dtype=torch.float32)
@@ -220,10 +230,11 @@ def _mix(out: torch.Tensor, row: np.void, policy: AugPolicy,
 
 def apply_batch(images: Sequence[np.ndarray | torch.Tensor], params: np.ndarray,
                 policy: AugPolicy, *,
-                partners: Sequence[torch.Tensor | None] | None = None) -> torch.Tensor:
+                partners: Sequence[np.ndarray | torch.Tensor | None] | None = None
+                ) -> torch.Tensor:
     """Replay ``params[n]`` on ``images[n]``: a uint8 ``N x 3 x size x size`` tensor.
 
-    ``partners``: per record the partner view (or None), when the policy mixes.
+    ``partners``: per record the partner's source image (or None), when the policy mixes.
     """
     if len(images) != len(params):
         raise ValueError(f"apply_batch: {len(images)} images but {len(params)} records; "

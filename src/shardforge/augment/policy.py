@@ -19,7 +19,11 @@ class AugPolicy:
     Faghri et al., ICCV 2023 (Dataset Reinforcement, Sec. 4, Table 2): RRC + RandAugment +
     RandomErasing, no MixUp/CutMix. ``rrc_*`` / ``erasing_*`` defaults are torchvision's
     ``RandomResizedCrop`` / ``RandomErasing`` defaults; ``randaugment_magnitude`` indexes
-    :data:`NUM_MAGNITUDE_BINS` bins as torchvision's ``RandAugment``.
+    :data:`NUM_MAGNITUDE_BINS` bins as torchvision's ``RandAugment``. Mixing (off by default,
+    as the recommended setting) follows ml-dr's ``configs/imagenet/reinforce/
+    randaug_mixing.yaml`` when switched on with ``mixup_p = cutmix_p = 0.5``: MixUp
+    ``lam = Beta(mixup_alpha, mixup_alpha) / mixup_div_by`` (alpha 1.0, div_by 2.0) and
+    CutMix Beta(1.0, 1.0), each with its own probability, MixUp first.
     """
 
     size: int = 224
@@ -33,7 +37,8 @@ class AugPolicy:
     erasing_ratio: tuple[float, float] = (0.3, 3.3)
     erasing_value: int = 0
     mixup_p: float = 0.0
-    mixup_alpha: float = 0.2
+    mixup_alpha: float = 1.0
+    mixup_div_by: float = 2.0
     cutmix_p: float = 0.0
     cutmix_alpha: float = 1.0
 
@@ -59,6 +64,8 @@ class AugPolicy:
             problems.append(f"erasing_value={self.erasing_value} must be a uint8 in [0, 255]")
         if self.mixup_alpha <= 0 or self.cutmix_alpha <= 0:
             problems.append("mixup_alpha and cutmix_alpha must be > 0")
+        if self.mixup_div_by < 1:
+            problems.append(f"mixup_div_by={self.mixup_div_by} must be >= 1 (ml-dr: 2.0)")
         if problems:
             raise ValueError("AugPolicy: " + "; ".join(problems) + ". Fix the policy fields.")
 

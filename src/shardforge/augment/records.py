@@ -19,6 +19,8 @@ erase_h        int16   erased box height; 0 = no erasing
 erase_w        int16   erased box width; 0 = no erasing
 erase_fill     uint8   fill value of the erased box (all channels)
 partner        int32   partner index for MixUp/CutMix; -1 = no mixing
+p_*            ...     the partner's own view: ``p_rrc_i`` .. ``p_erase_fill``, the fields
+                       above drawn for the partner image (ml-dr augments both images)
 mixup_lam      float32 MixUp weight of this image; 1.0 = no MixUp
 cutmix_lam     float32 CutMix weight of this image (area-corrected); 1.0 = no CutMix
 cutmix_x1      int16   CutMix box left column in the view
@@ -53,6 +55,24 @@ class ParamField:
 
 def param_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
     """The record fields of ``policy``, in storage order (see the module docstring table)."""
+    out = list(view_fields(policy))
+    if policy.mixing:
+        out += [ParamField("partner", "int32", "partner index in the shard (-1 = no mixing)")]
+        out += [ParamField("p_" + f.name, f.dtype, "partner view: " + f.meaning)
+                for f in view_fields(policy)]
+        out += [
+            ParamField("mixup_lam", "float32", "MixUp weight of this image (1 = none)"),
+            ParamField("cutmix_lam", "float32", "CutMix weight of this image (1 = none)"),
+            ParamField("cutmix_x1", "int16", "CutMix box left column"),
+            ParamField("cutmix_y1", "int16", "CutMix box top row"),
+            ParamField("cutmix_x2", "int16", "CutMix box right column (exclusive)"),
+            ParamField("cutmix_y2", "int16", "CutMix box bottom row (exclusive)"),
+        ]
+    return tuple(out)
+
+
+def view_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
+    """The fields of one image's view (crop, flip, RandAugment, erasing), in storage order."""
     out = [
         ParamField("rrc_i", "int16", "crop top row in the source image"),
         ParamField("rrc_j", "int16", "crop left column in the source image"),
@@ -70,16 +90,6 @@ def param_fields(policy: AugPolicy) -> tuple[ParamField, ...]:
         ParamField("erase_w", "int16", "erased box width (0 = no erasing)"),
         ParamField("erase_fill", "uint8", "erased box fill value"),
     ]
-    if policy.mixing:
-        out += [
-            ParamField("partner", "int32", "partner index in the shard (-1 = no mixing)"),
-            ParamField("mixup_lam", "float32", "MixUp weight of this image (1 = none)"),
-            ParamField("cutmix_lam", "float32", "CutMix weight of this image (1 = none)"),
-            ParamField("cutmix_x1", "int16", "CutMix box left column"),
-            ParamField("cutmix_y1", "int16", "CutMix box top row"),
-            ParamField("cutmix_x2", "int16", "CutMix box right column (exclusive)"),
-            ParamField("cutmix_y2", "int16", "CutMix box bottom row (exclusive)"),
-        ]
     return tuple(out)
 
 

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 import numpy as np
 
@@ -45,24 +46,28 @@ def _first_valid(valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def sample_params(policy: AugPolicy, width: int, height: int, rng: np.random.Generator,
-                  num: int, *, num_partners: int = 0) -> np.ndarray:
+                  num: int, *, partner_sizes: np.ndarray | None = None) -> np.ndarray:
     """Draw ``num`` augmentation records for a ``width x height`` image.
 
     Returns a structured array of dtype :func:`param_dtype` (``policy``), one row per
     augmentation. The same generator state gives the same rows. RRC follows
     ``torchvision.transforms.RandomResizedCrop.get_params`` (10 attempts, then the central
     fallback) and RandomErasing ``RandomErasing.get_params`` (10 attempts, else no erasing)
-    with draws from ``rng``. ``num_partners``: size of the pool partner indices are drawn
-    from; required (> 0) when the policy mixes.
+    with draws from ``rng``. ``partner_sizes``: ``(P, 2)`` ``(width, height)`` of the pool
+    partners are drawn from (the shard's samples, in order); required when the policy
+    mixes: a mixing record stores the partner's index and the partner's own view (crop,
+    flip, RandAugment, erasing drawn for the partner's size, ``p_*`` fields), as ml-dr
+    augments both images of a pair (``dr/transforms.py`` ``Compose.__call__``).
     """
     if width < 1 or height < 1 or width > _MAX_INT16 or height > _MAX_INT16:
         raise ValueError(f"sample_params: image size {width}x{height} is outside "
                          f"[1, {_MAX_INT16}] per side; resize the source image first.")
     if num < 0:
         raise ValueError(f"sample_params: num={num} must be >= 0.")
-    if policy.mixing and num_partners < 1:
-        raise ValueError("sample_params: the policy mixes (mixup_p/cutmix_p > 0) but "
-                         "num_partners is 0; pass the shard's sample count as num_partners.")
+    if policy.mixing and (partner_sizes is None or len(partner_sizes) < 1):
+        raise ValueError("sample_params: the policy mixes (mixup_p/cutmix_p > 0) but no "
+                         "partner_sizes were given; pass the (width, height) of the shard's "
+                         "samples as partner_sizes.")
     out = np.zeros(num, dtype=param_dtype(policy))
 
     # RandomResizedCrop.get_params: w = round(sqrt(a*r)), h = round(sqrt(a/r)).
@@ -107,7 +112,7 @@ def sample_params(policy: AugPolicy, width: int, height: int, rng: np.random.Gen
     out["erase_fill"] = policy.erasing_value
 
     if policy.mixing:
-        _sample_mixing(policy, rng, out, num_partners)
+        _sample_mixing(policy, rng, out, np.asarray(partner_sizes, dtype=np.int64))
     return out
 
 
@@ -122,13 +127,15 @@ def _central_fallback(width: int, height: int, ratio: tuple[float, float]) -> tu
 
 
 def _sample_mixing(policy: AugPolicy, rng: np.random.Generator, out: np.ndarray,
-                   num_partners: int) -> None:
-    """MixUp (lambda ~ Beta(alpha, alpha)) and CutMix (box of area 1 - lambda, centre
-    uniform, clipped; lambda corrected to the clipped area) with one partner per record."""
+                   partner_sizes: np.ndarray) -> None:
+    """ml-dr's pair transforms, one partner per record: MixUp (``lam = Beta(alpha, alpha) /
+    div_by``, ``mixed = lam * x + (1 - lam) * partner``) and CutMix (box of area 1 - lambda,
+    centre uniform, clipped; lambda corrected to the clipped area), each with its own
+    probability; then the partner's own view for every record that mixes."""
     num, size = len(out), policy.size
-    partner = rng.integers(0, num_partners, size=num)
+    partner = rng.integers(0, len(partner_sizes), size=num)
     do_mixup = rng.random(num) < policy.mixup_p
-    mixup_lam = rng.beta(policy.mixup_alpha, policy.mixup_alpha, size=num)
+    mixup_lam = rng.beta(policy.mixup_alpha, policy.mixup_alpha, size=num) / policy.mixup_div_by
     do_cutmix = rng.random(num) < policy.cutmix_p
     cut_lam = rng.beta(policy.cutmix_alpha, policy.cutmix_alpha, size=num)
     cut = np.sqrt(1.0 - cut_lam)
@@ -144,5 +151,10 @@ def _sample_mixing(policy: AugPolicy, rng: np.random.Generator, out: np.ndarray,
     for name, value in (("cutmix_x1", x1), ("cutmix_y1", y1), ("cutmix_x2", x2),
                         ("cutmix_y2", y2)):
         out[name] = np.where(do_cutmix, value, 0)
-
-
+    view = replace(policy, mixup_p=0.0, cutmix_p=0.0)
+    names = param_dtype(view).names or ()
+    for n in np.flatnonzero(out["partner"] >= 0):
+        width, height = (int(v) for v in partner_sizes[out["partner"][n]])
+        row = sample_params(view, width, height, rng, 1)[0]
+        for name in names:
+            out["p_" + name][n] = row[name]

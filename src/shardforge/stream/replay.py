@@ -27,6 +27,7 @@ the cache is built once in ~9 s.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import json
@@ -223,6 +224,7 @@ class ReplayStream(WdsStream):
         if not 0.0 <= p_reinforce <= 1.0:
             raise ValueError(f"p_reinforce must be in [0, 1], got {p_reinforce}")
         self.stored, self.policy, self.num_classes = stored, policy, num_classes
+        self._fresh_policy = dataclasses.replace(policy, mixup_p=0.0, cutmix_p=0.0)
         self.p_reinforce = p_reinforce
         first = np.zeros(len(self.index.shard_urls), np.int64)   # first position per tar
         for s in range(len(first)):
@@ -231,7 +233,7 @@ class ReplayStream(WdsStream):
 
     def _batch(self, reader: RangeReader, pos: np.ndarray, rng: np.random.Generator,
                shared: bool) -> tuple:
-        from shardforge.augment import apply_params, partner_view, sample_params
+        from shardforge.augment import apply_params, sample_params
         from shardforge.variants.reinforce.transform import decode_stored
 
         idx = self.index
@@ -244,16 +246,19 @@ class ReplayStream(WdsStream):
         stored = np.full(len(pos), -1, np.int64)       # the stored augmentation used, or -1
         for n, p in enumerate(pos.tolist()):
             image = decode_stored(blobs[n])
-            if rng.random() < self.p_reinforce:
-                stored[n] = int(rng.integers(self.stored.num_augs))
-                row = self.stored.params[p, stored[n]]
-            else:
-                row = sample_params(self.policy, image.shape[1], image.shape[0], rng, 1)[0]
+            if rng.random() >= self.p_reinforce:
+                # a fresh view with a one-hot label: ml-dr's "original" sample, no mixing
+                fresh = sample_params(self._fresh_policy, image.shape[1], image.shape[0],
+                                      rng, 1)[0]
+                views[n] = apply_params(image, fresh, self._fresh_policy)
+                continue
+            stored[n] = int(rng.integers(self.stored.num_augs))
+            row = self.stored.params[p, stored[n]]
             partner = None
             if self.policy.mixing and int(row["partner"]) >= 0:
                 q = int(self._first[idx.shard[p]]) + int(row["partner"])
                 (blob,) = reader.read(idx.shard[[q]], idx.offset[[q]], idx.size[[q]])
-                partner = partner_view(decode_stored(blob), self.policy)
+                partner = decode_stored(blob)
             views[n] = apply_params(image, row, self.policy, partner=partner)
         return views, labels, self._targets(pos, stored, labels), torch.from_numpy(
             pos.astype(np.int64))

@@ -34,8 +34,14 @@ PARAMS = {
     "randaugment_ops": Param((int,), 2),
     "randaugment_magnitude": Param((int,), 9),
     "erasing_p": Param((float,), 0.25),
-    "mixup_p": Param((float,), 0.0),
-    "cutmix_p": Param((float,), 0.0),
+    "mixup_p": Param((float,), 0.0, help="MixUp probability per augmentation (0: the "
+                                         "paper's recommended setting; ml-dr's mixing "
+                                         "configs: 0.5)"),
+    "mixup_alpha": Param((float,), 1.0, help="MixUp lambda ~ Beta(alpha, alpha) / div_by"),
+    "mixup_div_by": Param((float,), 2.0, help="MixUp lambda divisor (ml-dr: 2.0)"),
+    "cutmix_p": Param((float,), 0.0, help="CutMix probability per augmentation (ml-dr's "
+                                          "mixing configs: 0.5)"),
+    "cutmix_alpha": Param((float,), 1.0, help="CutMix lambda ~ Beta(alpha, alpha)"),
     "batch_size": Param((int,), 256, help="views per teacher forward"),
     "num_actors": Param((int,), None, nullable=True,
                         help="teacher actors (null: one per GPU, else one per CPU). On a GPU "
@@ -75,7 +81,10 @@ def reinforce_config(params: Mapping[str, Any], parent: str, name: str, out: str
                          randaugment_ops=p["randaugment_ops"],
                          randaugment_magnitude=p["randaugment_magnitude"],
                          erasing_p=float(p["erasing_p"]), mixup_p=float(p["mixup_p"]),
-                         cutmix_p=float(p["cutmix_p"])),
+                         mixup_alpha=float(p["mixup_alpha"]),
+                         mixup_div_by=float(p["mixup_div_by"]),
+                         cutmix_p=float(p["cutmix_p"]),
+                         cutmix_alpha=float(p["cutmix_alpha"])),
         batch_size=p["batch_size"], num_actors=p["num_actors"],
         num_gpus_per_actor=None if p["num_gpus_per_actor"] is None
         else float(p["num_gpus_per_actor"]),

@@ -30,7 +30,6 @@ from shardforge.augment import (
     image_rng,
     param_dtype,
     params_to_columns,
-    partner_view,
     sample_params,
 )
 from shardforge.engine.cluster import node_id
@@ -110,7 +109,7 @@ class Reinforcer:
             return done
         started = time.perf_counter()
         samples, rejects = _decode(spec)
-        table = self.reinforce(samples)
+        table = self.reinforce(samples, [item[3] for item in spec.items])
         paths = task.paths(spec)
         sink = pa.BufferOutputStream()
         pq.write_table(table, sink, compression="zstd")
@@ -129,24 +128,38 @@ class Reinforcer:
         write_manifest(paths["manifest"], task.spec_hash(spec), result)
         return result
 
-    def reinforce(self, samples: list[tuple[RawSample, np.ndarray]]) -> pa.Table:
-        """Records + teacher top-K for every (sample, augmentation) of one shard."""
+    def reinforce(self, samples: list[tuple[RawSample, np.ndarray]],
+                  shard_keys: list[str] | None = None) -> pa.Table:
+        """Records + teacher top-K for every (sample, augmentation) of one shard.
+
+        With a mixing policy, partners are drawn among the shard's decoded ``samples``; a
+        record stores its partner as the position in ``shard_keys`` (the parent tar's
+        order, which replay reads by), default the samples' own order."""
         task = self.task
+        keys = shard_keys if shard_keys is not None else [raw.key for raw, _ in samples]
+        position = {k: n for n, k in enumerate(keys)}
+        pool = np.array([position[raw.key] for raw, _ in samples], np.int64)
+        sizes = np.array([(px.shape[1], px.shape[0]) for _, px in samples], np.int64)
         records = [sample_params(task.policy, px.shape[1], px.shape[0],
-                                 image_rng(task.seed, raw.key), task.num_augs)
+                                 image_rng(task.seed, raw.key), task.num_augs,
+                                 partner_sizes=sizes if task.policy.mixing else None)
                    for raw, px in samples]
-        partners = ([partner_view(px, task.policy) for _, px in samples]
-                    if task.policy.mixing else None)
+        by_position = {int(p): n for n, p in enumerate(pool)}
+        if task.policy.mixing:
+            for rec in records:       # pool index -> position in the parent's tar
+                mixes = rec["partner"] >= 0
+                rec["partner"][mixes] = pool[rec["partner"][mixes]]
         pairs = [(s, a) for s in range(len(samples)) for a in range(task.num_augs)]
         chunks = [pairs[i:i + task.batch_size] for i in range(0, len(pairs), task.batch_size)]
+
+        def partner(s: int, a: int) -> np.ndarray | None:
+            q = int(records[s][a]["partner"]) if task.policy.mixing else -1
+            return samples[by_position[q]][1] if q >= 0 else None
 
         def views(chunk: list[tuple[int, int]]) -> torch.Tensor:
             rows = np.stack([records[s][a] for s, a in chunk])
             return apply_batch([samples[s][1] for s, _ in chunk], rows, task.policy,
-                               partners=None if partners is None else [
-                                   partners[int(records[s][a]["partner"])]
-                                   if int(records[s][a]["partner"]) >= 0 else None
-                                   for s, a in chunk])
+                               partners=[partner(s, a) for s, a in chunk])
 
         idx = np.zeros((len(pairs), task.top_k), np.int16)
         prob = np.zeros((len(pairs), task.top_k), np.float16)

@@ -143,3 +143,23 @@ def test_train_two_epochs_from_mixed_reinforcement(mixed, tmp_path):
                                 "data.num_workers=1", "optim.lr_peak_epoch=1"))
     assert r.final["epoch"] == 2 and r.final["train_samples"] == 60
     assert np.isfinite(r.final["train_loss"])
+
+
+def test_an_old_build_is_not_refused_for_mixing_fields_it_never_used(tmp_path):
+    """A non-mixing build recorded before ml-dr's mixing defaults (mixup_alpha 0.2, no
+    mixup_div_by) is the same output: the rewrite guard is not asked; a mixing one is."""
+    import json
+
+    from shardforge.build.hooks import BuildHooks
+    from shardforge.variants.reinforce.engine import check_out
+
+    asked = []
+    hooks = BuildHooks(lambda out, why: asked.append(why))
+    old = AugPolicy(size=32).to_dict()
+    old["mixup_alpha"] = 0.2
+    del old["mixup_div_by"]
+    (tmp_path / "summary.json").write_text(json.dumps({"params": {"policy": old, "seed": 0}}))
+    check_out(str(tmp_path), {"policy": AugPolicy(size=32).to_dict(), "seed": 0}, hooks)
+    assert asked == []
+    check_out(str(tmp_path), {"policy": MIX.to_dict(), "seed": 0}, hooks)
+    assert len(asked) == 1 and "policy" in asked[0]

@@ -179,10 +179,24 @@ def check_out(out: str, params: dict, hooks: BuildHooks) -> None:
     except (OSError, ValueError):
         return      # nothing finished there (an interrupted run resumes)
     current = json.loads(json.dumps(params))        # the JSON form summary.json holds
-    if recorded != current:
+    if _without_unused_mixing(recorded) != _without_unused_mixing(current):
         changed = sorted(k for k in set(current) | set(recorded or {})
                          if (recorded or {}).get(k) != current.get(k))
         hooks.guard(out, f"other parameters (differing: {', '.join(changed)})")
+
+
+#: Policy fields that change no byte unless the policy mixes (mixup_p or cutmix_p > 0).
+MIXING_ONLY = ("mixup_alpha", "mixup_div_by", "cutmix_alpha")
+
+
+def _without_unused_mixing(params: dict | None) -> dict | None:
+    """``params`` with :data:`MIXING_ONLY` dropped from a policy that does not mix, so a
+    build made before a mixing default changed (mixup_alpha 0.2 -> 1.0, #15) is not
+    refused for a parameter its bytes never depended on."""
+    policy = (params or {}).get("policy")
+    if not isinstance(policy, dict) or policy.get("mixup_p") or policy.get("cutmix_p"):
+        return params
+    return {**params, "policy": {k: v for k, v in policy.items() if k not in MIXING_ONLY}}
 
 
 def _run_actors(config: ReinforceConfig, task: ShardTask, specs: list[ShardSpec],

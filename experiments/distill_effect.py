@@ -68,19 +68,12 @@ def demo_dataset(work: Path, log: Callable[[str], None]) -> str:
 
 def train(config: Path, data: str, storage: Path, name: str, overrides: list[str],
           log: Callable[[str], None]) -> tuple[dict, float]:
-    """Run jobs/train.py locally unless ``storage/name`` already finished; return its last
-    metrics line and the wall time (0 when reused)."""
-    from shardforge.train.config import load_config
-    from shardforge.train.metrics import read_metrics
-
-    epochs = load_config(str(config), overrides).training.epochs
-    run_dir = storage / name
-    done = read_metrics(str(run_dir)) if run_dir.exists() else []
-    if done and done[-1]["epoch"] == epochs:
-        return done[-1], 0.0
+    """Train ``config`` on ``data`` as run ``storage/name`` (``train_recipe``: a finished run
+    of the same recipe content is reused, one of another content is left alone and the
+    run goes to a keyed name); return its last metrics line and the wall time."""
     from shardforge.train.experiment import train_recipe
 
-    log(f"training {name} ({config.name}, {epochs} epochs)")
+    log(f"training {name} ({config.name})")
     started = time.monotonic()
     run = train_recipe(str(config), data, str(storage), name, overrides=tuple(overrides),
                        log=io.StringIO())

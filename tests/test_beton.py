@@ -108,3 +108,38 @@ def test_rejects_bad_inputs(tmp_path):
     beton.write_beton(b, _samples(2, 2), page_size=2 * beton.MIN_PAGE_SIZE)
     with pytest.raises(beton.BetonError, match="different page sizes"):
         beton.merge_betons([a, b], str(tmp_path / "m.beton"))
+
+
+def test_merge_packs_partly_filled_pages_to_ffcvs_own_size(tmp_path):
+    """Six parts, each less than a page of raw images: the merge packs their pages together,
+    so the merged file is no bigger than FFCV's DatasetWriter writing the same samples
+    (within 2%), every sample stays inside one page, and FFCV's Loader reads it."""
+    import os
+
+    from ffcv.fields import IntField, RGBImageField
+    from ffcv.writer import DatasetWriter
+
+    rng = np.random.default_rng(7)
+    images = [rng.integers(0, 255, (int(rng.integers(150, 260)), 300, 3), dtype=np.uint8)
+              for _ in range(36)]
+    samples = [beton.BetonSample(im.tobytes(), False, im.shape[1], im.shape[0], i)
+               for i, im in enumerate(images)]
+    parts = []
+    for k in range(6):
+        path = str(tmp_path / f"p{k}.beton")
+        beton.write_beton(path, samples[6 * k:6 * k + 6], page_size=beton.MIN_PAGE_SIZE)
+        parts.append(path)
+    merged = str(tmp_path / "merged.beton")
+    beton.merge_betons(parts, merged)
+    ffcv_path = str(tmp_path / "ffcv.beton")
+    DatasetWriter(ffcv_path, {"image": RGBImageField(write_mode="raw"), "label": IntField()},
+                  num_workers=1, page_size=beton.MIN_PAGE_SIZE).from_indexed_dataset(
+        [(im, i) for i, im in enumerate(images)])
+    assert os.path.getsize(merged) <= 1.02 * os.path.getsize(ffcv_path)
+    unpacked = sum(os.path.getsize(p) for p in parts)
+    assert os.path.getsize(merged) < 0.5 * unpacked          # 6 page tails -> shared pages
+    assert beton.read_sample_bytes(merged) == [s.data for s in samples]
+    head = beton.read_part(merged)
+    ptrs, sizes = head.allocs["ptr"].astype(np.int64), head.allocs["size"].astype(np.int64)
+    assert np.all(ptrs // beton.MIN_PAGE_SIZE == (ptrs + sizes - 1) // beton.MIN_PAGE_SIZE)
+    assert ffcv_labels(merged) == list(range(36))

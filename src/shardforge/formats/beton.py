@@ -3,8 +3,9 @@
 Why our own writer: ``ffcv.writer.DatasetWriter`` encodes every image itself in the
 processes of one machine. We encode each image once in a Ray task (the same bytes go
 into the WebDataset tar), so each task writes a *part*: a complete, valid .beton of its
-own samples. The driver then merges parts with :func:`merge_betons`, which copies data
-pages whole and shifts pointers; no image is decoded or encoded again.
+own samples. The driver then merges parts with :func:`merge_betons`, which re-packs the
+samples' bytes into pages as FFCV's writer would and rewrites the pointers; no image is
+decoded or encoded again.
 
 Layout (little-endian), as ``ffcv/types.py`` and ``ffcv/writer.py`` define it:
 header (24 B) | field descriptors (1041 B each) | metadata table (one row a sample) |
@@ -168,9 +169,13 @@ def read_part(path: str) -> BetonPart:
 def merge_betons(parts: Sequence[str], out_path: str) -> int:
     """Merge part files (same page size) into one .beton at ``out_path``; return its samples.
 
-    Sample order is the order of ``parts``, then each part's own order. Data pages are
-    copied whole (page-aligned, so every sample stays inside one page); only the
-    pointers in the metadata and allocation table move. Not atomic: callers rename.
+    Sample order is the order of ``parts``, then each part's own order. Samples are
+    re-packed into pages in that order exactly as FFCV's writer fills pages (the next
+    sample goes into the current page if it fits, else it starts a new one), so every
+    sample stays inside one page (FFCV's page reader), the parts' partly filled pages
+    leave no tails (the merged file is FFCV's writer's size; issue #16), and no byte is
+    re-encoded: only the bytes move and the pointers in the metadata and allocation table
+    change. Each part page is read once. Not atomic: callers rename.
     """
     heads = [read_part(p) for p in parts]
     page_sizes = {h.page_size for h in heads}
@@ -182,42 +187,75 @@ def merge_betons(parts: Sequence[str], out_path: str) -> int:
     meta = np.zeros(total, dtype=SAMPLE_META)
     allocs = np.zeros(total, dtype=ALLOC)
     data_start = _round_up(_metadata_start(len(FIELDS)) + meta.nbytes, page_size)
-    cursor = data_start
+    packer = _PagePacker(data_start, page_size)
     first = 0
     with open(out_path, "wb") as out:
         for h in heads:
             n = h.num_samples
-            region = h.alloc_ptr - h.data_start  # whole pages
-            shift = cursor - h.data_start
-            m = h.meta.copy()
-            m["f0"]["data_ptr"] += np.uint64(shift)
-            meta[first:first + n] = m
+            new_ptr = packer.pack(h, out)
             a = h.allocs.copy()
-            a["ptr"] += np.uint64(shift)
+            a["ptr"] = new_ptr.astype(np.uint64)
             a["sample_id"] += np.uint64(first)
+            m = h.meta.copy()
+            by_sample = np.zeros(n, np.int64)
+            by_sample[h.allocs["sample_id"].astype(np.int64)] = new_ptr
+            m["f0"]["data_ptr"] = by_sample.astype(np.uint64)
+            meta[first:first + n] = m
             allocs[first:first + n] = a
-            if n:
-                _copy_used_pages(h, out, cursor)
-            cursor += region
             first += n
-        _write_head(out, total, page_size, cursor, meta)
-        out.seek(cursor)
+        alloc_ptr = packer.finish(out)
+        _write_head(out, total, page_size, alloc_ptr, meta)
+        out.seek(alloc_ptr)
         out.write(allocs.tobytes())
-        out.truncate(cursor + allocs.nbytes)
+        out.truncate(alloc_ptr + allocs.nbytes)
     return total
 
 
-def _copy_used_pages(part: BetonPart, out, dest: int) -> None:
-    """Copy each page's used bytes (from its start to its last allocation's end)."""
-    ends: dict[int, int] = {}
-    for ptr, size in zip(part.allocs["ptr"].tolist(), part.allocs["size"].tolist(), strict=True):
-        page = (ptr - part.data_start) // part.page_size
-        ends[page] = max(ends.get(page, 0), ptr + size - part.data_start - page * part.page_size)
-    with open(part.path, "rb") as src:
-        for page in sorted(ends):
-            src.seek(part.data_start + page * part.page_size)
-            out.seek(dest + page * part.page_size)
-            out.write(src.read(ends[page]))
+class _PagePacker:
+    """Fills output pages with sample bytes in order, FFCV's writer rule (a sample that
+    does not fit the current page starts the next one)."""
+
+    def __init__(self, data_start: int, page_size: int) -> None:
+        self.page_size = page_size
+        self.page_base = data_start
+        self.page = bytearray()
+
+    def pack(self, part: BetonPart, out) -> np.ndarray:
+        """Copy ``part``'s samples (one allocation each) into the output pages; return each
+        allocation row's new pointer."""
+        ptrs = part.allocs["ptr"].astype(np.int64)
+        sizes = part.allocs["size"].astype(np.int64)
+        new_ptr = np.zeros(len(ptrs), np.int64)
+        pages = (ptrs - part.data_start) // self.page_size
+        with open(part.path, "rb") as src:
+            block_page, block, block_start = -1, b"", 0
+            for r in np.argsort(ptrs, kind="stable").tolist():
+                if pages[r] != block_page:      # read the part page's used bytes once
+                    rows = pages == pages[r]
+                    block_page = int(pages[r])
+                    block_start = part.data_start + block_page * self.page_size
+                    src.seek(block_start)
+                    block = src.read(int((ptrs[rows] + sizes[rows]).max() - block_start))
+                size = int(sizes[r])
+                if len(self.page) + size > self.page_size:
+                    self._flush(out)
+                new_ptr[r] = self.page_base + len(self.page)
+                offset = int(ptrs[r]) - block_start
+                self.page += block[offset:offset + size]
+        return new_ptr
+
+    def _flush(self, out) -> None:
+        out.seek(self.page_base)
+        out.write(self.page)
+        self.page_base += self.page_size
+        self.page = bytearray()
+
+    def finish(self, out) -> int:
+        """Write the last page; return where the allocation table starts (page-aligned)."""
+        if not self.page:
+            return self.page_base
+        self._flush(out)
+        return self.page_base
 
 
 def read_sample_bytes(path: str) -> list[bytes]:

@@ -154,6 +154,9 @@ def partner_view(image: np.ndarray | torch.Tensor, params_row: np.void | np.ndar
     """The partner's own view of a mixing record: the partner's source image through the
     record's ``p_*`` fields (crop, flip, RandAugment, erasing), uint8 ``3 x size x size``,
     as ml-dr augments the second image of a pair with its own parameters."""
+    if not policy.mixing:
+        raise ValueError("partner_view: the policy does not mix (mixup_p = cutmix_p = 0), so "
+                         "its records hold no partner view; replay with apply_params.")
     return _view(_as_chw(image), params_row, policy, "p_")
 
 
@@ -195,7 +198,8 @@ def _view(img: torch.Tensor, row: np.void | np.ndarray, policy: AugPolicy,
     _, height, width = img.shape
     i, j, h, w = (_field(row, prefix + n) for n in ("rrc_i", "rrc_j", "rrc_h", "rrc_w"))
     if not (0 <= i and 0 <= j and 0 < h and 0 < w and i + h <= height and j + w <= width):
-        raise ValueError(f"apply_params: crop box (i={i}, j={j}, h={h}, w={w}) is outside the "
+        whose = "the partner's crop box" if prefix else "crop box"
+        raise ValueError(f"apply_params: {whose} (i={i}, j={j}, h={h}, w={w}) is outside the "
                          f"{width}x{height} image; the record belongs to another image.")
     size = policy.size
     out = F2.resized_crop(img, i, j, h, w, [size, size], antialias=True)

@@ -64,10 +64,8 @@ def sample_params(policy: AugPolicy, width: int, height: int, rng: np.random.Gen
                          f"[1, {_MAX_INT16}] per side; resize the source image first.")
     if num < 0:
         raise ValueError(f"sample_params: num={num} must be >= 0.")
-    if policy.mixing and (partner_sizes is None or len(partner_sizes) < 1):
-        raise ValueError("sample_params: the policy mixes (mixup_p/cutmix_p > 0) but no "
-                         "partner_sizes were given; pass the (width, height) of the shard's "
-                         "samples as partner_sizes.")
+    if policy.mixing:
+        partner_sizes = _checked_sizes(partner_sizes)
     out = np.zeros(num, dtype=param_dtype(policy))
 
     # RandomResizedCrop.get_params: w = round(sqrt(a*r)), h = round(sqrt(a/r)).
@@ -112,8 +110,27 @@ def sample_params(policy: AugPolicy, width: int, height: int, rng: np.random.Gen
     out["erase_fill"] = policy.erasing_value
 
     if policy.mixing:
-        _sample_mixing(policy, rng, out, np.asarray(partner_sizes, dtype=np.int64))
+        _sample_mixing(policy, rng, out, partner_sizes)
     return out
+
+
+def _checked_sizes(partner_sizes: np.ndarray | None) -> np.ndarray:
+    """``partner_sizes`` as an int64 ``(P, 2)`` array, P >= 1, every side in [1, 32767];
+    ValueError naming the problem and the fix otherwise."""
+    if partner_sizes is None:
+        raise ValueError("sample_params: the policy mixes (mixup_p/cutmix_p > 0) but no "
+                         "partner_sizes were given; pass the (width, height) of the shard's "
+                         "samples as partner_sizes.")
+    sizes = np.asarray(partner_sizes)
+    if sizes.ndim != 2 or sizes.shape[1] != 2 or len(sizes) < 1 \
+            or not np.issubdtype(sizes.dtype, np.integer):
+        raise ValueError(f"sample_params: partner_sizes {sizes.dtype} {sizes.shape} is not an "
+                         "integer (P, 2) array with P >= 1; pass one (width, height) per "
+                         "sample of the shard.")
+    if (sizes < 1).any() or (sizes > _MAX_INT16).any():
+        raise ValueError(f"sample_params: a partner size is outside [1, {_MAX_INT16}] per "
+                         "side; resize or reject that sample first.")
+    return sizes.astype(np.int64)
 
 
 def _central_fallback(width: int, height: int, ratio: tuple[float, float]) -> tuple[int, int]:

@@ -1,6 +1,6 @@
 """Every command line the project shows a user parses: the entrypoints in cluster/*.yaml and
-the `python pipelines|jobs|experiments/...` and `shardforge ...` lines in the README and
-docs/ code blocks. Each is parsed by its real argument parser (the script's ``main`` runs
+the `python pipelines|jobs|experiments/...` and `shardforge ...` lines in the code blocks of
+README.md, docs/, docs/results/ and every directory's README.md. Each is parsed by its real argument parser (the script's ``main`` runs
 up to ``parse_args`` and stops there), so a renamed or removed flag fails CI instead of a
 user's job."""
 
@@ -63,8 +63,8 @@ def commands() -> list[tuple[str, list[str]]]:
         with open(path, encoding="utf-8") as f:
             for doc in yaml.safe_load_all(f):
                 found += [(os.path.relpath(path, ROOT), e) for e in _entrypoints(doc)]
-    for path in [os.path.join(ROOT, "README.md"), *sorted(glob.glob(os.path.join(ROOT, "docs",
-                                                                                   "*.md")))]:
+    docs = ["README.md", "docs/*.md", "docs/results/*.md", "*/README.md"]
+    for path in sorted({p for pattern in docs for p in glob.glob(os.path.join(ROOT, pattern))}):
         found += [(f"{os.path.relpath(path, ROOT)}:{n}", text) for n, text in _code_lines(path)]
     out = []
     for where, text in found:

@@ -329,3 +329,19 @@ def test_jobs_train_on_a_reinforced_dataset(reinforced, tmp_path):
                                 "data.num_workers=1", "optim.lr_peak_epoch=1"))
     assert r.final["epoch"] == 2 and r.final["train_samples"] == 60
     assert r.final["val_samples"] == 20 and np.isfinite(r.final["train_loss"])
+
+
+def test_train_header_names_the_loader_actually_used(reinforced, tmp_path, capsys):
+    """A recipe that says loader ffcv trains a reinforced dataset through the replay loader;
+    the header says so (issue #18)."""
+    from shardforge.train.job import main
+
+    _, summary = reinforced
+    config = os.path.join(os.path.dirname(__file__), "..", "jobs", "configs", "demo_cpu.yaml")
+    rc = main(["--config", config, "--data", summary["catalog"], "--backend", "local",
+               "--storage", str(tmp_path), "--name", "hdr", "--set", "training.epochs=1",
+               "--set", "scaling.num_workers=1", "--set", "data.num_workers=1",
+               "--set", "optim.lr_peak_epoch=1"])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "loader wds (replaying stored augmentations)" in out and "loader ffcv" not in out

@@ -68,9 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     except ShardReadError as exc:     # a missing or truncated shard: one line, exit 1
         print(f"jobs/train.py: error: {exc}", file=sys.stderr)
         return 1
+    loader = plan.payload["config"]["data"]["loader"]      # as adjusted to the dataset
+    if plan.payload["dataset"].get("reinforce"):
+        loader += " (replaying stored augmentations)"
     print(f"run {plan.run_dir}: {cfg.model.arch} on {plan.payload['dataset']['url']}, "
           f"{cfg.training.epochs} epochs, {cfg.scaling.num_workers} worker(s), "
-          f"{'GPU' if cfg.scaling.use_gpu else 'CPU'}, loader {cfg.data.loader}, backend "
+          f"{'GPU' if cfg.scaling.use_gpu else 'CPU'}, loader {loader}, backend "
           f"{args.backend}" + (f", resuming from {plan.resume_from}" if plan.resume_from else ""),
           flush=True)
     if args.backend == "ray":

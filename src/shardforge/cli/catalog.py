@@ -16,6 +16,7 @@ import sys
 from collections.abc import Sequence
 
 from shardforge.catalog.home import DEFAULT_HOME, HOME_ENV
+from shardforge.cli.sample import add_sample_parser, run_sample
 from shardforge.engine import RAY_ADDRESS_HELP
 
 EXIT_PROBLEM = 1
@@ -26,7 +27,7 @@ _HOME_HELP = f"catalog home (default: ${HOME_ENV}, else {DEFAULT_HOME})"
 def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) -> None:
     """Add ``catalog`` (with its subcommands) and ``build`` to the ``shardforge`` parser."""
     cat = sub.add_parser("catalog", help="look up datasets: list, show, resolve, lineage, "
-                                         "verify, cards, register")
+                                         "verify, cards, register, sample")
     csub = cat.add_subparsers(dest="catalog_command", required=True, parser_class=parser_class)
 
     p = csub.add_parser("list", help="the latest build of every dataset")
@@ -54,6 +55,7 @@ def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) ->
     p.add_argument("out", help="output directory or s3:// URL of a finished ingest")
     p.add_argument("--name", help="dataset name (default: the summary's)")
     _common(p)
+    add_sample_parser(csub, _common)
 
     b = sub.add_parser("build", help="build a card's dataset (and missing parents) on Ray; "
                                      "reuse what is already built")
@@ -255,7 +257,7 @@ def _build(args) -> int:
 
 
 _HANDLERS = {"list": _list, "show": _show, "resolve": _resolve, "lineage": _lineage,
-             "verify": _verify, "cards": _cards, "register": _register}
+             "verify": _verify, "cards": _cards, "register": _register, "sample": run_sample}
 
 
 def parse_sources(name: str, values: Sequence[str]) -> dict[str, str]:

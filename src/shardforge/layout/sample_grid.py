@@ -1,0 +1,102 @@
+"""A grid of a dataset's samples, read by byte range from its shards (nothing extracted):
+``shardforge catalog sample`` writes it as an image or as a standalone HTML page."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+
+from shardforge.layout.dataset import DatasetRef
+from shardforge.layout.reader import RangeReader
+
+#: Side of one thumbnail in the grid image (px).
+THUMB = 96
+
+
+@dataclass(frozen=True)
+class Pick:
+    """One sample in the grid: its class, key, position in the split and thumbnail."""
+
+    label: int
+    class_name: str
+    key: str
+    position: int
+    thumb: Image.Image
+
+
+def pick_samples(ds: DatasetRef, split: str = "train", per_class: int = 4,
+                 classes: list[str] | None = None, seed: int = 0,
+                 thumb: int = THUMB) -> list[list[Pick]]:
+    """Up to ``per_class`` samples of each class of ``split`` (``classes``: those names, in
+    that order; default every class), chosen by a generator seeded by ``seed``, each as a
+    ``thumb`` px thumbnail (aspect kept). One row per class. ValueError naming the classes
+    the dataset lacks, or when ``per_class`` < 1."""
+    from shardforge.formats.decode import decode_full
+
+    if per_class < 1:
+        raise ValueError(f"per_class {per_class} must be >= 1")
+    index = ds.split(split)
+    names = list(ds.classes) or [str(n) for n in range(int(index.label.max()) + 1)]
+    wanted = classes if classes else names
+    missing = [c for c in wanted if c not in names]
+    if missing:
+        raise ValueError(f"{ds.name} has no classes {missing[:5]}; its classes are "
+                         f"{names[:10]}{' ...' if len(names) > 10 else ''}")
+    rng = np.random.default_rng(seed)
+    rows, chosen = [], []
+    for name in wanted:
+        positions = np.flatnonzero(index.label == names.index(name))
+        take = rng.permutation(positions)[:per_class] if len(positions) else positions
+        chosen.append((name, np.sort(take)))
+    reader = RangeReader(index.shard_urls)
+    try:
+        for name, take in chosen:
+            blobs = reader.read(index.shard[take], index.offset[take], index.size[take]) \
+                if len(take) else []
+            row = []
+            for p, blob in zip(take.tolist(), blobs, strict=True):
+                img = Image.fromarray(decode_full(blob, bool(index.is_png[p])))
+                img.thumbnail((thumb, thumb))
+                row.append(Pick(int(index.label[p]), name, str(index.key[p]), p, img))
+            rows.append(row)
+    finally:
+        reader.close()
+    return rows
+
+
+def grid_image(rows: list[list[Pick]], thumb: int = THUMB, pad: int = 2) -> Image.Image:
+    """The thumbnails on a white canvas, one class per row, each centred in its cell."""
+    width = max((len(r) for r in rows), default=0)
+    cell = thumb + 2 * pad
+    canvas = Image.new("RGB", (max(width, 1) * cell, max(len(rows), 1) * cell), "white")
+    for y, row in enumerate(rows):
+        for x, pick in enumerate(row):
+            w, h = pick.thumb.size
+            canvas.paste(pick.thumb, (x * cell + pad + (thumb - w) // 2,
+                                      y * cell + pad + (thumb - h) // 2))
+    return canvas
+
+
+def grid_html(rows: list[list[Pick]], title: str) -> str:
+    """A standalone HTML page: one row per class, each thumbnail inline (base64 JPEG) with
+    its class and key on hover."""
+    parts = [f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
+             "<style>body{font-family:sans-serif}img{margin:2px;vertical-align:middle}"
+             "td{padding:2px 8px}</style>", f"<h1>{html.escape(title)}</h1><table>"]
+    for row in rows:
+        cells = []
+        for pick in row:
+            buf = io.BytesIO()
+            pick.thumb.save(buf, "JPEG", quality=90)
+            data = base64.b64encode(buf.getvalue()).decode("ascii")
+            tip = html.escape(f"{pick.class_name} / {pick.key}", quote=True)
+            cells.append(f"<img src='data:image/jpeg;base64,{data}' title='{tip}' alt='{tip}'>")
+        name = html.escape(row[0].class_name) if row else ""
+        parts.append(f"<tr><td>{name}</td><td>{''.join(cells)}</td></tr>")
+    parts.append("</table>")
+    return "\n".join(parts)

@@ -49,3 +49,14 @@ def test_grid_html_and_errors(demo_dataset, tmp_path, capsys):
                  "--classes", "no-such-class"]) == 2
     err = capsys.readouterr().err
     assert ".jpg, .png or .html" in err and "no classes ['no-such-class']" in err
+
+
+def test_catalog_show_summarises_many_classes():
+    from shardforge.cli.catalog import _per_class
+
+    assert _per_class({"0": 5, "1": 7}, ["cat", "dog"]) == "cat=5, dog=7"
+    counts = {str(k): 1300 for k in range(1000)}
+    counts["3"], counts["999"] = 732, 1301
+    names = [f"n{k:08d}" for k in range(1000)]
+    assert _per_class(counts, names) == ("1000 classes, min 732 (n00000003), median 1,300, "
+                                         "max 1,301 (n00000999)")

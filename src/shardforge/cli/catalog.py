@@ -256,6 +256,18 @@ def _build(args) -> int:
     return 0
 
 
+def _per_class(counts: dict, classes: list[str]) -> str:
+    """Every class's count up to 20 classes; above, min / median / max with the classes."""
+    named = sorted(((classes[int(k)] if int(k) < len(classes) else str(k)), int(v))
+                   for k, v in counts.items())
+    if len(named) <= 20:
+        return ", ".join(f"{c}={v}" for c, v in named) or "-"
+    by = sorted(named, key=lambda cv: cv[1])
+    median = sorted(v for _, v in named)[len(named) // 2]
+    return (f"{len(named)} classes, min {by[0][1]:,} ({by[0][0]}), median {median:,}, "
+            f"max {by[-1][1]:,} ({by[-1][0]})")
+
+
 _HANDLERS = {"list": _list, "show": _show, "resolve": _resolve, "lineage": _lineage,
              "verify": _verify, "cards": _cards, "register": _register, "sample": run_sample}
 
@@ -316,10 +328,8 @@ def format_build(build, versions: Sequence[int] = ()) -> str:
                  f"({build.rejects.get('url', '-')}); {build.bytes_per_sample:,} B/sample")
     classes = build.classes or []
     for split, s in sorted(build.splits.items()):
-        per_class = ", ".join(f"{classes[int(k)] if int(k) < len(classes) else k}={v}"
-                              for k, v in s.get("per_class", {}).items())
         lines.append(f"  {split:<10} {s['samples']:,} samples in {s.get('shards', '?')} shards; "
-                     f"per class: {per_class or '-'}")
+                     f"per class: {_per_class(s.get('per_class', {}), classes)}")
     for split, recs in sorted(build.formats.get("wds", {}).items()):
         size = sum(r["size"] for r in recs)
         lines.append(f"  wds[{split}]  {len(recs)} tars, {size:,} B: {_pattern(recs)}")

@@ -129,11 +129,10 @@ def canonical_json(data, home: str, outs: dict[str, str]):
 
 
 def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a local file (the storage layer's streamed hash)."""
+    from shardforge.storage import resolve
+
+    return resolve(str(path)).sha256()
 
 
 def digest_tree(out: Path, home: str, outs: dict[str, str]) -> dict[str, str]:

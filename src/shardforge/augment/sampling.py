@@ -27,7 +27,7 @@ def image_rng(seed: int, key: str) -> np.random.Generator:
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([int(w) for w in words])))
 
 
-def _random_boxes(rng: np.random.Generator, num: int, area: float,
+def _random_boxes(rng: np.random.Generator, num: int, area: float | np.ndarray,
                   scale: tuple[float, float], ratio: tuple[float, float],
                   ) -> tuple[np.ndarray, np.ndarray]:
     """torchvision's 10-attempt box draws, vectorised: (first-dim side, second side) per
@@ -67,18 +67,56 @@ def sample_params(policy: AugPolicy, width: int, height: int, rng: np.random.Gen
     if policy.mixing:
         partner_sizes = _checked_sizes(partner_sizes)
     out = np.zeros(num, dtype=param_dtype(policy))
+    views = _draw_views(policy, np.full(num, width, np.int64), np.full(num, height, np.int64),
+                        rng)
+    for name in views.dtype.names or ():
+        out[name] = views[name]
+
+    if policy.mixing:
+        _sample_mixing(policy, rng, out, partner_sizes)
+    return out
+
+
+def _checked_sizes(partner_sizes: np.ndarray | None) -> np.ndarray:
+    """``partner_sizes`` as an int64 ``(P, 2)`` array, P >= 1, every side in [1, 32767];
+    ValueError naming the problem and the fix otherwise."""
+    if partner_sizes is None:
+        raise ValueError("sample_params: the policy mixes (mixup_p/cutmix_p > 0) but no "
+                         "partner_sizes were given; pass the (width, height) of the shard's "
+                         "samples as partner_sizes.")
+    sizes = np.asarray(partner_sizes)
+    if sizes.ndim != 2 or sizes.shape[1] != 2 or len(sizes) < 1 \
+            or not np.issubdtype(sizes.dtype, np.integer):
+        raise ValueError(f"sample_params: partner_sizes {sizes.dtype} {sizes.shape} is not an "
+                         "integer (P, 2) array with P >= 1; pass one (width, height) per "
+                         "sample of the shard.")
+    if (sizes < 1).any() or (sizes > _MAX_INT16).any():
+        raise ValueError(f"sample_params: a partner size is outside [1, {_MAX_INT16}] per "
+                         "side; resize or reject that sample first.")
+    return sizes.astype(np.int64)
+
+
+def _draw_views(policy: AugPolicy, widths: np.ndarray, heights: np.ndarray,
+                rng: np.random.Generator) -> np.ndarray:
+    """One view record (crop, flip, RandAugment, erasing) per row, for images of per-row
+    size ``widths x heights``, vectorised over the rows; the draw order is fixed."""
+    num = len(widths)
+    view = replace(policy, mixup_p=0.0, cutmix_p=0.0)
+    out = np.zeros(num, dtype=param_dtype(view))
+    width, height = widths[:, None], heights[:, None]
 
     # RandomResizedCrop.get_params: w = round(sqrt(a*r)), h = round(sqrt(a/r)).
-    w, h = _random_boxes(rng, num, float(width * height), policy.rrc_scale, policy.rrc_ratio)
+    w, h = _random_boxes(rng, num, (width * height).astype(np.float64), policy.rrc_scale,
+                         policy.rrc_ratio)
     ok, first = _first_valid((w > 0) & (w <= width) & (h > 0) & (h <= height))
     rows = np.arange(num)
     w, h = w[rows, first].astype(np.int64), h[rows, first].astype(np.int64)
-    fw, fh = _central_fallback(width, height, policy.rrc_ratio)
+    fw, fh = _central_fallback(widths, heights, policy.rrc_ratio)
     w, h = np.where(ok, w, fw), np.where(ok, h, fh)
-    top = rng.integers(0, height - h + 1)
-    left = rng.integers(0, width - w + 1)
-    out["rrc_i"] = np.where(ok, top, (height - h) // 2)
-    out["rrc_j"] = np.where(ok, left, (width - w) // 2)
+    top = rng.integers(0, heights - h + 1)
+    left = rng.integers(0, widths - w + 1)
+    out["rrc_i"] = np.where(ok, top, (heights - h) // 2)
+    out["rrc_j"] = np.where(ok, left, (widths - w) // 2)
     out["rrc_h"], out["rrc_w"] = h, w
 
     out["flip"] = rng.random(num) < policy.flip_p
@@ -108,39 +146,17 @@ def sample_params(policy: AugPolicy, width: int, height: int, rng: np.random.Gen
     out["erase_h"] = np.where(keep, eh, 0)
     out["erase_w"] = np.where(keep, ew, 0)
     out["erase_fill"] = policy.erasing_value
-
-    if policy.mixing:
-        _sample_mixing(policy, rng, out, partner_sizes)
     return out
 
 
-def _checked_sizes(partner_sizes: np.ndarray | None) -> np.ndarray:
-    """``partner_sizes`` as an int64 ``(P, 2)`` array, P >= 1, every side in [1, 32767];
-    ValueError naming the problem and the fix otherwise."""
-    if partner_sizes is None:
-        raise ValueError("sample_params: the policy mixes (mixup_p/cutmix_p > 0) but no "
-                         "partner_sizes were given; pass the (width, height) of the shard's "
-                         "samples as partner_sizes.")
-    sizes = np.asarray(partner_sizes)
-    if sizes.ndim != 2 or sizes.shape[1] != 2 or len(sizes) < 1 \
-            or not np.issubdtype(sizes.dtype, np.integer):
-        raise ValueError(f"sample_params: partner_sizes {sizes.dtype} {sizes.shape} is not an "
-                         "integer (P, 2) array with P >= 1; pass one (width, height) per "
-                         "sample of the shard.")
-    if (sizes < 1).any() or (sizes > _MAX_INT16).any():
-        raise ValueError(f"sample_params: a partner size is outside [1, {_MAX_INT16}] per "
-                         "side; resize or reject that sample first.")
-    return sizes.astype(np.int64)
-
-
-def _central_fallback(width: int, height: int, ratio: tuple[float, float]) -> tuple[int, int]:
-    """RandomResizedCrop's fallback crop size (w, h) when all 10 attempts fail."""
-    in_ratio = width / height
-    if in_ratio < min(ratio):
-        return width, int(round(width / min(ratio)))
-    if in_ratio > max(ratio):
-        return int(round(height * max(ratio))), height
-    return width, height
+def _central_fallback(widths: np.ndarray, heights: np.ndarray,
+                      ratio: tuple[float, float]) -> tuple[np.ndarray, np.ndarray]:
+    """RandomResizedCrop's fallback crop size (w, h) per row when all 10 attempts fail."""
+    in_ratio = widths / heights
+    narrow, wide = in_ratio < min(ratio), in_ratio > max(ratio)
+    fw = np.where(wide, np.round(heights * max(ratio)), widths).astype(np.int64)
+    fh = np.where(narrow, np.round(widths / min(ratio)), heights).astype(np.int64)
+    return fw, fh
 
 
 def _sample_mixing(policy: AugPolicy, rng: np.random.Generator, out: np.ndarray,
@@ -168,10 +184,10 @@ def _sample_mixing(policy: AugPolicy, rng: np.random.Generator, out: np.ndarray,
     for name, value in (("cutmix_x1", x1), ("cutmix_y1", y1), ("cutmix_x2", x2),
                         ("cutmix_y2", y2)):
         out[name] = np.where(do_cutmix, value, 0)
-    view = replace(policy, mixup_p=0.0, cutmix_p=0.0)
-    names = param_dtype(view).names or ()
-    for n in np.flatnonzero(out["partner"] >= 0):
-        width, height = (int(v) for v in partner_sizes[out["partner"][n]])
-        row = sample_params(view, width, height, rng, 1)[0]
-        for name in names:
-            out["p_" + name][n] = row[name]
+    # The partners' views, each for its partner's size: one vectorised draw for all the
+    # records that mix (the hot path at 400 augmentations per image).
+    rows = np.flatnonzero(out["partner"] >= 0)
+    sizes = partner_sizes[out["partner"][rows]]
+    views = _draw_views(policy, sizes[:, 0], sizes[:, 1], rng)
+    for name in views.dtype.names or ():
+        out["p_" + name][rows] = views[name]

@@ -7,8 +7,9 @@ files without importing torch.
 
 from __future__ import annotations
 
-import hashlib
 import os
+
+from shardforge.storage import resolve
 
 ENCODER_FILE = "vgg_normalised.pth"
 DECODER_FILE = "decoder.pth"
@@ -19,12 +20,8 @@ class WeightsError(ValueError):
 
 
 def file_sha256(path: str) -> str:
-    """Hex sha256 of a local file."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+    """Hex sha256 of a local file (the storage layer's streamed hash)."""
+    return resolve(path).sha256()
 
 
 def weights_sha256(weights_dir: str) -> dict[str, str]:

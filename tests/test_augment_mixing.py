@@ -240,3 +240,23 @@ def test_reinforce_params_give_ml_dr_randaug_mixing():
                                       "--mixup-div-by", "1", "--mixup-alpha", "0.2"])
     policy = reinforce_config(params_from_args(args, PARAMS), "p", "n", "o", ("t",)).policy
     assert (policy.mixup_div_by, policy.mixup_alpha, policy.cutmix_p) == (1.0, 0.2, 0.0)
+
+
+def test_mixing_on_natural_photos_of_different_sizes_replays_exactly():
+    """Natural photos (scikit-image samples) as image and partners: every partner box fits
+    its own photo, and replay is exact and stable."""
+    from test_reliability_samples import photo
+
+    photos = [photo(375, 500, "astronaut"), photo(300, 451, "chelsea"),
+              photo(400, 300, "coffee"), photo(33, 900, "astronaut")]
+    sizes = np.array([(p.shape[1], p.shape[0]) for p in photos])
+    rows = sample_params(ML_DR, 500, 375, image_rng(7, "photo"), 200, partner_sizes=sizes)
+    mixed = rows[rows["partner"] >= 0]
+    assert len(mixed) > 100
+    for row in mixed[:40]:
+        w, h = sizes[row["partner"]]
+        assert row["p_rrc_j"] + row["p_rrc_w"] <= w and row["p_rrc_i"] + row["p_rrc_h"] <= h
+        view = apply_params(photos[0], row, ML_DR, partner=photos[row["partner"]])
+        assert view.shape == (3, 224, 224)
+        assert torch.equal(view, apply_params(photos[0], row, ML_DR,
+                                              partner=photos[row["partner"]]))

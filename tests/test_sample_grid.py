@@ -60,3 +60,35 @@ def test_catalog_show_summarises_many_classes():
     names = [f"n{k:08d}" for k in range(1000)]
     assert _per_class(counts, names) == ("1000 classes, min 732 (n00000003), median 1,300, "
                                          "max 1,301 (n00000999)")
+
+
+def test_grid_of_natural_photos_skips_a_damaged_sample(tmp_path, ray_local, capsys):
+    """A class-folder tree of natural photos (scikit-image samples), ingested; one stored
+    JPEG then damaged in its tar: the grid shows the rest and names the skipped key."""
+    from test_reliability_samples import encode, photo
+
+    from shardforge.build.config import IngestConfig
+    from shardforge.build.job import run_ingest
+    from shardforge.formats.image import ImageParams
+
+    src = tmp_path / "src" / "train"
+    for cls, which in (("astronaut", "astronaut"), ("cat", "chelsea"), ("coffee", "coffee")):
+        (src / cls).mkdir(parents=True)
+        for n, (h, w) in enumerate([(300, 400), (480, 360), (250, 250)]):
+            (src / cls / f"{cls}{n}.jpg").write_bytes(encode(photo(h, w, which), "JPEG",
+                                                             quality=90))
+    out = str(tmp_path / "photos")
+    run_ingest(IngestConfig(source=str(tmp_path / "src"), name="photos", out=out,
+                            image=ImageParams(max_resolution=128)))
+    ds = open_dataset(out)
+    index = ds.split("train")
+    p = int(np.flatnonzero(index.label == ds.classes.index("cat"))[0])
+    with open(index.shard_urls[index.shard[p]], "r+b") as f:     # damage one JPEG in place
+        f.seek(int(index.offset[p]))
+        f.write(b"\0" * int(index.size[p]))
+    grid = str(tmp_path / "grid.jpg")
+    assert main(["catalog", "sample", out, "--out", grid, "--per-class", "3", "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["samples"]) == 8 and len(result["skipped"]) == 1
+    assert result["skipped"][0].startswith(str(index.key[p]))
+    assert Image.open(grid).size == (3 * (THUMB + 4), 3 * (THUMB + 4))

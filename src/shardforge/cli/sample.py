@@ -35,7 +35,10 @@ def run_sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--out {args.out}: the grid is written as .jpg, .png or .html")
     ds = open_dataset(resolve_dataset(args.ref, args.home))
     classes = [c.strip() for c in args.classes.split(",")] if args.classes else None
-    rows = pick_samples(ds, args.split, args.per_class, classes, args.seed)
+    skipped: list[str] = []
+    rows = pick_samples(ds, args.split, args.per_class, classes, args.seed, skipped=skipped)
+    for line in skipped:
+        print(f"shardforge catalog sample: skipped undecodable sample {line}", file=sys.stderr)
     if ext == ".html":
         with open(args.out, "w", encoding="utf-8") as f:
             f.write(grid_html(rows, f"{ds.name} {args.split}: {args.per_class} per class, "
@@ -45,7 +48,7 @@ def run_sample(args: argparse.Namespace) -> int:
     shown = [{"class": p.class_name, "label": p.label, "key": p.key, "position": p.position}
              for row in rows for p in row]
     if args.json:
-        print(json.dumps({"out": args.out, "samples": shown}, indent=2))
+        print(json.dumps({"out": args.out, "samples": shown, "skipped": skipped}, indent=2))
     else:
         print(f"{args.out}: {len(shown)} samples of {len(rows)} classes from {ds.name} "
               f"{args.split}", file=sys.stdout)

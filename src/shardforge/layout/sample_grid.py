@@ -30,16 +30,18 @@ class Pick:
 
 
 def pick_samples(ds: DatasetRef, split: str = "train", per_class: int = 4,
-                 classes: list[str] | None = None, seed: int = 0,
-                 thumb: int = THUMB) -> list[list[Pick]]:
+                 classes: list[str] | None = None, seed: int = 0, thumb: int = THUMB,
+                 skipped: list[str] | None = None) -> list[list[Pick]]:
     """Up to ``per_class`` samples of each class of ``split`` (``classes``: those names, in
     that order; default every class), chosen by a generator seeded by ``seed``, each as a
-    ``thumb`` px thumbnail (aspect kept). One row per class. ValueError naming the classes
-    the dataset lacks, or when ``per_class`` < 1."""
-    from shardforge.formats.decode import decode_full
+    ``thumb`` px thumbnail (aspect kept). One row per class. A sample whose bytes do not
+    decode is left out and described in ``skipped`` (``KEY: reason``). ValueError naming
+    the classes the dataset lacks, or when ``per_class`` < 1."""
+    from shardforge.formats.decode import DecodeError, decode_full
 
     if per_class < 1:
         raise ValueError(f"per_class {per_class} must be >= 1")
+    skipped = skipped if skipped is not None else []
     index = ds.split(split)
     names = list(ds.classes) or [str(n) for n in range(int(index.label.max()) + 1)]
     wanted = classes if classes else names
@@ -60,7 +62,11 @@ def pick_samples(ds: DatasetRef, split: str = "train", per_class: int = 4,
                 if len(take) else []
             row = []
             for p, blob in zip(take.tolist(), blobs, strict=True):
-                img = Image.fromarray(decode_full(blob, bool(index.is_png[p])))
+                try:
+                    img = Image.fromarray(decode_full(blob, bool(index.is_png[p])))
+                except DecodeError as exc:      # one damaged sample must not hide the rest
+                    skipped.append(f"{index.key[p]}: {exc}")
+                    continue
                 img.thumbnail((thumb, thumb))
                 row.append(Pick(int(index.label[p]), name, str(index.key[p]), p, img))
             rows.append(row)

@@ -445,3 +445,71 @@ def test_good_params_edges():
     ImageParams(jpeg_quality=100)
     ImageParams(max_resolution=None)
     ImageParams(write_mode="smart", smart_threshold=0)
+
+
+# --- the OpenCV JPEG path (formats.image._opencv_jpeg) ---------------------------------------
+
+
+def _pil_reference(data: bytes, draft: tuple[int, int] | None = None) -> np.ndarray:
+    """What PIL alone decodes (the path every non-plain JPEG still takes)."""
+    from PIL import ImageOps
+
+    img = Image.open(io.BytesIO(data))
+    if draft is not None:
+        img.draft(None, draft)
+    return np.asarray(ImageOps.exif_transpose(img).convert("RGB"))
+
+
+def _photo(h: int, w: int) -> np.ndarray:
+    from skimage import data as skdata
+
+    img = skdata.astronaut()
+    return cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_matches_pil_pixel_for_pixel(orientation):
+    """All eight orientations: OpenCV-decoded pixels, turned by _orient, equal PIL's
+    exif_transpose of its own decode, exactly (a natural photo, 45 x 70 px)."""
+    img = Image.fromarray(_photo(45, 70))
+    exif = img.getexif()
+    exif[0x0112] = orientation
+    data = encode(img, "JPEG", quality=92, exif=exif.tobytes())
+    pixels, w, h = decode_rgb(data)
+    ref = _pil_reference(data)
+    assert pixels.shape == ref.shape and (h, w) == ref.shape[:2]
+    assert np.array_equal(pixels, ref)
+
+
+@pytest.mark.parametrize("side,draft_to", [(300, None), (700, 256), (1100, 256), (2100, 256)])
+@pytest.mark.parametrize("mode", ["RGB", "L"])
+def test_opencv_decode_equals_pil_decode_including_dct_reductions(side, draft_to, mode):
+    """Plain JPEGs (colour and grey, 1/1 to 1/8 DCT reductions) decode to exactly PIL's
+    pixels, and process_image stores the same bytes either way."""
+    from shardforge.formats import image as image_mod
+
+    img = Image.fromarray(_photo(side * 3 // 4, side)).convert(mode)
+    data = encode(img, "JPEG", quality=90)
+    pixels, _, _ = decode_rgb(data, draft_to=draft_to)
+    draft = None
+    if draft_to is not None:
+        scale = side // draft_to
+        draft = (side // scale, (side * 3 // 4) // scale)
+    assert np.array_equal(pixels, _pil_reference(data, draft))
+    params = ImageParams(max_resolution=256)
+    fast = process_image(data, "k", params)
+    orig = image_mod._opencv_jpeg
+    try:
+        image_mod._opencv_jpeg = lambda *a: None      # force the PIL path
+        slow = process_image(data, "k", params)
+    finally:
+        image_mod._opencv_jpeg = orig
+    assert fast == slow
+
+
+def test_truncated_jpeg_still_rejected_not_grey_padded():
+    """OpenCV pads a truncated JPEG with grey; a file without the end marker goes to PIL,
+    which rejects it, as before."""
+    data = encode(Image.fromarray(_photo(240, 320)), "JPEG", quality=90)
+    with pytest.raises(RejectedImage, match="truncated"):
+        decode_rgb(data[: len(data) * 2 // 3])

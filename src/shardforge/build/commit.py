@@ -9,12 +9,14 @@ import shutil
 import tempfile
 from collections.abc import Sequence
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from shardforge.build.config import ShardJob
 from shardforge.build.shard import ShardResult, shard_paths
 from shardforge.engine.faults import checkpoint
+from shardforge.formats.arrow_rows import int64_array
 from shardforge.formats.beton import merge_betons
 from shardforge.layout.files import BETON_DIR, INDEX_FILE, REJECTS_FILE, beton_name
 from shardforge.sources import ShardSpec
@@ -73,12 +75,11 @@ def write_index(job: ShardJob, specs: Sequence[ShardSpec]) -> dict:
     for spec in specs:
         loc = shard_paths(job, spec)["index"]
         with loc.fs.open_input_file(loc.path) as f:
-            table = pq.read_table(f)
+            table = pq.ParquetFile(f).read()   # pq.read_table imports pandas: 0.3 s
         start = position.get(spec.split, 0)
         position[spec.split] = start + table.num_rows
-        tables.append(table.append_column("beton_index",
-                                          pa.array(range(start, start + table.num_rows),
-                                                   pa.int64())))
+        tables.append(table.append_column(
+            "beton_index", int64_array(np.arange(start, start + table.num_rows))))
     dest = resolve(job.out).join(INDEX_FILE)
     sink = pa.BufferOutputStream()
     pq.write_table(pa.concat_tables(tables), sink)

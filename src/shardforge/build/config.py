@@ -21,8 +21,8 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 
 @dataclass(frozen=True)
 class IngestConfig:
-    """Everything that decides an ingest's output (``ray_address``, ``strict`` and
-    ``keep_parts`` do not). Registering the result is the caller's
+    """Everything that decides an ingest's output (``ray_address``, ``strict``,
+    ``keep_parts`` and ``workers_only`` do not). Registering the result is the caller's
     (:class:`~shardforge.build.hooks.BuildHooks`)."""
 
     source: str
@@ -36,6 +36,8 @@ class IngestConfig:
     ray_address: str | None = None
     keep_parts: bool = False      # keep _work/*.beton after the merge (debugging)
     variant: VariantSpec | None = None   # transform the source (a parent dataset) on the way
+    # False: the driver builds shards too while Ray starts its workers (engine.runner)
+    workers_only: bool = False
 
     def __post_init__(self) -> None:
         if not NAME_RE.match(self.name):

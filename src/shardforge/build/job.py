@@ -87,7 +87,8 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
 
     try:
         with ray_session(config.ray_address):
-            results = _build_all(job, plan.shards, on_result=on_result)
+            results = _build_all(job, plan.shards, on_result=on_result,
+                                 driver_lane=not config.workers_only)
     except TaskFailed as exc:
         raise JobFailed(
             f"{config.name}: {exc} (output {resolve(config.out).url}); fix the cause and "
@@ -136,8 +137,10 @@ def _plan(config: IngestConfig):
     return dataclasses.replace(planned, classes=list(variant.classes))
 
 
-def _build_all(job: ShardJob, specs: list, on_result) -> list[ShardResult]:
-    """Build every shard: one Ray task each, or on a pool of actors that keep a variant's
+def _build_all(job: ShardJob, specs: list, on_result,
+               driver_lane: bool = True) -> list[ShardResult]:
+    """Build every shard: one Ray task each (the driver building some while Ray starts
+    its workers, with ``driver_lane``), or on a pool of actors that keep a variant's
     transform (its model) loaded when the variant asks for actors or GPUs."""
     variant = job.variant
     if variant is None or not (variant.use_actors or variant.num_gpus > 0):
@@ -145,7 +148,8 @@ def _build_all(job: ShardJob, specs: list, on_result) -> list[ShardResult]:
         # decodes on a node than its memory holds (formats.image.decode_memory_bytes).
         remote = ray.remote(num_cpus=1, max_retries=3,
                             memory=task_memory(job.image.max_pixels))(build_shard)
-        return list(run_tasks(remote, [(spec, job) for spec in specs], on_result=on_result))
+        return list(run_tasks(remote, [(spec, job) for spec in specs], on_result=on_result,
+                              local_fn=build_shard if driver_lane else None))
     return list(run_on_actors(job, specs, on_result))
 
 

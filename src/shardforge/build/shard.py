@@ -33,6 +33,7 @@ from shardforge.engine.cluster import node_id
 from shardforge.engine.faults import checkpoint
 from shardforge.engine.manifest import verified_result, write_manifest
 from shardforge.formats import beton
+from shardforge.formats.arrow_rows import rows_to_table
 from shardforge.formats.image import (
     MAX_SIDE,
     ImageParams,
@@ -325,7 +326,7 @@ def check_output(variant: str, spec: ShardSpec, d: Decoded, seen: set[str]) -> N
 
 
 def _parquet_bytes(rows: list[dict]) -> bytes:
-    table = pa.Table.from_pylist(rows, schema=INDEX_SCHEMA)
+    table = rows_to_table(rows, INDEX_SCHEMA)
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink)
     return sink.getvalue().to_pybytes()

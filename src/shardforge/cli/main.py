@@ -86,6 +86,10 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     p.add_argument("--keep-parts", action="store_true",
                    help="keep the per-shard .beton parts in OUT/_work after merging")
+    p.add_argument("--workers-only", action="store_true",
+                   help="build every shard in Ray workers (default: the driver builds "
+                        "shards too until the first worker returns, so a small job does "
+                        "not wait for Ray to start worker processes)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--home", help="catalog home to register the build in (default: "
                                   "$SHARDFORGE_HOME, else ~/.shardforge)")
@@ -108,7 +112,8 @@ def ingest_config_from_args(args: argparse.Namespace):
     return IngestConfig(source=args.source, name=args.name, out=args.out, image=image,
                         source_options=options, source_kind=args.source_kind,
                         page_size=args.page_size, strict=args.strict,
-                        ray_address=args.ray_address, keep_parts=args.keep_parts)
+                        ray_address=args.ray_address, keep_parts=args.keep_parts,
+                        workers_only=args.workers_only)
 
 
 def run_ingest_command(args: argparse.Namespace) -> int:

@@ -40,13 +40,21 @@ def describe(args: tuple) -> str:
 
 
 def run_tasks(remote_fn: Any, args: Sequence[tuple], max_in_flight: int | None = None,
-              on_result: Callable[[Any], None] | None = None) -> Iterator[Any]:
+              on_result: Callable[[Any], None] | None = None,
+              local_fn: Callable[..., Any] | None = None) -> Iterator[Any]:
     """Submit ``remote_fn.remote(*a)`` for every ``a`` in ``args``; yield results as they end.
 
     At most ``max_in_flight`` tasks are queued at once (default: twice the cluster's
     CPUs), so a million-shard job does not flood the scheduler. A task that raises
     raises :class:`TaskFailed` here (one line: work unit, error type, message), after the
     other running tasks are cancelled.
+
+    ``local_fn`` (the same work as ``remote_fn``, run in this process): until the first
+    task returns, the driver runs queued units itself instead of idling. Why: a new job's
+    first tasks wait for Ray to start worker processes (0.8-1.2 s on a running 2-CPU
+    head here, more than a 20-image ingest's whole work; BENCHMARKS.md "Ingest"); a job
+    of one unit then runs entirely in the driver. Once a worker has returned a result,
+    only workers run units.
     """
     if max_in_flight is None:
         max_in_flight = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -54,14 +62,27 @@ def run_tasks(remote_fn: Any, args: Sequence[tuple], max_in_flight: int | None =
     args_of: dict = {}
     queue = list(args)
     queue.reverse()
+    warm = local_fn is None
     try:
         while queue or pending:
-            while queue and len(pending) < max_in_flight:
+            # While cold, keep one unit back for the driver.
+            while queue and len(pending) < max_in_flight and (warm or len(queue) > 1):
                 a = queue.pop()
                 ref = remote_fn.remote(*a)
                 args_of[ref] = a
                 pending.append(ref)
+            if not warm and queue and not (pending and ray.wait(pending, timeout=0)[0]):
+                a = queue.pop()
+                try:
+                    result = local_fn(*a)
+                except Exception as exc:  # noqa: BLE001 - reported like a task's error
+                    raise TaskFailed(describe(a), exc) from exc
+                if on_result is not None:
+                    on_result(result)
+                yield result
+                continue
             done, pending = ray.wait(pending, num_returns=1)
+            warm = True
             for ref in done:
                 try:
                     result = ray.get(ref)

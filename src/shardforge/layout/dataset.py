@@ -191,7 +191,7 @@ def _read_index(loc: Location) -> pa.Table:
             if missing:
                 raise DatasetIndexError(
                     f"{loc.url} lacks column(s) {missing}; is it a shardforge index?")
-            return pq.read_table(f, columns=list(INDEX_COLUMNS))
+            return pq.ParquetFile(f).read(columns=list(INDEX_COLUMNS))
     except FileNotFoundError as exc:
         raise DatasetIndexError(f"no index at {loc.url}: {exc}") from exc
 

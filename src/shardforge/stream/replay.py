@@ -169,7 +169,7 @@ def _fill_aligned(root: str, reinforce: dict, index, policy, open_writable) -> N
             raise ValueError(f"{rec['path']}: sha256 differs from the summary's; the "
                              "reinforcement changed or is corrupt: rerun "
                              "pipelines/reinforce.py")
-        table = pq.read_table(io.BytesIO(data))
+        table = pq.ParquetFile(io.BytesIO(data)).read()
         del data
         keys = table["key"].combine_chunks().dictionary_encode()   # a lookup per sample
         known = np.array([position.get(key, -1) for key in keys.dictionary.to_pylist()],

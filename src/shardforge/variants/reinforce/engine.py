@@ -261,7 +261,7 @@ def gzip_bytes_per_augmentation(shard: str, top_k: int) -> float:
     top-K as packed little-endian rows, gzip-compressed (the paper reports ~73 B)."""
     import gzip
 
-    table = pq.read_table(io.BytesIO(resolve(shard).read_bytes()))
+    table = pq.ParquetFile(io.BytesIO(resolve(shard).read_bytes())).read()
     cols = [c for c in table.column_names if c.startswith("aug_")]
     parts = [np.asarray(table[c].to_numpy(zero_copy_only=False)) for c in cols]
     idx = table["topk_indices"].combine_chunks().flatten().to_numpy().reshape(-1, top_k)

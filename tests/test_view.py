@@ -147,6 +147,7 @@ def test_reinforced_sample_replays_the_stored_augmentations(cat, client):
     key, _ = _one_key(cat)
     r = client.get(f"/d/toy-plus/sample/train/{key}")
     assert r.status_code == 200 and f"Stored augmentations ({NUM_AUGS})" in r.text
+    assert "toy (this build stores augmentations, not images)" in r.text
     augs = [s for s in _imgs(r.text) if s.startswith("/aug/")]
     assert augs == [f"/aug/toy-plus@v1/{key}/{a}" for a in range(NUM_AUGS)]
     rows = r.text[r.text.index('id="augs"'):]
@@ -200,6 +201,7 @@ def test_a_missing_shard_is_a_placeholder_with_its_reason(cat, client):
     page = client.get(f"/d/toy-broken/sample/train/{key}")
     assert page.status_code == 200 and "Traceback" not in page.text
     assert 'id="image-error"' in page.text and "is missing" in page.text
+    assert "stores augmentations, not images" not in page.text     # its own images
     grid = client.get("/d/toy-broken/grid")
     assert grid.status_code == 200 and f"shard {missing} is missing" in grid.text
     other = str(index.key[np.flatnonzero(index.shard == 1)[0]])      # other tars still read

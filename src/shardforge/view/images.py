@@ -10,6 +10,7 @@ failures are not cached, so a restored shard shows on the next request.
 from __future__ import annotations
 
 import io
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -129,9 +130,11 @@ def image_or_placeholder(out: str, split: str, key: str, size: int) -> tuple[Enc
 
 
 def placeholder(side: int, reason: str) -> Encoded:
-    """A grey ``side`` px PNG with a red cross and the start of ``reason``: what a page
-    shows where a sample could not be read (the page prints the full reason)."""
+    """A grey ``side`` px PNG with a red cross and the start of ``reason`` (paths shortened
+    to their file names): what a page shows where a sample could not be read (the page
+    prints the full reason)."""
     side = max(MIN_THUMB, min(side, MAX_THUMB))
+    reason = re.sub(r"\S*/([^\s/]+)", r"\1", reason)
     img = Image.new("RGB", (side, side), (225, 225, 225))
     draw = ImageDraw.Draw(img)
     draw.line((0, 0, side - 1, side - 1), fill=(200, 60, 60), width=2)

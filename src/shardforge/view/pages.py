@@ -150,7 +150,8 @@ def sample_page(home: Home, ref: str, split: str, key: str) -> dict:
     return {"build": build, "split": split, "row": row, "meta": meta,
             "meta_error": meta_error, "image_error": image_error, "related": related,
             "augs": augs, "patches": patches, "neighbours": neighbours,
-            "thumb": FAMILY_THUMB, "images_from": ds.name}
+            "thumb": FAMILY_THUMB,
+            "images_from": ds.name if extras.is_reinforced(build.out) else None}
 
 
 def _locate(build: Build, key: str) -> str | None:

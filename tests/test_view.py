@@ -101,17 +101,17 @@ def test_class_grid_is_seeded_paged_and_titled(cat, client):
 
 
 def test_images_are_the_stored_bytes_and_thumbnails_are_cached(cat, client):
-    from shardforge.view.images import sample_image
+    from shardforge.view.images import thumbnail_image
 
     key, _ = _one_key(cat)
     stored = tar_images(cat["builds"]["toy"].out)[key]
     r = client.get(f"/img/toy/train/{key}")
     assert r.status_code == 200 and r.headers["content-type"] == "image/jpeg"
     assert r.content == stored
-    hits = sample_image.cache_info().hits
+    hits = thumbnail_image.cache_info().hits
     thumb = client.get(f"/img/toy@v1/train/{key}?size=32")
     assert client.get(f"/img/toy@v1/train/{key}?size=32").content == thumb.content
-    assert sample_image.cache_info().hits == hits + 1
+    assert thumbnail_image.cache_info().hits == hits + 1
     img = Image.open(io.BytesIO(thumb.content))
     full = Image.open(io.BytesIO(stored))
     assert max(img.size) == 32 and abs(img.size[0] / img.size[1] - full.size[0] / full.size[1]) < 0.1

@@ -75,8 +75,9 @@ def find_position(out: str, split: str, key: str, ref: str) -> int:
         return found
     keys, _ = _sorted_keys(out, split)
     i = int(np.searchsorted(keys, key))
-    window = keys[max(0, i - 200):i + 200].tolist()
-    close = close_matches(key, window) or window[max(0, min(i, len(window)) - 2):][:3]
+    lo = max(0, i - 200)
+    window = keys[lo:i + 200].tolist()
+    close = close_matches(key, window) or window[max(0, i - lo - 1):i - lo + 2]
     raise NotFound(f"{ref} has no sample {key!r} in its {split} split "
                    f"({len(keys):,} samples)",
                    [(k, f"/d/{ref}/sample/{split}/{k}") for k in close])

@@ -97,7 +97,7 @@ def teacher_top(out: str, augs: StoredAugs) -> list[list[tuple[str, float]]]:
             for ci, cp in zip(augs.topk_indices, augs.topk_probs, strict=True)]
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=256)
 def replayed_view(out: str, key: str, aug: int) -> Encoded:
     """Stored augmentation ``aug`` of ``key`` replayed on the parent image (and, for a
     mixing record, its partner's): the PNG of the view the student trains on. ValueError

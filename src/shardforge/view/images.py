@@ -2,9 +2,9 @@
 in memory; a placeholder image (with the reason) when a sample cannot be read.
 
 Each read opens its own :class:`~shardforge.layout.reader.RangeReader` (the server answers
-requests on several threads; a reader is not shared between them) and closes it. Results
-are cached with :func:`functools.lru_cache` on ``(dataset location, split, key, size)``;
-failures are not cached, so a restored shard shows on the next request.
+requests on several threads; a reader is not shared between them) and closes it. Thumbnails
+are cached with :func:`functools.lru_cache` on ``(dataset location, split, key, size)``
+(decoded pixels and metadata likewise, in smaller caches); failures are not cached, so a restored shard shows on the next request.
 """
 
 from __future__ import annotations
@@ -62,23 +62,30 @@ def _position(out: str, split: str, key: str) -> tuple[SplitIndex, int]:
     return ds.splits[split], position
 
 
-@lru_cache(maxsize=4096)
 def sample_image(out: str, split: str, key: str, size: int = 0) -> Encoded:
     """Sample ``key`` of ``split`` of the dataset at ``out``: its stored bytes (``size``
-    0; JPEG or PNG as stored) or a JPEG thumbnail fitting ``size`` x ``size`` px. Raises
+    0; JPEG or PNG as stored; one range read, not cached: they can be large) or a JPEG
+    thumbnail fitting ``size`` x ``size`` px (cached, :func:`thumbnail_image`). Raises
     one of :data:`READ_FAULTS` (a message naming the problem) when it cannot be read."""
+    if size:
+        return thumbnail_image(out, split, key, size)
     index, p = _position(out, split, key)
-    blob = read_blob(index, p)
-    is_png = bool(index.is_png[p])
-    if not size:
-        return Encoded(blob, "image/png" if is_png else "image/jpeg")
-    img = thumbnail(blob, is_png, size)
+    return Encoded(read_blob(index, p), "image/png" if index.is_png[p] else "image/jpeg")
+
+
+@lru_cache(maxsize=4096)
+def thumbnail_image(out: str, split: str, key: str, size: int) -> Encoded:
+    """The JPEG thumbnail (fitting ``size`` x ``size`` px, aspect kept) of a sample, cached
+    on ``(out, split, key, size)``; raises one of :data:`READ_FAULTS` when it cannot be
+    read."""
+    index, p = _position(out, split, key)
+    img = thumbnail(read_blob(index, p), bool(index.is_png[p]), size)
     buf = io.BytesIO()
     img.save(buf, "JPEG", quality=88)
     return Encoded(buf.getvalue(), "image/jpeg")
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=64)
 def sample_pixels(out: str, split: str, key: str) -> np.ndarray:
     """The decoded RGB pixels (H x W x 3 uint8, read-only) of a sample; raises one of
     :data:`READ_FAULTS` when it cannot be read."""

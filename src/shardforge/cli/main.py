@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     from shardforge.cli.eval import add_eval_parser
 
     add_eval_parser(sub)
+    from shardforge.cli.view import add_view_parser
+
+    add_view_parser(sub)
     return parser
 
 
@@ -196,6 +199,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shardforge.cli.eval import run_eval_command
 
         return run_eval_command(args)
+    if args.command == "view":
+        from shardforge.cli.view import run_view
+
+        return run_view(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

@@ -29,32 +29,69 @@ class Pick:
     thumb: Image.Image
 
 
-def pick_samples(ds: DatasetRef, split: str = "train", per_class: int = 4,
-                 classes: list[str] | None = None, seed: int = 0, thumb: int = THUMB,
-                 skipped: list[str] | None = None) -> list[list[Pick]]:
-    """Up to ``per_class`` samples of each class of ``split`` (``classes``: those names, in
-    that order; default every class), chosen by a generator seeded by ``seed``, each as a
-    ``thumb`` px thumbnail (aspect kept). One row per class. A sample whose bytes do not
-    decode is left out and described in ``skipped`` (``KEY: reason``). ValueError naming
-    the classes the dataset lacks, or when ``per_class`` < 1."""
-    from shardforge.formats.decode import DecodeError, decode_full
-
+def choose_positions(ds: DatasetRef, split: str = "train", per_class: int = 4,
+                     classes: list[str] | None = None, seed: int = 0,
+                     start: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``(class name, positions)`` per class of ``split`` (``classes``: those names, in that
+    order; default every class): the class's samples in an order drawn by a generator
+    seeded by ``seed``, items ``start .. start + per_class`` of it (so consecutive pages of
+    one seed never repeat a sample), sorted by position. Reads the index only. ValueError
+    naming the classes the dataset lacks, or when ``per_class`` < 1 or ``start`` < 0."""
     if per_class < 1:
         raise ValueError(f"per_class {per_class} must be >= 1")
-    skipped = skipped if skipped is not None else []
+    if start < 0:
+        raise ValueError(f"start {start} must be >= 0")
     index = ds.split(split)
-    names = list(ds.classes) or [str(n) for n in range(int(index.label.max()) + 1)]
+    names = class_names(ds, split)
     wanted = classes if classes else names
     missing = [c for c in wanted if c not in names]
     if missing:
         raise ValueError(f"{ds.name} has no classes {missing[:5]}; its classes are "
                          f"{names[:10]}{' ...' if len(names) > 10 else ''}")
     rng = np.random.default_rng(seed)
-    rows, chosen = [], []
+    chosen = []
     for name in wanted:
         positions = np.flatnonzero(index.label == names.index(name))
-        take = rng.permutation(positions)[:per_class] if len(positions) else positions
+        take = rng.permutation(positions)[start:start + per_class] if len(positions) \
+            else positions
         chosen.append((name, np.sort(take)))
+    return chosen
+
+
+def class_names(ds: DatasetRef, split: str = "train") -> list[str]:
+    """The dataset's class names; ``"0" .. "L"`` (L: the split's largest label) when its
+    summary lists none."""
+    index = ds.split(split)
+    top = int(index.label.max()) + 1 if len(index) else 0
+    return list(ds.classes) or [str(n) for n in range(top)]
+
+
+def thumbnail(blob: bytes | memoryview, is_png: bool, side: int = THUMB) -> Image.Image:
+    """A stored sample's bytes decoded (:func:`shardforge.formats.decode.decode_full`) and
+    shrunk to fit ``side`` x ``side`` px, aspect kept (never enlarged). Raises
+    :class:`~shardforge.formats.decode.DecodeError` when the bytes do not decode."""
+    from shardforge.formats.decode import decode_full
+
+    img = Image.fromarray(decode_full(blob, is_png))
+    img.thumbnail((side, side))
+    return img
+
+
+def pick_samples(ds: DatasetRef, split: str = "train", per_class: int = 4,
+                 classes: list[str] | None = None, seed: int = 0, thumb: int = THUMB,
+                 skipped: list[str] | None = None) -> list[list[Pick]]:
+    """Up to ``per_class`` samples of each class of ``split`` (``classes``: those names, in
+    that order; default every class), chosen by a generator seeded by ``seed``
+    (:func:`choose_positions`), each as a ``thumb`` px thumbnail (aspect kept). One row per
+    class. A sample whose bytes do not decode is left out and described in ``skipped``
+    (``KEY: reason``). ValueError naming the classes the dataset lacks, or when
+    ``per_class`` < 1."""
+    from shardforge.formats.decode import DecodeError
+
+    skipped = skipped if skipped is not None else []
+    index = ds.split(split)
+    chosen = choose_positions(ds, split, per_class, classes, seed)
+    rows = []
     reader = RangeReader(index.shard_urls)
     try:
         for name, take in chosen:
@@ -63,11 +100,10 @@ def pick_samples(ds: DatasetRef, split: str = "train", per_class: int = 4,
             row = []
             for p, blob in zip(take.tolist(), blobs, strict=True):
                 try:
-                    img = Image.fromarray(decode_full(blob, bool(index.is_png[p])))
+                    img = thumbnail(blob, bool(index.is_png[p]), thumb)
                 except DecodeError as exc:      # one damaged sample must not hide the rest
                     skipped.append(f"{index.key[p]}: {exc}")
                     continue
-                img.thumbnail((thumb, thumb))
                 row.append(Pick(int(index.label[p]), name, str(index.key[p]), p, img))
             rows.append(row)
     finally:

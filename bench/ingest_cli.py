@@ -1,0 +1,268 @@
+"""Ingest as users run it: the ``shardforge ingest`` CLI vs an FFCV ``DatasetWriter`` script,
+whole processes, on natural photographs.
+
+    python bench/ingest_cli.py --sizes 2000,20000 --resolutions 256,512 --repeats 2 \\
+        --out-md BENCHMARKS.md
+
+Corpus: ``bench/photos.py`` (crops of scikit-image's sample photos, sides 350-650 px,
+JPEG q90), one class-folder tree per size. A private Ray head (``ray start --head`` on
+127.0.0.1, token auth) is started before anything is timed, as on a cluster; every run
+is then a fresh process timed from start to exit:
+
+* shardforge: ``python -m shardforge.cli ingest SRC --ray-address HEAD ...``: tars +
+  .beton + index + manifests (the driver builds shards too while Ray starts workers);
+* FFCV: a script doing FFCV's ImageNet example (``ImageFolder`` ->
+  ``DatasetWriter(RGBImageField(write_mode='jpg', max_resolution=R, jpeg_quality=90),
+  IntField(), num_workers=W)``): one .beton, same W workers;
+* Ray connect: ``python -c "import ray; ray.init(HEAD); ray.shutdown()"``, the floor of
+  any Ray driver.
+
+Reported: process wall time (best of ``--repeats``, all runs listed), the fixed cost (a
+20-image run), the marginal rate between the two largest sizes (what the fixed cost does
+not explain), CPU seconds of every process involved (the Ray head's workers included),
+and the merged .beton's size against FFCV's file for the same images.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import photos  # noqa: E402
+
+PACKAGES = ("shardforge", "ffcv", "ray", "opencv-python-headless", "pillow", "numpy",
+            "scikit-image")
+SECTION = "ingest-cli"
+FFCV_CHILD = """
+import os, sys, time
+os.environ["TQDM_DISABLE"] = "1"
+t0 = time.perf_counter()
+from ffcv.fields import IntField, RGBImageField
+from ffcv.writer import DatasetWriter
+from torchvision.datasets import ImageFolder
+src, out, res, workers = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+writer = DatasetWriter(out, {"image": RGBImageField(write_mode="jpg", max_resolution=res,
+                                                    jpeg_quality=90), "label": IntField()},
+                       num_workers=workers)
+dataset = ImageFolder(src)
+t1 = time.perf_counter()
+writer.from_indexed_dataset(dataset, chunksize=100)
+print(f"setup {t1 - t0:.3f} write {time.perf_counter() - t1:.3f}")
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_head(cpus: int) -> tuple[subprocess.Popen, str, dict]:
+    """A private Ray head on 127.0.0.1 with a random token; (process, address, env)."""
+    port = _free_port()
+    env = dict(os.environ, RAY_AUTH_MODE="token", RAY_AUTH_TOKEN=os.urandom(16).hex(),
+               RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER="0")
+    env.pop("RAY_ADDRESS", None)
+    ray_bin = str(Path(sys.executable).with_name("ray"))
+    head = subprocess.Popen(
+        [ray_bin, "start", "--head", "--block", "--node-ip-address", "127.0.0.1",
+         "--port", str(port), "--num-cpus", str(cpus), "--include-dashboard=false",
+         "--ray-client-server-port", str(_free_port()),
+         "--dashboard-agent-listen-port", str(_free_port()), "--disable-usage-stats"],
+        env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    address = f"127.0.0.1:{port}"
+    probe = [sys.executable, "-c", f"import ray; ray.init(address='{address}'); ray.shutdown()"]
+    deadline = time.monotonic() + 120
+    while subprocess.run(probe, env=env, capture_output=True).returncode != 0:
+        if time.monotonic() > deadline or head.poll() is not None:
+            raise RuntimeError("the Ray head did not come up in 120 s")
+        time.sleep(1)
+    return head, address, env
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """Stop exactly the processes of the head's session."""
+    import signal
+
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(timeout=30)
+    except (ProcessLookupError, subprocess.TimeoutExpired):
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def session_cpu(sid: int) -> float:
+    """CPU seconds (own + reaped children) of every process in session ``sid``."""
+    import psutil
+
+    total = 0.0
+    for proc in psutil.process_iter():
+        try:
+            if os.getsid(proc.pid) != sid:
+                continue
+            t = proc.cpu_times()
+            total += t.user + t.system + t.children_user + t.children_system
+        except (psutil.Error, ProcessLookupError, PermissionError):
+            pass
+    return total
+
+
+def timed(cmd: list[str], env: dict, head_sid: int) -> dict:
+    """Run ``cmd`` to completion: wall seconds, CPU seconds (it, its children and the Ray
+    head's session), its stdout."""
+    import resource
+
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    head0 = session_cpu(head_sid)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - t0
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+           + session_cpu(head_sid) - head0)
+    return {"wall": wall, "cpu": cpu, "load": load, "stdout": proc.stdout}
+
+
+def _fresh(path: Path) -> Path:
+    if path.exists():
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    return path
+
+
+def run_round(args, corpora: dict, address: str, env: dict, sid: int, results: dict) -> None:
+    """One run of every (method, size, resolution), interleaved."""
+    runs = Path(args.work) / "runs"
+    runs.mkdir(parents=True, exist_ok=True)
+    connect = timed([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
+                     "log_to_driver=False); ray.shutdown()"], env, sid)
+    results["connect"].append(connect["wall"])
+    for n, root in corpora.items():
+        for res in args.resolutions:
+            entry = results["runs"].setdefault(f"{n}-{res}", {"ffcv": [], "shardforge": []})
+            beton = _fresh(runs / "ffcv.beton")
+            r = timed([sys.executable, "-c", FFCV_CHILD, str(root), str(beton), str(res),
+                       str(args.workers)], env, sid)
+            setup, write = (float(x) for x in re.findall(r"[\d.]+", r.pop("stdout"))[:2])
+            entry["ffcv"].append({**r, "setup": setup, "write": write,
+                                  "bytes": beton.stat().st_size})
+            out = _fresh(runs / "sf")
+            r = timed([sys.executable, "-m", "shardforge.cli", "ingest", str(root), "--name",
+                       "bench", "--out", str(out), "--max-res", str(res), "--no-register",
+                       "--ray-address", address, "--json"], env, sid)
+            summary = json.loads(r.pop("stdout"))
+            if summary["samples"] != n or summary["rejects"]["count"]:
+                raise RuntimeError(f"shardforge wrote {summary['samples']} samples, "
+                                   f"{summary['rejects']['count']} rejects; expected {n}, 0")
+            beton_bytes = sum(p.stat().st_size for p in out.glob("beton/*.beton"))
+            entry["shardforge"].append({**r, "in_job": summary["seconds"],
+                                        "bytes": beton_bytes})
+            print(f"[{n} x {res}px] ffcv {entry['ffcv'][-1]['wall']:.2f} s "
+                  f"(write {write:.2f}), shardforge {r['wall']:.2f} s "
+                  f"(in job {summary['seconds']:.2f}), load {r['load']:.1f}", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="2000,20000", help="corpus sizes (a 20-image run is "
+                                                         "added for the fixed cost)")
+    p.add_argument("--resolutions", default="256,512")
+    p.add_argument("--workers", type=int, default=2, help="FFCV workers = Ray head CPUs")
+    p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--work", default="/tmp/sf-bench")
+    p.add_argument("--out-md")
+    args = p.parse_args(argv)
+    args.resolutions = [int(r) for r in args.resolutions.split(",")]
+    sizes = sorted({20, *(int(s) for s in args.sizes.split(","))})
+    wall0 = time.perf_counter()
+    corpora, stats = {}, {}
+    for n in sizes:
+        root, _, st = photos.ensure_corpus(photos.PhotoCorpus(images=n), Path(args.work),
+                                           args.workers)
+        corpora[n] = root
+        st.pop("long_sides")
+        stats[n] = st
+    head, address, env = start_head(args.workers)
+    results: dict = {"connect": [], "runs": {}, "corpus": stats, "workers": args.workers}
+    try:
+        sid = os.getsid(head.pid)
+        for _ in range(args.repeats):
+            run_round(args, corpora, address, env, sid, results)
+    finally:
+        stop_head(head)
+    results["total_wall_s"] = time.perf_counter() - wall0
+    Path(args.work, "results-ingest-cli.json").write_text(json.dumps(results, indent=1))
+    common.publish(render(args, results, sizes), args.out_md, SECTION)
+    return 0
+
+
+def _best(runs: list[dict], key: str = "wall") -> dict:
+    return min(runs, key=lambda r: r[key])
+
+
+def render(args, results: dict, sizes: list[int]) -> str:
+    """The BENCHMARKS.md section."""
+    big = [n for n in sizes if n != 20]
+    st = results["corpus"][big[-1]]
+    connect = min(results["connect"])
+    lines = ["## Ingest through the CLI, natural photographs", "",
+             *common.preamble(common.command_line(), PACKAGES),
+             f"- Corpus: {st['what']}; seeded crops, sides {st['min_side']}-{st['max_side']} "
+             f"px (mean {st['mean_w']:.0f}x{st['mean_h']:.0f}), JPEG q90, "
+             f"{st['mean_kb']:.0f} KiB/image; one class-folder tree per size, 10 classes, in "
+             "the page cache",
+             f"- A private Ray head with {args.workers} CPUs started before timing; FFCV with "
+             f"num_workers={args.workers}. Every time is a whole process, start to exit. "
+             f"Best of {args.repeats} interleaved rounds, all runs listed. 1-min load average "
+             f"at the runs: {min(r['load'] for e in results['runs'].values() for m in e.values() for r in m):.1f}"
+             f"-{max(r['load'] for e in results['runs'].values() for m in e.values() for r in m):.1f}",
+             f"- Ray connect (import ray, ray.init to the head, shutdown): {connect:.2f} s", ""]
+    rows = []
+    for key, entry in results["runs"].items():
+        n, res = (int(x) for x in key.split("-"))
+        f, s = _best(entry["ffcv"]), _best(entry["shardforge"])
+        rows.append([n, res, ", ".join(f"{r['wall']:.2f}" for r in entry["ffcv"]),
+                     f"{f['setup']:.2f} + {f['write']:.2f}",
+                     ", ".join(f"{r['wall']:.2f}" for r in entry["shardforge"]),
+                     f"{s['in_job']:.2f}", f"**{f['wall'] / s['wall']:.2f}x**",
+                     f"{1e3 * f['cpu'] / n:.2f} / {1e3 * s['cpu'] / n:.2f}",
+                     f"{s['bytes'] / f['bytes']:.3f}"])
+    lines += common.md_table(
+        ["images", "R", "FFCV script runs (s)", "FFCV best: import+setup + write (s)",
+         "shardforge CLI runs (s)", "shardforge in job (s)", "CLI speed-up (FFCV wall / ours)",
+         "CPU ms / image, FFCV / ours", ".beton bytes, ours / FFCV's"], rows)
+    lines += ["", "Fixed cost and marginal rate (best runs):", ""]
+    mrows = []
+    for res in args.resolutions:
+        small = results["runs"][f"20-{res}"]
+        s20, f20 = _best(small["shardforge"])["wall"], _best(small["ffcv"])["wall"]
+        a, b = big[0], big[-1]
+        ea, eb = results["runs"][f"{a}-{res}"], results["runs"][f"{b}-{res}"]
+        sm = (b - a) / (_best(eb["shardforge"])["wall"] - _best(ea["shardforge"])["wall"])
+        fm = (b - a) / (_best(eb["ffcv"])["wall"] - _best(ea["ffcv"])["wall"])
+        fw = (b - a) / (_best(eb["ffcv"])["write"] - _best(ea["ffcv"])["write"])
+        mrows.append([res, f"{s20:.2f} ({s20 - connect:+.2f} over Ray connect)", f"{f20:.2f}",
+                      f"{sm:.0f}", f"{fm:.0f} ({fw:.0f} write phase)",
+                      f"**{sm / fm:.2f}x**"])
+    lines += common.md_table(
+        ["R", "shardforge, 20 images (s)", "FFCV, 20 images (s)",
+         f"shardforge marginal img/s ({big[0]}->{big[-1]})", "FFCV marginal img/s",
+         "marginal ratio"], mrows)
+    lines += ["", f"- Whole benchmark wall time: {results['total_wall_s']:.0f} s."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

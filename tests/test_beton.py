@@ -143,3 +143,37 @@ def test_merge_packs_partly_filled_pages_to_ffcvs_own_size(tmp_path):
     ptrs, sizes = head.allocs["ptr"].astype(np.int64), head.allocs["size"].astype(np.int64)
     assert np.all(ptrs // beton.MIN_PAGE_SIZE == (ptrs + sizes - 1) // beton.MIN_PAGE_SIZE)
     assert ffcv_labels(merged) == list(range(36))
+
+
+def test_compact_parts_merge_to_the_same_bytes(tmp_path):
+    """write_part uses small pages (64 KiB .. the largest sample's power of two): the
+    parts are a fraction of page-sized parts, and merging them into 8 MiB pages gives a
+    file byte-identical to merging page-sized parts; a part with pages larger than the
+    merged file's is refused."""
+    import os
+
+    rng = np.random.default_rng(3)
+    sizes = [int(x) for x in rng.integers(1_000, 300_000, 40)]
+    samples = [beton.BetonSample(bytes(rng.integers(0, 255, n, dtype=np.uint8)), True, 9, 9, i)
+               for i, n in enumerate(sizes)]
+    compact, full = [], []
+    for k in range(4):
+        chunk = samples[10 * k:10 * k + 10]
+        c, f = str(tmp_path / f"c{k}"), str(tmp_path / f"f{k}")
+        beton.write_part(c, chunk, beton.DEFAULT_PAGE_SIZE)
+        beton.write_beton(f, chunk, beton.DEFAULT_PAGE_SIZE)
+        assert beton.read_part(c).page_size == beton.part_page_size(chunk, beton.DEFAULT_PAGE_SIZE)
+        assert beton.read_part(c).page_size <= 1 << 19          # largest sample < 512 KiB
+        assert os.path.getsize(c) < 0.3 * os.path.getsize(f)
+        compact.append(c)
+        full.append(f)
+    a, b = str(tmp_path / "a.beton"), str(tmp_path / "b.beton")
+    beton.merge_betons(compact, a, beton.DEFAULT_PAGE_SIZE)
+    beton.merge_betons(full, b)
+    assert open(a, "rb").read() == open(b, "rb").read()
+    assert ffcv_labels(a) == list(range(40))
+    with pytest.raises(beton.BetonError, match="pages larger than the merged file"):
+        beton.merge_betons(full, str(tmp_path / "m"), beton.MIN_PAGE_SIZE)
+    assert beton.part_page_size([], beton.DEFAULT_PAGE_SIZE) == beton.MIN_PART_PAGE_SIZE
+    big = [beton.BetonSample(b"x" * (3 << 20), False, 1, 1, 0)]
+    assert beton.part_page_size(big, beton.DEFAULT_PAGE_SIZE) == 4 << 20

@@ -84,7 +84,7 @@ class InProcess:
     def __init__(self) -> None:
         self.rebuilt: list[tuple[str, int]] = []
 
-    def build_all(self, job, specs, on_result):
+    def build_all(self, job, specs, on_result, driver_lane=True):
         results = []
         for spec in specs:
             r = build_shard(spec, job)

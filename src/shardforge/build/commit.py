@@ -51,7 +51,7 @@ def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
     parts = [shard_paths(job, s)["part"] for s in specs]
     if dest.is_local:
         tmp = dest.tmp_sibling().path
-        merge_betons([p.path for p in parts], tmp)
+        merge_betons([p.path for p in parts], tmp, job.page_size)
         checkpoint("merge")
         replace_durably(tmp, dest.path)
     else:
@@ -63,7 +63,7 @@ def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
                     shutil.copyfileobj(src, dst, 1 << 22)
                 local_parts.append(local)
             merged = os.path.join(d, "merged.beton")
-            merge_betons(local_parts, merged)
+            merge_betons(local_parts, merged, job.page_size)
             dest.upload_file_atomic(merged)
     return file_record(dest, rel)
 

@@ -336,13 +336,13 @@ def _write_part(dest: Location, samples: list[beton.BetonSample], page_size: int
     """Write a .beton part: straight into place on a local disk, via a temp file otherwise."""
     if dest.is_local:
         tmp = dest.tmp_sibling().path
-        beton.write_beton(tmp, samples, page_size)
+        beton.write_part(tmp, samples, page_size)
         size, sha = os.path.getsize(tmp), resolve(tmp).sha256()
         replace_durably(tmp, dest.path)
         return size, sha
     with tempfile.TemporaryDirectory() as d:
         local = os.path.join(d, "part.beton")
-        beton.write_beton(local, samples, page_size)
+        beton.write_part(local, samples, page_size)
         size, sha = os.path.getsize(local), resolve(local).sha256()
         dest.upload_file_atomic(local)
     return size, sha

@@ -7,6 +7,12 @@ own samples. The driver then merges parts with :func:`merge_betons`, which re-pa
 samples' bytes into pages as FFCV's writer would and rewrites the pointers; no image is
 decoded or encoded again.
 
+A part (:func:`write_part`) uses the smallest page, a power of two >= 64 KiB, that holds
+its largest sample, not the dataset's page (8 MiB by default): only the merge reads parts,
+and with 8 MiB pages every part was at least 16 MiB of mostly zeros, all of it hashed for
+the shard's manifest and again at every resume check (25-35 ms per shard, a fifth of a
+64-image shard's time on natural photos; bench/ingest_cli.py).
+
 Layout (little-endian), as ``ffcv/types.py`` and ``ffcv/writer.py`` define it:
 header (24 B) | field descriptors (1041 B each) | metadata table (one row a sample) |
 zero pad to a page boundary | data pages (``page_size`` each; all allocations of one
@@ -82,6 +88,23 @@ def _metadata_start(num_fields: int) -> int:
     return HEADER.itemsize + FIELD_DESC.itemsize * num_fields
 
 
+MIN_PART_PAGE_SIZE = 1 << 16   # 64 KiB
+
+
+def part_page_size(samples: Sequence[BetonSample], page_size: int) -> int:
+    """The page of a part holding ``samples``: the smallest power of two >= 64 KiB that
+    holds the largest sample, at most ``page_size`` (the dataset's page)."""
+    largest = max((len(s.data) for s in samples), default=0)
+    return min(page_size, max(MIN_PART_PAGE_SIZE, 1 << max(0, largest - 1).bit_length()))
+
+
+def write_part(path: str, samples: Sequence[BetonSample], page_size: int) -> None:
+    """Write ``samples`` as a part for :func:`merge_betons` into a .beton of ``page_size``
+    (not atomic: callers rename). A sample larger than ``page_size`` raises BetonError."""
+    check_page_size(page_size)
+    _write(path, samples, part_page_size(samples, page_size), page_size)
+
+
 def check_page_size(page_size: int) -> None:
     """Raise ValueError unless ``page_size`` is a power of two >= 2 MiB (FFCV's rule)."""
     if page_size < MIN_PAGE_SIZE or page_size & (page_size - 1):
@@ -92,6 +115,10 @@ def write_beton(path: str, samples: Sequence[BetonSample],
                 page_size: int = DEFAULT_PAGE_SIZE) -> None:
     """Write ``samples`` as one complete .beton at ``path`` (not atomic: callers rename)."""
     check_page_size(page_size)
+    _write(path, samples, page_size, page_size)
+
+
+def _write(path: str, samples: Sequence[BetonSample], page_size: int, limit: int) -> None:
     n = len(samples)
     meta = np.zeros(n, dtype=SAMPLE_META)
     data_start = _round_up(_metadata_start(len(FIELDS)) + meta.nbytes, page_size)
@@ -102,9 +129,9 @@ def write_beton(path: str, samples: Sequence[BetonSample],
         f.seek(data_start)
         for i, s in enumerate(samples):
             size = len(s.data)
-            if size > page_size:
+            if size > limit:
                 raise BetonError(f"sample {i} ({size} B) is larger than the page size "
-                                 f"{page_size}; raise the page size")
+                                 f"{limit}; raise the page size")
             if used + size > page_size:
                 page_base += page_size
                 used = 0
@@ -166,8 +193,10 @@ def read_part(path: str) -> BetonPart:
     return BetonPart(path, n, page_size, data_start, alloc_ptr, meta, allocs)
 
 
-def merge_betons(parts: Sequence[str], out_path: str) -> int:
-    """Merge part files (same page size) into one .beton at ``out_path``; return its samples.
+def merge_betons(parts: Sequence[str], out_path: str, page_size: int | None = None) -> int:
+    """Merge part files into one .beton at ``out_path`` with pages of ``page_size``
+    (default: the parts' page size, which must then be the same in every part); return
+    its samples. A part's page may be smaller than ``page_size``, never larger.
 
     Sample order is the order of ``parts``, then each part's own order. Samples are
     re-packed into pages in that order exactly as FFCV's writer fills pages (the next
@@ -179,10 +208,16 @@ def merge_betons(parts: Sequence[str], out_path: str) -> int:
     """
     heads = [read_part(p) for p in parts]
     page_sizes = {h.page_size for h in heads}
-    if len(page_sizes) > 1:
-        raise BetonError(f"parts have different page sizes {sorted(page_sizes)}; rebuild them "
-                         "with one --page-size")
-    page_size = page_sizes.pop() if page_sizes else DEFAULT_PAGE_SIZE
+    if page_size is None:
+        if len(page_sizes) > 1:
+            raise BetonError(f"parts have different page sizes {sorted(page_sizes)}; pass "
+                             "the merged file's page_size or rebuild them with one --page-size")
+        page_size = page_sizes.pop() if page_sizes else DEFAULT_PAGE_SIZE
+    check_page_size(page_size)
+    larger = [h.path for h in heads if h.page_size > page_size]
+    if larger:
+        raise BetonError(f"parts {larger[:3]} have pages larger than the merged file's "
+                         f"{page_size} B; rebuild them with this --page-size")
     total = sum(h.num_samples for h in heads)
     meta = np.zeros(total, dtype=SAMPLE_META)
     allocs = np.zeros(total, dtype=ALLOC)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
+from shardforge.layout.files import WIDS_SUFFIX
 from shardforge.sources import dataset, folder, imagenet, parquet, wds
 from shardforge.sources.base import RawSample, Reject, ShardSpec, SourceOptions, SourcePlan
 from shardforge.sources.localfs import walk_local
@@ -39,6 +40,7 @@ def detect_kind(url: str) -> str:
         files = sorted(walk_local(loc.path)[1])
     else:
         files = loc.list_files()
+    files = [f for f in files if not f.endswith(WIDS_SUFFIX)]   # a shardforge wds/ dir
     if files and all(f.endswith(".tar") for f in files):
         return wds.KIND
     if files and all(f.endswith(".parquet") for f in files):

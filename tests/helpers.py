@@ -94,7 +94,7 @@ def tar_names(path: str) -> list[str]:
 def tar_images(out: str) -> dict[str, bytes]:
     """{key: image bytes} of every sample in ``out``'s tars."""
     images = {}
-    for rel in sorted(os.listdir(os.path.join(out, "wds"))):
+    for rel in sorted(n for n in os.listdir(os.path.join(out, "wds")) if n.endswith(".tar")):
         with tarfile.open(os.path.join(out, "wds", rel)) as tar:
             for m in tar.getmembers():
                 if m.name.endswith((".jpg", ".png")):

@@ -97,7 +97,8 @@ def build_all(src: str, out: str, options: SourceOptions, kind: str | None = Non
 
 def out_samples(out: str) -> list[tuple[str, int, dict]]:
     """(key, label, json) of every sample in the output tars, read by webdataset."""
-    urls = sorted(os.path.join(out, "wds", n) for n in os.listdir(os.path.join(out, "wds")))
+    urls = sorted(os.path.join(out, "wds", n) for n in os.listdir(os.path.join(out, "wds"))
+                  if n.endswith(".tar"))
     ds = webdataset.WebDataset(urls, shardshuffle=False).to_tuple("__key__", "cls", "json")
     return [(k, int(c), __import__("json").loads(j)) for k, c, j in ds]
 

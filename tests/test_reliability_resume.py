@@ -236,15 +236,17 @@ def test_writer_fsyncs_file_before_rename_and_dir_after(writer, tmp_path, calls)
 
 
 def test_ingest_fsyncs_every_rename(tiny_tree, tmp_path, calls, monkeypatch):
-    """A whole ingest: tars, index parts, .beton parts, manifests, merged .beton, index,
-    rejects and summary: every one of them fsynced before and after its rename."""
+    """A whole ingest: tars, index parts, .beton parts, manifests, merged .beton, wids
+    indexes, index, rejects and summary: every one of them fsynced before and after its
+    rename."""
     out = str(tmp_path / "out")
     with in_process(monkeypatch):
         ingest_job.run_ingest(tiny_config(tiny_tree, out), log=io.StringIO())
     dests = {os.path.relpath(p, os.path.realpath(out)) for p in assert_durable(calls)}
-    assert len(dests) == 5 * 4 + 2 + 3
+    assert len(dests) == 5 * 4 + 2 + 2 + 3
     assert {"summary.json", "index.parquet", "rejects.jsonl", "beton/tiny-train.beton",
             "beton/tiny-val.beton", "wds/tiny-train-000002.tar", "_work/val-000001.json",
+            "wds/tiny-train.wids.json", "wds/tiny-val.wids.json",
             "_work/train-000000.beton", "_work/train-000001.parquet"} <= dests
 
 

@@ -479,3 +479,23 @@ def test_s3_rerun_reuses_verified_shards(ingested):
     assert rerun["formats"] == first["formats"]
     assert ingested["again"]["created"] == rerun["created"]
     assert "nothing to do" in ingested["again_log"]
+
+
+def test_imagenet_archives_read_in_place_on_s3(s3_server, tmp_path):
+    """The imagenet-archive source plans and reads the archives on S3 by byte range: the
+    same specs (but the source URL) and the same bytes and labels as the local copy."""
+    from imagenet_archive import make_download
+
+    from shardforge.sources import detect_kind, plan_source, read_shard
+
+    local = str(tmp_path / "imagenet")
+    expected = make_download(local)
+    s3_server.upload_tree(local, "imagenet")
+    url = s3_server.url("imagenet")
+    assert detect_kind(url) == "imagenet-archive"
+    options = SourceOptions(shard_size=4)
+    plan, local_plan = plan_source(url, options), plan_source(local, options)
+    assert plan.classes == local_plan.classes and plan.rejects == []
+    assert [s.items for s in plan.shards] == [s.items for s in local_plan.shards]
+    items = [i for spec in plan.shards for i in read_shard(spec, options)]
+    assert {i.origin: (plan.classes[i.label], i.data) for i in items} == expected

@@ -5,6 +5,16 @@ an object-store URL (``s3://bucket/prefix``). S3 endpoints that are not AWS (Min
 moto, Ceph) are given in the URL query, as pyarrow understands it:
 ``s3://bucket/prefix?endpoint_override=127.0.0.1:9000&scheme=http``. Credentials
 come from the usual AWS sources (environment, ``~/.aws``), as with every AWS client.
+
+Google Cloud Storage (``gs://bucket/prefix``), Azure (``az://container/prefix``,
+``abfs://``, ``abfss://``) and the Hugging Face Hub (``hf://datasets/USER/REPO/path``) go
+through fsspec, wrapped for pyarrow as ``PyFileSystem(FSSpecHandler(fs))``: they need
+the matching fsspec package (:data:`FSSPEC_SCHEMES`: gcsfs, adlfs, huggingface_hub) on
+the driver and on every Ray worker; without it :func:`resolve` raises one line naming
+the package to install. The URL query becomes the filesystem's keyword arguments
+(strings), e.g. ``az://container/prefix?account_name=NAME``; credentials come from each
+package's usual sources (``gcloud`` application-default credentials,
+``AZURE_STORAGE_*`` variables, ``HF_TOKEN``).
 """
 
 from __future__ import annotations
@@ -14,7 +24,7 @@ import os
 import posixpath
 import uuid
 from dataclasses import dataclass
-from urllib.parse import quote, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit, urlunsplit
 
 import pyarrow.fs as pafs
 
@@ -29,6 +39,12 @@ MAX_SERVER_COPY_BYTES = 5 * 1024**3
 # retry strategy (3 attempts) applies on top. pyarrow's URI query cannot set these.
 S3_CONNECT_TIMEOUT_S = 10.0
 S3_REQUEST_TIMEOUT_S = 60.0
+# Object stores reached through fsspec: URL scheme -> (pip package, shardforge extra).
+FSSPEC_SCHEMES = {
+    "gs": ("gcsfs", "gcs"), "gcs": ("gcsfs", "gcs"),
+    "az": ("adlfs", "azure"), "abfs": ("adlfs", "azure"), "abfss": ("adlfs", "azure"),
+    "hf": ("huggingface_hub", "hf"),
+}
 
 
 @dataclass(frozen=True)
@@ -209,14 +225,50 @@ def resolve(url: str) -> Location:
         # pyarrow would drop everything after '#', the endpoint query included, and
         # silently talk to AWS instead of the endpoint given.
         raise ValueError(f"storage location {url!r} contains '#': write it as %23")
+    if scheme.lower() in FSSPEC_SCHEMES:
+        return _fsspec_location(url, scheme.lower())
     try:
         fs, path = pafs.FileSystem.from_uri(url)
     except (ValueError, OSError) as exc:
-        raise ValueError(f"cannot open storage location {url!r}: {exc}; "
-                         "use a local path or an s3:// URL") from exc
+        raise ValueError(f"cannot open storage location {url!r}: {exc}; use a local path "
+                         f"or an s3://, {', '.join(f'{s}://' for s in FSSPEC_SCHEMES)} "
+                         "URL") from exc
     base, query = _split_query(url)
     base = base.rstrip("/")
     return Location(_with_timeouts(fs), path.rstrip("/"), f"{base}?{query}" if query else base)
+
+
+def _fsspec_location(url: str, scheme: str) -> Location:
+    """A :data:`FSSPEC_SCHEMES` URL as a :class:`Location` on the fsspec filesystem, its
+    query as the filesystem's options. ValueError naming the package to install when the
+    scheme's fsspec implementation (or fsspec) is missing, or naming the options when the
+    filesystem refuses them."""
+    package, extra = FSSPEC_SCHEMES[scheme]
+    fix = f"pip install {package} (or pip install 'shardforge[{extra}]')"
+    try:
+        import fsspec
+    except ImportError:
+        raise ValueError(f"storage location {url!r} needs fsspec and {package}, which are "
+                         f"not installed: {fix}") from None
+    try:
+        cls = fsspec.get_filesystem_class(scheme)
+    except ImportError as exc:
+        raise ValueError(f"storage location {url!r} needs the {package} package, which is not "
+                         f"installed ({exc}): {fix}, on the driver and every Ray "
+                         "worker") from None
+    parts = urlsplit(url)
+    options = dict(parse_qsl(parts.query, keep_blank_values=True))
+    try:
+        fs = cls(**options)
+    except (TypeError, ValueError, OSError) as exc:
+        raise ValueError(f"cannot open storage location {url!r} with {package} "
+                         f"({type(exc).__name__}: {exc}); check the options in its query: "
+                         f"{sorted(options) or 'none given'}") from exc
+    path = cls._strip_protocol(f"{scheme}://{unquote(parts.netloc + parts.path)}")
+    base, query = _split_query(url)
+    base = base.rstrip("/")
+    return Location(pafs.PyFileSystem(pafs.FSSpecHandler(fs)), path.rstrip("/"),
+                    f"{base}?{query}" if query else base)
 
 
 def _with_timeouts(fs: pafs.FileSystem) -> pafs.FileSystem:

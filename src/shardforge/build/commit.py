@@ -18,7 +18,15 @@ from shardforge.build.shard import ShardResult, shard_paths
 from shardforge.engine.faults import checkpoint
 from shardforge.formats.arrow_rows import int64_array
 from shardforge.formats.beton import merge_betons
-from shardforge.layout.files import BETON_DIR, INDEX_FILE, REJECTS_FILE, beton_name
+from shardforge.layout.files import (
+    BETON_DIR,
+    INDEX_FILE,
+    REJECTS_FILE,
+    WDS_DIR,
+    WIDS_KIND,
+    beton_name,
+    wids_name,
+)
 from shardforge.sources import ShardSpec
 from shardforge.storage import Location, replace_durably, resolve
 
@@ -85,6 +93,20 @@ def write_index(job: ShardJob, specs: Sequence[ShardSpec]) -> dict:
     pq.write_table(pa.concat_tables(tables), sink)
     dest.write_bytes_atomic(sink.getvalue().to_pybytes())
     return file_record(dest, INDEX_FILE)
+
+
+def write_wids_index(job: ShardJob, split: str, tars: Sequence[dict]) -> dict:
+    """Write ``wds/NAME-SPLIT.wids.json`` (a ``wids-shard-index-v1``: each tar's name,
+    relative to the JSON, with its sample count and size, in shard order), so that
+    ``wids.ShardListDataset`` and ``widsindex`` read the split; return its record.
+    ``tars``: the split's tar records (``path``, ``samples``, ``size``), in shard order."""
+    rel = f"{WDS_DIR}/{wids_name(job.name, split)}"
+    doc = {"__kind__": WIDS_KIND, "wids_version": 1, "name": f"{job.name}-{split}",
+           "shardlist": [{"url": t["path"].rsplit("/", 1)[-1], "nsamples": t["samples"],
+                          "filesize": t["size"]} for t in tars]}
+    dest = resolve(job.out).join(rel)
+    dest.write_bytes_atomic((json.dumps(doc, indent=1) + "\n").encode())
+    return file_record(dest, rel)
 
 
 def write_rejects(out: str, rejects: list[dict]) -> dict:

@@ -84,8 +84,8 @@ def build(request: BuildRequest) -> dict:
 
 PIPELINE = register(Pipeline(
     name="ingest",
-    summary="a source (class folders, WebDataset, parquet) or a parent's shards -> "
-            ".beton + WebDataset shards",
+    summary="a source (class folders, WebDataset, parquet, ImageNet archives) or a parent's "
+            "shards -> .beton + WebDataset shards",
     params=PARAMS,
     sources=("path", "demo", "dataset"),
     check=check,

@@ -20,6 +20,7 @@ from shardforge.build.commit import (
     split_stats,
     write_index,
     write_rejects,
+    write_wids_index,
 )
 from shardforge.build.config import FORMAT_VERSION, IngestConfig, ShardJob
 from shardforge.build.hooks import BuildHooks
@@ -187,10 +188,12 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
                                "size": rec["size"], "sha256": rec["sha256"],
                                "samples": result_of[(split, spec.index)].num_samples})
     betons = {split: merge_split(job, split, specs) for split, specs in by_split.items()}
+    wids = {split: write_wids_index(job, split, recs) for split, recs in wds.items()}
     index = write_index(job, plan.shards)
     stats = split_stats(results)
     wds_bytes = sum(r["size"] for recs in wds.values() for r in recs)
-    written = wds_bytes + sum(b["size"] for b in betons.values()) + index["size"]
+    written = (wds_bytes + sum(b["size"] for b in betons.values()) + index["size"]
+               + sum(w["size"] for w in wids.values()))
     total = sum(s["samples"] for s in stats.values())
     return {
         "name": config.name,
@@ -205,7 +208,7 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
         "classes": plan.classes,
         "splits": stats,
         "samples": total,
-        "formats": {"wds": wds, "beton": betons},
+        "formats": {"wds": wds, "beton": betons, "wids": wids},
         "index": index,
         "rejects": write_rejects(config.out, rejects),
         "bytes_written": written,
@@ -245,6 +248,8 @@ def _verified_summary(config: IngestConfig, job_hash: str) -> dict | None:
     try:
         records = [r for recs in summary["formats"]["wds"].values() for r in recs]
         records += list(summary["formats"]["beton"].values()) + [summary["index"]]
+        # A build from before the wids index had none: recommitted (shards reused).
+        records += list(summary["formats"]["wids"].values())
         paths = [rec["path"] for rec in records]
     except (KeyError, TypeError, AttributeError):
         return None
@@ -270,6 +275,8 @@ def format_summary(summary: dict) -> str:
     if "seconds" in summary:
         lines.append(f"  time {summary['seconds']:.1f} s, {summary['images_per_second']:,} img/s")
     lines.append(f"  webdataset: {resolve(summary['out']).join('wds').url}/")
+    for split, w in sorted(summary["formats"].get("wids", {}).items()):
+        lines.append(f"  wids[{split}]: {w['url']}")
     for split, b in sorted(summary["formats"]["beton"].items()):
         lines.append(f"  beton[{split}]: {b['url']}")
     lines.append(f"  index: {summary['index']['url']}")

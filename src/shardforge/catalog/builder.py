@@ -372,7 +372,10 @@ def _only_formats(card: Card, summary: dict) -> dict:
     if missing:
         raise CatalogError(f"pipeline {card.pipeline} wrote no {', '.join(missing)} files for "
                            f"{card.name}, which its card lists ({card.file}: formats)")
-    return {**summary, "formats": {f: formats[f] for f in card.formats}}
+    kept = {f: formats[f] for f in card.formats}
+    if "wds" in kept and formats.get("wids"):   # the tars' wids index goes with them
+        kept["wids"] = formats["wids"]
+    return {**summary, "formats": kept}
 
 
 def _normalise(url: str) -> str:

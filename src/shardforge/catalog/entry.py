@@ -43,7 +43,8 @@ class Build:
 
     ``formats`` follows the ingest ``summary.json`` layout: ``formats["wds"][split]`` is
     a list of ``{url, path, size, sha256, samples}`` (one per tar), ``formats["beton"][split]``
-    one ``{url, path, size, sha256}``. ``splits[split]`` holds ``samples``, ``shards``,
+    one ``{url, path, size, sha256}``, ``formats["wids"][split]`` (builds since the wids
+    index) the ``wids-shard-index-v1`` JSON beside the split's tars, one such record. ``splits[split]`` holds ``samples``, ``shards``,
     ``rejects`` and ``per_class`` (label -> count; ``classes[label]`` is its name).
     ``parent`` is the ``NAME@vN`` this build was made from (None for a build from a
     source), ``source`` the location its pipeline read. ``secrets`` maps secret
@@ -101,13 +102,16 @@ class Build:
 
 
 def file_records(formats: dict, index: dict | None) -> list[tuple[str, dict]]:
-    """``(label, record)`` of WebDataset tars, .beton files and the index, in that order;
-    labels are ``wds[SPLIT]``, ``beton[SPLIT]`` and ``index``."""
+    """``(label, record)`` of WebDataset tars, .beton files, the wids shard indexes (builds
+    from before them have none) and the index, in that order; labels are ``wds[SPLIT]``,
+    ``beton[SPLIT]``, ``wids[SPLIT]`` and ``index``."""
     found = []
     for split, recs in sorted(formats.get("wds", {}).items()):
         found += [(f"wds[{split}]", r) for r in recs]
     for split, rec in sorted(formats.get("beton", {}).items()):
         found.append((f"beton[{split}]", rec))
+    for split, rec in sorted(formats.get("wids", {}).items()):
+        found.append((f"wids[{split}]", rec))
     if index:
         found.append(("index", index))
     return found

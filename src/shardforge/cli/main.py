@@ -52,10 +52,12 @@ _probability = _bounded(float, 0.0, 1.0, "a number in [0, 1]")
 
 def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
     """The ingest options, shared by ``shardforge ingest`` and ``pipelines/ingest.py``."""
-    p.add_argument("source", help="class-folder tree, WebDataset tar(s) or parquet file(s); "
-                                  "local path or s3:// URL")
+    p.add_argument("source", help="class-folder tree, WebDataset tar(s), parquet file(s) or "
+                                  "the ImageNet archives (ILSVRC2012_img_*.tar); local path "
+                                  "or object-store URL (s3://, gs://, az://, hf://)")
     p.add_argument("--name", required=True, help="dataset name (letters, digits, _ and -)")
-    p.add_argument("--out", required=True, help="output directory or s3:// URL")
+    p.add_argument("--out", required=True,
+                   help="output directory or object-store URL (s3://, gs://, az://, hf://)")
     p.add_argument("--source-kind", choices=KINDS, help="override source detection")
     p.add_argument("--max-res", type=_positive, default=256,
                    help="longest side after resizing, px (default 256; FFCV max_resolution)")

@@ -4,6 +4,7 @@
     OUT/index.parquet                one row per sample: key, label, split, shard, byte range
     OUT/rejects.jsonl                inputs that were skipped, with the reason
     OUT/wds/NAME-SPLIT-NNNNNN.tar    WebDataset shards
+    OUT/wds/NAME-SPLIT.wids.json     the split's shard list for ``wids`` (wids-shard-index-v1)
     OUT/beton/NAME-SPLIT.beton       one FFCV .beton per split
     OUT/_work/                       per-shard parts and manifests (resume)
 """
@@ -19,12 +20,19 @@ def tar_name(name: str, split: str, index: int) -> str:
     return f"{name}-{split}-{index:06d}.tar"
 
 
+def wids_name(name: str, split: str) -> str:
+    """``NAME-SPLIT.wids.json``: the split's ``wids-shard-index-v1`` beside its tars."""
+    return f"{name}-{split}{WIDS_SUFFIX}"
+
+
 def beton_name(name: str, split: str) -> str:
     """``NAME-SPLIT.beton``."""
     return f"{name}-{split}.beton"
 
 
 WDS_DIR = "wds"
+WIDS_SUFFIX = ".wids.json"
+WIDS_KIND = "wids-shard-index-v1"
 BETON_DIR = "beton"
 WORK_DIR = "_work"
 INDEX_FILE = "index.parquet"

@@ -11,7 +11,8 @@
 
 all with the same worker count and batch size, plus single-core per-image rates (PIL
 full decode, PIL draft decode, OpenCV decode, shardforge's whole per-sample step) as the
-ceiling. Data: the demo dataset (``generate_demo_data``, sides 256-512), ingested at
+ceiling. Data: natural photos (``bench/photos.py``, the default) or the demo dataset
+(``--corpus demo``: ``generate_demo_data``, sides 256-512), ingested at
 ``--max-res`` (cached under ``--work``). One warm-up epoch per method (FFCV compiles its
 pipeline), then ``--repeats`` rounds, each timing one epoch of every method (interleaved,
 as the machine may be shared); the best epoch counts. Results go to the ``loaders``
@@ -41,6 +42,9 @@ import common  # noqa: E402
 PACKAGES = ("shardforge", "torch", "torchvision", "ffcv", "webdataset", "pillow",
             "opencv-python-headless", "numpy")
 SECTION = "loaders"
+DATA_WHAT = {"photos": "natural photos (`bench/photos.py`: crops of scikit-image's sample "
+                       "photos, sides 350-650, q90)",
+             "demo": "demo images (`generate_demo_data`, sides 256-512)"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -48,7 +52,15 @@ SECTION = "loaders"
 # --------------------------------------------------------------------------------------------
 
 def src_dir(args) -> Path:
-    return Path(args.work) / f"src-pc{args.per_class}-c{args.classes}-s256-512"
+    """The source class-folder tree (the train split's)."""
+    if args.corpus == "photos":
+        import photos
+
+        root, _, _ = photos.ensure_corpus(
+            photos.PhotoCorpus(images=args.per_class * args.classes, classes=args.classes),
+            Path(args.work), args.workers)
+        return root
+    return Path(args.work) / f"src-pc{args.per_class}-c{args.classes}-s256-512" / "train"
 
 
 def ensure_data(args) -> tuple[Path, Path]:
@@ -56,21 +68,21 @@ def ensure_data(args) -> tuple[Path, Path]:
     from shardforge.sources.demo import DemoSpec, generate_demo_data
 
     work = Path(args.work)
-    tag = f"pc{args.per_class}-c{args.classes}-s256-512-r{args.max_res}"
+    tag = f"{args.corpus}-pc{args.per_class}-c{args.classes}-r{args.max_res}"
     src, out, folder = src_dir(args), work / f"out-{tag}", work / f"imagefolder-{tag}"
-    if not (src / ".done").exists():
+    if args.corpus == "demo" and not (src.parent / ".done").exists():
         t0 = time.perf_counter()
         print(f"generating demo images in {src} ...", file=sys.stderr)
-        generate_demo_data(src, DemoSpec(num_classes=args.classes,
-                                         train_per_class=args.per_class, val_per_class=0,
-                                         min_side=256, max_side=512))
-        (src / ".done").write_text("ok")
+        generate_demo_data(src.parent, DemoSpec(num_classes=args.classes,
+                                                train_per_class=args.per_class,
+                                                val_per_class=0, min_side=256, max_side=512))
+        (src.parent / ".done").write_text("ok")
         print(f"  {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     if not (out / "summary.json").exists():
         t0 = time.perf_counter()
         print(f"ingesting into {out} ...", file=sys.stderr)
         # A child process owns Ray, so this process never forks a Ray driver.
-        subprocess.run([sys.executable, "-m", "shardforge.cli", "ingest", str(src / "train"),
+        subprocess.run([sys.executable, "-m", "shardforge.cli", "ingest", str(src),
                         "--name", "bench", "--out", str(out), "--max-res", str(args.max_res),
                         "--no-register"], check=True, stdout=subprocess.DEVNULL,
                        env={**os.environ, "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER": "0"})
@@ -218,7 +230,7 @@ def dct_effect(src: Path, size: int, sample: int, passes: int) -> dict:
     from shardforge.formats.decode import dct_reduction, decode_crop
     from shardforge.stream import RandomResizedCrop
 
-    paths = sorted(src.glob("train/*/*.JPEG"))
+    paths = sorted(src.glob("*/*.JPEG"))
     paths = [paths[i] for i in np.linspace(0, len(paths) - 1, min(sample, len(paths))).astype(int)]
     blobs = [p.read_bytes() for p in paths]
     sizes = np.array([Image.open(io.BytesIO(b)).size for b in blobs])
@@ -256,6 +268,8 @@ METHODS = {
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--corpus", choices=("photos", "demo"), default="photos",
+                   help="natural photos (bench/photos.py) or procedural demo images")
     p.add_argument("--per-class", type=int, default=300, help="train images per class")
     p.add_argument("--classes", type=int, default=10)
     p.add_argument("--max-res", type=int, default=256, help="ingest max resolution")
@@ -317,7 +331,7 @@ def report(results: dict, args, summary: dict) -> str:
         f"batch size {args.batch_size}, one epoch of {n} images per timed run.",
         "",
         *common.preamble(common.command_line(), PACKAGES),
-        f"- Data: {n} demo images (`generate_demo_data`, sides 256-512) ingested with "
+        f"- Data: {n} {DATA_WHAT[args.corpus]} ingested with "
         f"`--max-res {args.max_res}` (JPEG q90, {summary['bytes_per_sample']:.0f} B/sample), "
         "in the page cache; ImageFolder reads the same JPEG bytes extracted to class folders",
         f"- Best of {args.repeats} epochs per method after one warm-up epoch (FFCV compiles "

@@ -85,6 +85,7 @@ VOLATILE_KEYS = {
     "created": "wall-clock time the build finished (summary.json)",
     "seconds": "duration (summary.json: the build; _work/*.json 'result': one shard)",
     "images_per_second": "throughput (summary.json)",
+    "stage_seconds": "durations of plan, shards, merge, index (summary.json)",
     "augmentations_per_second": "throughput (demo-plus summary.json)",
     "node": "Ray node id, random per Ray start (_work/*.json 'result')",
     "spec_hash": "a shard's resume key (_work/*.json): sha256 of its ShardSpec, which "

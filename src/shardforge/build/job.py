@@ -65,6 +65,7 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
     hooks = hooks if hooks is not None else BuildHooks()
     started = time.monotonic()
     plan = _plan(config)
+    stages = {"plan": time.monotonic() - started}
     job = _job(config)
     job_hash = hashlib.sha256("".join(job.spec_hash(s) for s in plan.shards).encode()).hexdigest()
     previous = _verified_summary(config, job_hash)
@@ -88,8 +89,10 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
 
     try:
         with ray_session(config.ray_address):
+            t0 = time.monotonic()
             results = _build_all(job, plan.shards, on_result=on_result,
                                  driver_lane=not config.workers_only)
+            stages["shards"] = time.monotonic() - t0
     except TaskFailed as exc:
         raise JobFailed(
             f"{config.name}: {exc} (output {resolve(config.out).url}); fix the cause and "
@@ -103,13 +106,14 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
         raise RejectsInStrictMode(
             f"{len(rejects)} input(s) rejected and --strict is set; nothing was committed. "
             f"Fix or remove them, or drop --strict:\n{shown}")
-    summary = _commit(config, job, plan, results, rejects, job_hash)
+    summary = _commit(config, job, plan, results, rejects, job_hash, stages)
     if config.variant is not None:
         summary["variant"] = {"name": config.variant.name, "params": config.variant.params,
                               "splits": sorted(config.variant.splits)}
     summary["shards_reused"] = sum(r.reused for r in results)
     summary["nodes"] = len({r.node for r in results if not r.reused})
     summary["seconds"] = round(time.monotonic() - started, 3)
+    summary["stage_seconds"] = {k: round(v, 3) for k, v in stages.items()}
     summary["images_per_second"] = round(progress.fresh_items / summary["seconds"], 1)
     checkpoint("index")
     resolve(config.out).join(SUMMARY_FILE).write_bytes_atomic(
@@ -173,7 +177,9 @@ def _delete_parts(job: ShardJob, specs) -> None:
 
 
 def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult],
-            rejects: list[dict], job_hash: str) -> dict:
+            rejects: list[dict], job_hash: str, stages: dict[str, float]) -> dict:
+    """Merge the .beton parts, write the index and rejects; return the summary (timing
+    each step into ``stages``)."""
     by_split: dict[str, list] = {}
     for spec in plan.shards:
         by_split.setdefault(spec.split, []).append(spec)
@@ -187,9 +193,13 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
             wds[split].append({"url": loc.url, "path": f"{WDS_DIR}/{loc.path.rsplit('/', 1)[-1]}",
                                "size": rec["size"], "sha256": rec["sha256"],
                                "samples": result_of[(split, spec.index)].num_samples})
+    t0 = time.monotonic()
     betons = {split: merge_split(job, split, specs) for split, specs in by_split.items()}
+    stages["merge"] = time.monotonic() - t0
     wids = {split: write_wids_index(job, split, recs) for split, recs in wds.items()}
+    t0 = time.monotonic()
     index = write_index(job, plan.shards)
+    stages["index"] = time.monotonic() - t0
     stats = split_stats(results)
     wds_bytes = sum(r["size"] for recs in wds.values() for r in recs)
     written = (wds_bytes + sum(b["size"] for b in betons.values()) + index["size"]

@@ -136,6 +136,7 @@ class DatasetRef:
 
     @property
     def num_samples(self) -> int:
+        """Samples in all splits together."""
         return sum(len(s) for s in self.splits.values())
 
 

@@ -1,0 +1,167 @@
+"""How ingest costs grow with the number of images: 1k, 10k, 100k small natural photos
+through ``shardforge ingest`` (a whole process, Ray head already up).
+
+    python bench/scale_ingest.py --sizes 1000,10000,100000 --out-md BENCHMARKS.md
+
+Per size: seconds per 1k images by stage (the build's own ``stage_seconds``: plan,
+shards, merge, index; "other" = the rest of the process: start-up, Ray connect,
+summary, exit), CPU milliseconds per image (every process, the Ray head's workers
+included) and the driver's peak RSS. The goal (issue #16) is per-image costs flat
+within 1.2x from the smallest to the largest size and a driver RSS that stays far
+below 1 GB at ImageNet's 1.28M samples: the table extrapolates the driver's RSS
+linearly from the two largest sizes (a fit, not a measurement).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import photos  # noqa: E402
+from ingest_cli import session_cpu, start_head, stop_head  # noqa: E402
+
+PACKAGES = ("shardforge", "ray", "pyarrow", "opencv-python-headless", "pillow", "numpy")
+SECTION = "scale-ingest"
+IMAGENET = 1_281_167
+
+
+def _peak_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
+    """Poll ``pid``'s RSS every 20 ms until ``stop``; the maximum goes to ``out[0]``."""
+    import psutil
+
+    try:
+        proc = psutil.Process(pid)
+        while not stop.is_set():
+            out[0] = max(out[0], proc.memory_info().rss)
+            time.sleep(0.02)
+    except psutil.Error:
+        pass
+
+
+def run_one(root: Path, out: Path, address: str, env: dict, sid: int, res: int) -> dict:
+    """One CLI ingest: wall, CPU (all processes), driver peak RSS, the summary's stages."""
+    import resource
+
+    if out.exists():
+        shutil.rmtree(out)
+    kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    head0 = session_cpu(sid)
+    load = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "shardforge.cli", "ingest", str(root),
+                             "--name", "scale", "--out", str(out), "--max-res", str(res),
+                             "--no-register", "--ray-address", address, "--json"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    peak, stop = [0], threading.Event()
+    watcher = threading.Thread(target=_peak_rss, args=(proc.pid, stop, peak), daemon=True)
+    watcher.start()
+    stdout, stderr = proc.communicate()
+    wall = time.perf_counter() - t0
+    stop.set()
+    watcher.join()
+    if proc.returncode != 0:
+        raise RuntimeError(f"ingest exited {proc.returncode}:\n{stderr[-2000:]}")
+    kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+           + session_cpu(sid) - head0)
+    summary = json.loads(stdout)
+    return {"wall": wall, "cpu": cpu, "rss": peak[0], "load": load,
+            "stages": summary["stage_seconds"], "in_job": summary["seconds"],
+            "samples": summary["samples"], "shards": sum(
+                s["shards"] for s in summary["splits"].values())}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sizes", default="1000,10000,100000")
+    p.add_argument("--res", type=int, default=64, help="--max-res of the ingest")
+    p.add_argument("--min-side", type=int, default=64)
+    p.add_argument("--max-side", type=int, default=96)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--repeats", type=int, default=1)
+    p.add_argument("--work", default="/tmp/sf-bench")
+    p.add_argument("--out-md")
+    args = p.parse_args(argv)
+    sizes = [int(s) for s in args.sizes.split(",")]
+    wall0 = time.perf_counter()
+    corpora, stats = {}, {}
+    for n in sizes:
+        spec = photos.PhotoCorpus(images=n, min_side=args.min_side, max_side=args.max_side)
+        root, _, st = photos.ensure_corpus(spec, Path(args.work), args.workers)
+        st.pop("long_sides")
+        corpora[n], stats[n] = root, st
+    head, address, env = start_head(args.workers)
+    results: dict = {"sizes": {}, "corpus": stats}
+    try:
+        sid = os.getsid(head.pid)
+        for _ in range(args.repeats):
+            for n in sizes:
+                r = run_one(corpora[n], Path(args.work) / "runs" / "scale", address, env,
+                            sid, args.res)
+                if r["samples"] != n:
+                    raise RuntimeError(f"{r['samples']} samples written, expected {n}")
+                results["sizes"].setdefault(str(n), []).append(r)
+                print(f"{n}: {r['wall']:.1f} s, {1e3 * r['cpu'] / n:.2f} CPU ms/img, "
+                      f"RSS {r['rss'] / 2**20:.0f} MiB, stages {r['stages']}", file=sys.stderr)
+    finally:
+        stop_head(head)
+    results["total_wall_s"] = time.perf_counter() - wall0
+    Path(args.work, "results-scale-ingest.json").write_text(json.dumps(results, indent=1))
+    common.publish(render(args, results), args.out_md, SECTION)
+    return 0
+
+
+def render(args, results: dict) -> str:
+    """The BENCHMARKS.md section."""
+    sizes = sorted(int(n) for n in results["sizes"])
+    best = {n: min(results["sizes"][str(n)], key=lambda r: r["wall"]) for n in sizes}
+    st = results["corpus"][sizes[-1]]
+    stages = ("plan", "shards", "merge", "index")
+    rows = []
+    for n in sizes:
+        r = best[n]
+        other = r["wall"] - sum(r["stages"].get(s, 0.0) for s in stages)
+        rows.append([f"{n:,}", r["shards"], f"{r['wall']:.2f}",
+                     *(f"{1e3 * r['stages'].get(s, 0.0) / n:.3f}" for s in stages),
+                     f"{1e3 * other / n:.3f}", f"{1e3 * r['cpu'] / n:.2f}",
+                     f"{r['rss'] / 2**20:.0f}"])
+    a, b = best[sizes[-2]], best[sizes[-1]]
+    slope = (b["rss"] - a["rss"]) / (sizes[-1] - sizes[-2])
+    at_imagenet = b["rss"] + slope * (IMAGENET - sizes[-1])
+    shards = (b["stages"]["shards"] / sizes[-1]) / (best[sizes[0]]["stages"]["shards"]
+                                                   / sizes[0])
+    cpu = (b["cpu"] / sizes[-1]) / (best[sizes[0]]["cpu"] / sizes[0])
+    lines = ["## Ingest cost growth (1k -> 100k images)", "",
+             *common.preamble(common.command_line(), PACKAGES),
+             f"- Corpus: small natural photos (`bench/photos.py`, sides {st['min_side']}-"
+             f"{st['max_side']} px, {st['mean_kb']:.1f} KiB), ingested at --max-res "
+             f"{args.res}; a private {args.workers}-CPU Ray head up before timing; one "
+             "whole `shardforge ingest` process per size; 1-min load average "
+             f"{min(r['load'] for r in best.values()):.1f}-"
+             f"{max(r['load'] for r in best.values()):.1f}", "",
+             *common.md_table(["images", "shards", "process wall (s)",
+                               *(f"{s} (s / 1k)" for s in stages), "other (s / 1k)",
+                               "CPU ms / image", "driver peak RSS (MiB)"], rows), "",
+             f"- Per image, largest / smallest size: shard building {shards:.2f}x, CPU "
+             f"{cpu:.2f}x (goal: within 1.2x). 'other' is the fixed cost (interpreter, "
+             "imports, Ray connect, exit) spread over the images.",
+             f"- Driver peak RSS grows {slope * 1000 / 2**20:.2f} MiB per 1k images between "
+             f"the two largest sizes; linear extrapolation (a fit, not measured): "
+             f"{at_imagenet / 2**20:.0f} MiB at ImageNet-1k's {IMAGENET:,} images, "
+             f"{(b['rss'] + slope * (14_197_122 - sizes[-1])) / 2**30:.1f} GiB at "
+             "ImageNet-21k's 14.2M (goal: <= 1 GB at 1.28M).",
+             f"- Whole benchmark wall time: {results['total_wall_s']:.0f} s."]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -101,39 +101,73 @@ def stop_head(head: subprocess.Popen) -> None:
         os.killpg(head.pid, signal.SIGKILL)
 
 
-def session_cpu(sid: int) -> float:
-    """CPU seconds (own + reaped children) of every process in session ``sid``."""
-    import psutil
+class TreeCPU:
+    """CPU seconds of the Ray head's processes while a command runs: polls every
+    descendant of the head (workers come and go) every 0.1 s, keeping each process's last
+    reading, so workers that exit mid-run still count (minus at most 0.1 s each)."""
 
-    total = 0.0
-    for proc in psutil.process_iter():
-        try:
-            if os.getsid(proc.pid) != sid:
+    def __init__(self, roots: list[int]) -> None:
+        import threading
+
+        self.roots, self.seen, self.base = roots, {}, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self.base = self._poll()
+
+    def _poll(self) -> dict[tuple[int, float], float]:
+        import psutil
+
+        out = {}
+        for root in self.roots:
+            try:
+                procs = [psutil.Process(root)]
+                procs += procs[0].children(recursive=True)
+            except psutil.Error:
                 continue
-            t = proc.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
-        except (psutil.Error, ProcessLookupError, PermissionError):
-            pass
-    return total
+            for proc in procs:
+                try:
+                    t = proc.cpu_times()
+                    out[(proc.pid, proc.create_time())] = t.user + t.system
+                except psutil.Error:
+                    pass
+        return out
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.seen.update(self._poll())
+            self._stop.wait(0.1)
+
+    def start(self) -> None:
+        """Start polling."""
+        self._thread.start()
+
+    def stop(self) -> float:
+        """Stop polling; CPU seconds used since construction."""
+        self._stop.set()
+        self._thread.join()
+        self.seen.update(self._poll())
+        return sum(v - self.base.get(k, 0.0) for k, v in self.seen.items())
 
 
-def timed(cmd: list[str], env: dict, head_sid: int) -> dict:
-    """Run ``cmd`` to completion: wall seconds, CPU seconds (it, its children and the Ray
-    head's session), its stdout."""
+def timed(cmd: list[str], env: dict, head_pid: int) -> dict:
+    """Run ``cmd`` to completion: wall seconds, CPU seconds (it and its children, exactly,
+    from rusage; the Ray head's processes, polled), its stdout."""
     import resource
 
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    head0 = session_cpu(head_sid)
+    tree = TreeCPU([head_pid])
+    tree.start()
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - t0
+    head = tree.stop()
     if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}:\n{proc.stderr[-2000:]}")
+        raise RuntimeError(f"{' '.join(cmd[:4])}... exited {proc.returncode}:\n"
+                           f"{proc.stderr[-2000:]}")
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
-           + session_cpu(head_sid) - head0)
-    return {"wall": wall, "cpu": cpu, "load": load, "stdout": proc.stdout}
+    own = kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
+    return {"wall": wall, "cpu": own + head, "load": load, "stdout": proc.stdout}
 
 
 def _fresh(path: Path) -> Path:
@@ -142,26 +176,27 @@ def _fresh(path: Path) -> Path:
     return path
 
 
-def run_round(args, corpora: dict, address: str, env: dict, sid: int, results: dict) -> None:
+def run_round(args, corpora: dict, address: str, env: dict, head_pid: int,
+              results: dict) -> None:
     """One run of every (method, size, resolution), interleaved."""
     runs = Path(args.work) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
     connect = timed([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
-                     "log_to_driver=False); ray.shutdown()"], env, sid)
+                     "log_to_driver=False); ray.shutdown()"], env, head_pid)
     results["connect"].append(connect["wall"])
     for n, root in corpora.items():
         for res in args.resolutions:
             entry = results["runs"].setdefault(f"{n}-{res}", {"ffcv": [], "shardforge": []})
             beton = _fresh(runs / "ffcv.beton")
             r = timed([sys.executable, "-c", FFCV_CHILD, str(root), str(beton), str(res),
-                       str(args.workers)], env, sid)
+                       str(args.workers)], env, head_pid)
             setup, write = (float(x) for x in re.findall(r"[\d.]+", r.pop("stdout"))[:2])
             entry["ffcv"].append({**r, "setup": setup, "write": write,
                                   "bytes": beton.stat().st_size})
             out = _fresh(runs / "sf")
             r = timed([sys.executable, "-m", "shardforge.cli", "ingest", str(root), "--name",
                        "bench", "--out", str(out), "--max-res", str(res), "--no-register",
-                       "--ray-address", address, "--json"], env, sid)
+                       "--ray-address", address, "--json"], env, head_pid)
             summary = json.loads(r.pop("stdout"))
             if summary["samples"] != n or summary["rejects"]["count"]:
                 raise RuntimeError(f"shardforge wrote {summary['samples']} samples, "
@@ -197,9 +232,8 @@ def main(argv: list[str] | None = None) -> int:
     head, address, env = start_head(args.workers)
     results: dict = {"connect": [], "runs": {}, "corpus": stats, "workers": args.workers}
     try:
-        sid = os.getsid(head.pid)
         for _ in range(args.repeats):
-            run_round(args, corpora, address, env, sid, results)
+            run_round(args, corpora, address, env, head.pid, results)
     finally:
         stop_head(head)
     results["total_wall_s"] = time.perf_counter() - wall0

@@ -27,7 +27,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import photos  # noqa: E402
-from ingest_cli import session_cpu, start_head, stop_head  # noqa: E402
+from ingest_cli import TreeCPU, start_head, stop_head  # noqa: E402
 
 PACKAGES = ("shardforge", "ray", "pyarrow", "opencv-python-headless", "pillow", "numpy")
 SECTION = "scale-ingest"
@@ -47,14 +47,15 @@ def _peak_rss(pid: int, stop: threading.Event, out: list[int]) -> None:
         pass
 
 
-def run_one(root: Path, out: Path, address: str, env: dict, sid: int, res: int) -> dict:
+def run_one(root: Path, out: Path, address: str, env: dict, head_pid: int, res: int) -> dict:
     """One CLI ingest: wall, CPU (all processes), driver peak RSS, the summary's stages."""
     import resource
 
     if out.exists():
         shutil.rmtree(out)
     kids0 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    head0 = session_cpu(sid)
+    tree = TreeCPU([head_pid])
+    tree.start()
     load = os.getloadavg()[0]
     t0 = time.perf_counter()
     proc = subprocess.Popen([sys.executable, "-m", "shardforge.cli", "ingest", str(root),
@@ -72,7 +73,7 @@ def run_one(root: Path, out: Path, address: str, env: dict, sid: int, res: int) 
         raise RuntimeError(f"ingest exited {proc.returncode}:\n{stderr[-2000:]}")
     kids1 = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (kids1.ru_utime + kids1.ru_stime - kids0.ru_utime - kids0.ru_stime
-           + session_cpu(sid) - head0)
+           + tree.stop())
     summary = json.loads(stdout)
     return {"wall": wall, "cpu": cpu, "rss": peak[0], "load": load,
             "stages": summary["stage_seconds"], "in_job": summary["seconds"],
@@ -102,11 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     head, address, env = start_head(args.workers)
     results: dict = {"sizes": {}, "corpus": stats}
     try:
-        sid = os.getsid(head.pid)
         for _ in range(args.repeats):
             for n in sizes:
                 r = run_one(corpora[n], Path(args.work) / "runs" / "scale", address, env,
-                            sid, args.res)
+                            head.pid, args.res)
                 if r["samples"] != n:
                     raise RuntimeError(f"{r['samples']} samples written, expected {n}")
                 results["sizes"].setdefault(str(n), []).append(r)

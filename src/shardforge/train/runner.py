@@ -163,10 +163,17 @@ def run_with_ray(plan: RunPlan, cfg: TrainConfig) -> list[dict]:
                                                 cfg.validation.crop_ratio,
                                                 cfg.training.loader_crop_scale),
                   "dataset_config": data_config()}
+    # Ray Train's PreemptionWatcher (node-drain observability, logs only) makes the core
+    # worker print an ERROR line about max_restarts at every training start; off unless
+    # the user turns it on. Ray Train propagates this variable to its controller.
+    os.environ.setdefault(PREEMPTION_WATCHER_ENV, "0")
     trainer = TorchTrainer(ray_train_loop, train_loop_config=plan.payload,
                            scaling_config=scaling, run_config=run_config, **kwargs)
     trainer.fit()
     return read_metrics(plan.run_dir)
+
+
+PREEMPTION_WATCHER_ENV = "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"
 
 
 def _free_port() -> int:

@@ -37,7 +37,7 @@ from experiments.plots import (  # noqa: E402
     try_plot,
 )
 
-__all__ = ["FIGURE_DIR", "LOADER_LABELS", "figures_from_benchmarks", "image_line",
+__all__ = ["CORPUS_WHAT", "FIGURE_DIR", "LOADER_LABELS", "figures_from_benchmarks", "image_line",
            "ingest_summary", "ingest_summary_from_section", "loaders_summary",
            "loaders_summary_from_section", "plot_throughput", "section_figure", "section_text",
            "try_plot"]
@@ -115,11 +115,16 @@ LOADER_LABELS = {"shardforge": "shardforge WebDataset stream", "ffcv": "FFCV Loa
                  "imagefolder": "torchvision ImageFolder + DataLoader"}
 
 
+#: The loaders section's corpora (``bench/loaders.py --corpus``), as the x-axis names them.
+CORPUS_WHAT = {"photos": "natural photos", "demo": "demo images"}
+
+
 def loaders_summary(results: Mapping, labels: Mapping[str, str] = LOADER_LABELS) -> dict:
     """The loaders section's numbers from ``bench/loaders.py``'s results dict (best epoch,
     median CPU per image, ideal = W x single-core shardforge step)."""
     n, args = results["samples"], results["args"]
     w = args["workers"]
+    what = CORPUS_WHAT[args.get("corpus", "demo")]
     methods = [{"label": labels.get(k, k), "images_per_s": v["images_per_s"],
                 "cpu": 1000 * statistics.median(v["cpu"]) / n}
                for k, v in results["methods"].items()]
@@ -127,7 +132,7 @@ def loaders_summary(results: Mapping, labels: Mapping[str, str] = LOADER_LABELS)
                      f"batch {args['batch_size']} (best epoch)",
             "ideal_label": f"ideal: {w} x single-core shardforge step",
             "cpu_label": "CPU ms / image (median epoch)",
-            "groups": [{"name": f"{n} images, stored at <= {args['max_res']} px",
+            "groups": [{"name": f"{n} {what}, stored at <= {args['max_res']} px",
                         "ideal": w * results["single_core"]["shardforge_step"],
                         "methods": methods}]}
 
@@ -147,12 +152,14 @@ def loaders_summary_from_section(text: str) -> dict:
     size = re.search(r"RandomResizedCrop to (\d+)x", text).group(1)
     batch = re.search(r"batch size (\d+)", text).group(1)
     n = re.search(r"one epoch of (\d+) images", text).group(1)
+    m = re.search(r"- Data: \d+ (natural photos|demo images)", text)
+    what = m.group(1) if m else "images"
     max_res = re.search(r"--max-res (\d+)", text).group(1)
     return {"title": f"Loaders: RandomResizedCrop({size}) + flip, {w} workers, batch {batch} "
                      "(best epoch)",
             "ideal_label": f"ideal: {w} x single-core shardforge step",
             "cpu_label": "CPU ms / image (median epoch)",
-            "groups": [{"name": f"{n} images, stored at <= {max_res} px", "ideal": w * step,
+            "groups": [{"name": f"{n} {what}, stored at <= {max_res} px", "ideal": w * step,
                         "methods": methods}]}
 
 

@@ -24,7 +24,8 @@ Measured numbers for shardforge, produced by the scripts in `bench/`. Each secti
 written by one script (its command is given) and replaced only by that script when it is
 re-run, so sections may come from different dates and machines: every section states its
 command, machine, date and library versions. Numbers from different machines are not
-comparable.
+comparable. The ingest and loaders sections' figures (`docs/bench/`) are drawn by their
+scripts; `python scripts/plots_from_pages.py` redraws them from the recorded tables.
 """
 
 

@@ -19,8 +19,10 @@ decode+resize+encode step both ways) as the ceiling reference. Methods run in
 CPU time of all processes involved is reported too. shardforge runs in a spawned child
 that owns the Ray driver, so FFCV and the Pool never fork a Ray-initialised process.
 Results go to the ``ingest`` section of
-``--out-md`` and, in full, to ``WORK/results-ingest.json``. Everything else stays in
-``--work`` (default /tmp/sf-bench).
+``--out-md`` and, in full, to ``WORK/results-ingest.json``; the section's figure (images/s
+and CPU per image of every method against the ideal) to ``docs/bench/ingest.png`` next to
+``--out-md`` (``--plot-only JSON`` redraws it from a results file). Everything else stays
+in ``--work`` (default /tmp/sf-bench).
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import plots  # noqa: E402
 
 PACKAGES = ("shardforge", "ffcv", "ray", "webdataset", "torch", "torchvision", "pillow",
             "opencv-python-headless", "numpy")
@@ -330,7 +333,12 @@ def main(argv: list[str] | None = None) -> int:
                    help="images used for the single-core rates")
     p.add_argument("--work", default="/tmp/sf-bench", help="data, outputs, results JSON")
     p.add_argument("--out-md", help="write the results into this markdown file's section")
+    p.add_argument("--plot-only", metavar="JSON",
+                   help="only draw the figure from a results-ingest.json (no runs)")
     args = p.parse_args(argv)
+    if args.plot_only:
+        figure(json.loads(Path(args.plot_only).read_text()), args)
+        return 0
     resolutions = [int(r) for r in args.resolutions.split(",") if r]
     shard_sizes = [s for s in args.shard_sizes.split(",") if s]
     work = Path(args.work)
@@ -411,11 +419,21 @@ def main(argv: list[str] | None = None) -> int:
 
     work.mkdir(parents=True, exist_ok=True)
     (work / "results-ingest.json").write_text(json.dumps(results, indent=2))
-    common.publish(render_markdown(args, results, shard_sizes), args.out_md, SECTION)
+    link = figure(results, args)
+    common.publish(render_markdown(args, results, shard_sizes, link), args.out_md, SECTION)
     return 0
 
 
-def render_markdown(args, results: dict, shard_sizes: list[str]) -> str:
+def figure(results: dict, args) -> str | None:
+    """Draw the section's figure (when matplotlib is installed); its link, or None."""
+    path, link = plots.section_figure(args.out_md, SECTION, args.work)
+    if plots.try_plot(plots.plot_throughput, plots.ingest_summary(results), path) is None:
+        return None
+    return link
+
+
+def render_markdown(args, results: dict, shard_sizes: list[str],
+                    figure: str | None = None) -> str:
     data, n, w = results["data"], results["data"]["images"], results["workers"]
     lines = ["## Ingest", "",
              "Throughput of writing a JPEG class-folder tree into training formats. "
@@ -487,6 +505,8 @@ def render_markdown(args, results: dict, shard_sizes: list[str]) -> str:
                 f"{wd_cpu / s_cpu:.2f}x")
     lines += common.md_table(header, rows)
     lines += ["", "Ratios (best runs):"] + ratio_lines
+    lines += plots.image_line(figure, "Ingest images/s and CPU per image per method, against "
+                              "the ideal")
     lines += ["", "Single-core reference (one process, OpenCV 1 thread, "
               f"{args.decode_sample} source images from memory; images/s, best pass over "
               "all rounds):", ""]

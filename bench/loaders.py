@@ -16,7 +16,9 @@ ceiling. Data: natural photos (``bench/photos.py``, the default) or the demo dat
 ``--max-res`` (cached under ``--work``). One warm-up epoch per method (FFCV compiles its
 pipeline), then ``--repeats`` rounds, each timing one epoch of every method (interleaved,
 as the machine may be shared); the best epoch counts. Results go to the ``loaders``
-section of ``--out-md`` and to ``WORK/results-loaders.json``.
+section of ``--out-md`` and to ``WORK/results-loaders.json``; the section's figure
+(images/s and CPU per image against the ideal) to ``docs/bench/loaders.png`` next to
+``--out-md`` (``--plot-only JSON`` redraws it from a results file).
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+import plots  # noqa: E402
 
 PACKAGES = ("shardforge", "torch", "torchvision", "ffcv", "webdataset", "pillow",
             "opencv-python-headless", "numpy")
@@ -280,7 +283,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--decode-sample", type=int, default=300)
     p.add_argument("--work", default="/tmp/sf-bench-loaders")
     p.add_argument("--out-md", help="write the results into this markdown file's section")
+    p.add_argument("--plot-only", metavar="JSON",
+                   help="only draw the figure from a results-loaders.json (no runs)")
     args = p.parse_args(argv)
+    if args.plot_only:
+        figure(json.loads(Path(args.plot_only).read_text()), args)
+        return 0
     wall0 = time.perf_counter()
     out, folder = ensure_data(args)
     summary = json.loads((out / "summary.json").read_text())
@@ -314,11 +322,21 @@ def main(argv: list[str] | None = None) -> int:
         entry["cpu_ms_per_image"] = 1000 * entry["cpu"][entry["runs"].index(best)] / n
     results["wall_s"] = time.perf_counter() - wall0
     (Path(args.work) / "results-loaders.json").write_text(json.dumps(results, indent=2))
-    common.publish(report(results, args, summary), args.out_md, SECTION)
+    link = figure(results, args)
+    common.publish(report(results, args, summary, link), args.out_md, SECTION)
     return 0
 
 
-def report(results: dict, args, summary: dict) -> str:
+def figure(results: dict, args) -> str | None:
+    """Draw the section's figure (when matplotlib is installed); its link, or None."""
+    path, link = plots.section_figure(args.out_md, SECTION, args.work)
+    if plots.try_plot(plots.plot_throughput, plots.loaders_summary(results, METHODS),
+                      path) is None:
+        return None
+    return link
+
+
+def report(results: dict, args, summary: dict, figure: str | None = None) -> str:
     m, sc, n = results["methods"], results["single_core"], results["samples"]
     rate = {k: v["images_per_s"] for k, v in m.items()}
     cpu = {k: float(np.median(v["cpu"])) for k, v in m.items()}
@@ -366,6 +384,8 @@ def report(results: dict, args, summary: dict) -> str:
         f"CPU per image (less sensitive to other tenants): FFCV / shardforge = "
         f"{cpu['ffcv'] / cpu['shardforge']:.2f}x, ImageFolder / shardforge = "
         f"{cpu['imagefolder'] / cpu['shardforge']:.2f}x (>1: shardforge cheaper).",
+        *plots.image_line(figure, "Loader images/s and CPU per image per method, against "
+                                  "the ideal"),
         "",
         f"Single-core reference (one process, OpenCV 1 thread, {args.decode_sample} stored "
         f"JPEGs of {sc['mean_bytes'] / 1024:.1f} KiB from memory, PIL `load()` without copies; "

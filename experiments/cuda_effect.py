@@ -322,7 +322,31 @@ def write_page(path: str, table: list[str], command: str, args, runs) -> None:
         lines += [f"Clean-trained: {clean.top1_last5:.3f}; trained on the fully poisoned copy "
                   f"(p = 1): {full.top1_last5:.3f} (means of the last five epochs; chance "
                   "0.100).", ""]
+    plots = _plots()
+    figure = page_figure(path) if plots.has_matplotlib() else None
+    if figure:
+        lines += [f"![Clean val top-1 against the poison fraction p, every sweep on this page]"
+                  f"({os.path.relpath(figure, os.path.dirname(os.path.abspath(path)))})", ""]
     replace_block(path, "unlearnable-effect", "\n".join(lines), PAGE_HEADER)
+    if figure:
+        # drawn from the page as written: this block's sweep and the page's other sweeps
+        with open(path) as f:
+            plots.try_plot(plots.plot_cuda_sweep, plots.unlearnable_from_page(f.read()), figure)
+
+
+def page_figure(path: str) -> str:
+    """The figure of the results page ``path``: ``img/STEM.png`` next to it."""
+    stem = os.path.splitext(os.path.basename(path))[0]
+    return os.path.join(os.path.dirname(os.path.abspath(path)), "img", f"{stem}.png")
+
+
+def _plots():
+    """``experiments.plots`` (matplotlib is imported only when a figure is drawn)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)   # run as `python experiments/cuda_effect.py`
+    from experiments import plots
+
+    return plots
 
 
 PAGE_HEADER = "# CUDA unlearnable datasets: measured effect on the demo data\n"

@@ -194,6 +194,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SEC.KEY=VAL", help="student recipe override (an ablation)")
     p.add_argument("--tag", default="", help="name for the ablation's student runs")
+    plots = _plots()
+    plots.plot_argument(p, "distill")
     args = p.parse_args(argv)
     if args.overrides and not args.tag:
         p.error("--set changes the student recipe: name the ablation with --tag")
@@ -204,7 +206,19 @@ def main(argv: list[str] | None = None) -> int:
                         log=lambda m: print(m, file=sys.stderr, flush=True))
     print(f"observer val top-1 {result['observer']['top1']:.3f}")
     print(markdown_table(result))
+    # the main run and its ablations under this --work (distill_effect[-fF][-TAG].json)
+    plots.try_plot(plots.plot_distill, plots.load_results(args.work, "distill_effect"),
+                   args.plot)
     return 0
+
+
+def _plots():
+    """``experiments.plots`` (matplotlib is imported only when a figure is drawn)."""
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))   # run as `python experiments/NAME.py`
+    from experiments import plots
+
+    return plots
 
 
 if __name__ == "__main__":

@@ -99,10 +99,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--epochs", type=int, nargs="+", default=[10, 20])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
                    help="student training seeds (FFCV's crops are unseeded: runs vary)")
+    plots = _plots()
+    plots.plot_argument(p, "reinforce")
     args = p.parse_args(argv)
     result = run_effect(os.path.abspath(args.root), tuple(args.epochs), tuple(args.seeds))
     print(format_table(result))
+    plots.try_plot(plots.plot_reinforce, result, args.plot)
     return 0
+
+
+def _plots():
+    """``experiments.plots`` (matplotlib is imported only when a figure is drawn)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)   # run as `python experiments/NAME.py`
+    from experiments import plots
+
+    return plots
 
 
 if __name__ == "__main__":

@@ -87,10 +87,24 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--set", dest="overrides", action="append", default=[],
                    metavar="SEC.KEY=VAL", help="recipe override for both runs (repeatable)")
     p.add_argument("--tag", default="", help="suffix of the run names and the result file")
+    plots = _plots()
+    plots.plot_argument(p, "stylize")
     args = p.parse_args(argv)
     print(format_table(run_effect(args.root, args.per_pair, args.config, args.overrides,
                                   args.tag)))
+    # every setting measured under this root (one stylize_effect[-TAG].json per --tag)
+    plots.try_plot(plots.plot_stylize, plots.load_results(args.root, "stylize_effect"),
+                   args.plot)
     return 0
+
+
+def _plots():
+    """``experiments.plots`` (matplotlib is imported only when a figure is drawn)."""
+    if REPO not in sys.path:
+        sys.path.insert(0, REPO)   # run as `python experiments/NAME.py`
+    from experiments import plots
+
+    return plots
 
 
 if __name__ == "__main__":

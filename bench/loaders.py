@@ -415,10 +415,37 @@ def report(results: dict, args, summary: dict, figure: str | None = None) -> str
         f"on both sides to decode at 1/2 for a {args.size} px output. It pays off with larger "
         "stored images (higher `--max-res`) or smaller outputs.",
         "- CPU = user + system time of the process and all its worker processes.",
+        *gpu_bound(results, args),
         f"- Whole benchmark wall time: {results['wall_s']:.0f} s (including data generation "
         "and ingest when not cached).",
     ]
     return "\n".join(lines)
+
+
+# ResNet-18's training step alone on one H200 at 128 px, bf16 + channels_last, batch 256
+# (BENCHMARKS.md "GPU paths", docs/results/gpu_paths.json: model_alone).
+H200_RN18_128PX = 27_427
+
+
+def gpu_bound(results: dict, args) -> list[str]:
+    """The CPU side that bounds GPU training (issue #16 item 5, without a lent GPU):
+    this loader's images/s per core here, and the cores one H200 needs at ResNet-18's
+    own rate (scaled from 128 px by pixel count, an assumption, not a measurement)."""
+    per_core = results["methods"]["shardforge"]["images_per_s"] / args.workers
+    step = results["single_core"]["shardforge_step"]
+    lines = [f"- **CPU side of GPU training** (no GPU lent to this run): the loader delivers "
+             f"{per_core:,.0f} images/s per core here ({step:,.0f} for the decode step alone, "
+             f"{args.size} px crops of images stored at <= {args.max_res} px). ResNet-18's "
+             f"training step alone on one H200 ran {H200_RN18_128PX:,} images/s at 128 px; "
+             "scaled by pixels (an estimate), one H200 needs:"]
+    for res in (160, 176, 192):
+        model = H200_RN18_128PX * (128 / res) ** 2
+        lines.append(f"  - at {res} px: {model:,.0f} images/s = {model / per_core:.1f} cores "
+                     "of this machine at this loader's rate")
+    lines.append("  - the images stored larger (ImageNet cards: 400-500 px) cost more per "
+                 "decode: run this script with `--max-res 400` on the GPU machine's CPUs to "
+                 "size it.")
+    return lines
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ import io
 import os
 import re
 
+import cv2
 import numpy as np
 import pytest
 from helpers import tar_images
@@ -117,6 +118,14 @@ def test_images_are_the_stored_bytes_and_thumbnails_are_cached(cat, client):
     assert max(img.size) == 32 and abs(img.size[0] / img.size[1] - full.size[0] / full.size[1]) < 0.1
 
 
+def cat_meta_style_key(client, key: str) -> str:
+    """The style_key the stylized build recorded for ``key`` (from its sample page)."""
+    import re
+
+    page = client.get(f"/d/toy-stylized/sample/train/{key}").text
+    return re.search(r"style_key</th><td class=\"mono\">([^<]+)<", page).group(1)
+
+
 def test_sample_page_shows_metadata_and_the_key_in_related_builds(cat, client):
     key, label = _one_key(cat)
     r = client.get(f"/d/toy/sample/train/{key}")
@@ -127,6 +136,21 @@ def test_sample_page_shows_metadata_and_the_key_in_related_builds(cat, client):
     assert f"/diff/toy@v1/train/{key}?against=toy-cuda@v1" in r.text
     assert "poisoned: <span class=\"mono\">True" in r.text
     assert "sizes differ" in r.text and "style_key" in r.text   # stylized: cropped to 56
+    style_key = cat_meta_style_key(client, key)
+    assert f"/style/toy-stylized@v1?key={style_key}" in r.text
+    style = client.get(f"/style/toy-stylized@v1?key={style_key}")
+    assert style.status_code == 200 and style.headers["content-type"] == "image/png"
+    from shardforge.variants.stylize.styles import BUILTIN_DEMO, style_image
+
+    want = cv2.resize(style_image(BUILTIN_DEMO, style_key), (128, 128),
+                      interpolation=cv2.INTER_AREA)
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(style.content))), want)
+    own = client.get(f"/d/toy-stylized/sample/train/{key}").text
+    assert 'id="style"' in own
+    missing = client.get("/style/toy-stylized@v1?key=no-such-style")
+    assert missing.status_code == 404
+    assert "hold no style" in missing.headers["X-Shardforge-Error"]
+    assert client.get(f"/style/toy-cuda@v1?key={style_key}").status_code == 404
     diff = client.get(f"/diff/toy/train/{key}?against=toy-cuda")
     assert diff.status_code == 200 and diff.headers["content-type"] == "image/png"
     heat = np.asarray(Image.open(io.BytesIO(diff.content)).convert("RGB"))

@@ -26,6 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 from starlette.templating import Jinja2Templates
 
+from shardforge.variants.stylize.styles import StyleSetError
 from shardforge.view import extras, pages
 from shardforge.view.datasets import find_position, images_of, split_index
 from shardforge.view.errors import NotFound, close_matches
@@ -133,6 +134,18 @@ def create_app(home: Home = None) -> Starlette:
             reason = f"{type(exc).__name__}: {exc}"
             return _send(placeholder(128, reason), reason)
 
+    def style(request: Request) -> Response:
+        key = request.query_params.get("key", "")
+        try:
+            build = find_build(home, request.path_params["ref"])
+            return _send(extras.style_png(build.out, key), None)
+        except NotFound as exc:
+            return _send(placeholder(128, exc.message), exc.message, 404)
+        except (KeyError, StyleSetError, *READ_FAULTS) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            return _send(placeholder(128, reason), reason, 404 if isinstance(exc, KeyError)
+                         else 200)
+
     def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, NotFound):
             message, suggestions = exc.message, exc.suggestions
@@ -152,7 +165,7 @@ def create_app(home: Home = None) -> Starlette:
         Route("/", catalog), Route("/d/{ref}", dataset), Route("/d/{ref}/grid", grid),
         Route("/d/{ref}/sample/{split}/{key}", sample),
         Route("/img/{ref}/{split}/{key}", image), Route("/aug/{ref}/{key}/{aug:int}", augmentation),
-        Route("/diff/{ref}/{split}/{key}", diff),
+        Route("/diff/{ref}/{split}/{key}", diff), Route("/style/{ref}", style),
     ]
     handlers = {NotFound: not_found, 404: not_found, Exception: server_error}
     return Starlette(routes=routes, exception_handlers=handlers)  # type: ignore[arg-type]

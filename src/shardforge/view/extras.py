@@ -7,7 +7,8 @@
   (only its fingerprint), so they cannot be shown; the sample's ``poisoned`` flag is in its
   metadata and :func:`difference` maps where the variant's pixels differ from its parent's;
 - distill (RDED): the metadata lists each patch's source key and box: linked to the parent;
-- stylize: the metadata holds ``style_id`` / ``style_key``.
+- stylize: the metadata holds ``style_id`` / ``style_key``; :func:`style_png` reads that
+  style from the build's style set (its ``styles`` parameter), as the transform saw it.
 """
 
 from __future__ import annotations
@@ -25,6 +26,28 @@ from shardforge.storage import resolve
 from shardforge.view.charts import heat_map_png
 from shardforge.view.datasets import class_name, images_of, position_of, summary_of
 from shardforge.view.images import Encoded, sample_pixels
+
+
+@lru_cache(maxsize=64)
+def style_png(out: str, style_key: str, size: int = 128) -> Encoded:
+    """The style image ``style_key`` of the stylized dataset at ``out`` as a ``size`` px PNG
+    (its style set's preprocessed 224 px square, shrunk). KeyError when ``out`` is not a
+    stylized build or its style set lacks the key; StyleSetError when the set is gone."""
+    import cv2
+
+    from shardforge.variants.stylize.styles import style_image
+
+    variant = summary_of(out).get("variant") or {}
+    location = (variant.get("params") or {}).get("styles")
+    if variant.get("name") != "stylize" or not location:
+        raise KeyError(f"{out} is not a stylized build (no style set recorded)")
+    pixels = cv2.resize(style_image(location, style_key), (size, size),
+                        interpolation=cv2.INTER_AREA)
+    buf = io.BytesIO()
+    from PIL import Image
+
+    Image.fromarray(pixels).save(buf, "PNG")
+    return Encoded(buf.getvalue(), "image/png")
 
 
 @dataclass(frozen=True)

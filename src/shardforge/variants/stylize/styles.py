@@ -105,6 +105,16 @@ def read_style(ref: StyleRef, size: int = STYLE_SIZE) -> np.ndarray:
     return preprocess_style(_read_bytes(ref), size)
 
 
+def style_image(location: str, key: str, size: int = STYLE_SIZE) -> np.ndarray:
+    """The preprocessed pixels of the style ``key`` of the style set at ``location`` (what
+    a stylized sample's ``style_key`` names). Raises KeyError naming the location when
+    it holds no such style, :class:`StyleSetError` when the location does not resolve."""
+    for ref in _candidates(location):
+        if ref.key == key:
+            return read_style(ref, size)
+    raise KeyError(f"styles {location!r} hold no style {key!r}")
+
+
 def _read_bytes(ref: StyleRef) -> bytes:
     if ref.url.startswith(BUILTIN_DEMO + "#"):
         return demo_style_png(int(ref.url.rsplit("#", 1)[1]))

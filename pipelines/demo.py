@@ -38,6 +38,9 @@ CUDA_KEY_ENV = "SHARDFORGE_DEMO_CUDA_KEY"     # what datasets/demo-cuda.yaml rea
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shardforge.logs import show_progress
+
+    show_progress()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--root", required=True, help="catalog home and data directory")
     p.add_argument("--no-train", action="store_true", help="build the dataset only")

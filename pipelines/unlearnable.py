@@ -52,6 +52,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from shardforge.logs import show_progress
+
+    show_progress()
     from shardforge.build.job import JobFailed
     from shardforge.cli.unlearnable import build_unlearnable, read_key
 

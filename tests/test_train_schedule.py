@@ -102,10 +102,17 @@ def test_config_and_card_mismatch_warns_naming_both():
     assert demo.data.card is None and card_mismatch(demo, _info("anything"), "x") is None
 
 
-def test_launch_prints_the_mismatch(demo_dataset, tmp_path, capsys):
+def test_launch_warns_of_the_mismatch(demo_dataset, tmp_path, caplog):
+    """A WARNING of the shardforge logger (entry points print it on stderr: test_logs)."""
     from shardforge.train.runner import prepare_run
 
+    import logging
+
     cfg = load_config(os.path.join(CONFIGS, "demo_cpu.yaml"), ["data.card=imagenet"])
-    prepare_run(cfg, demo_dataset, "demo_cpu.yaml", storage_path=str(tmp_path))
-    err = capsys.readouterr().err
-    assert "warning: demo_cpu.yaml is the recipe for data from card 'imagenet'" in err
+    logger = logging.getLogger("shardforge")    # an in-process CLI test may have stopped
+    logger.addHandler(caplog.handler)           # its propagation to the root: listen here
+    try:
+        prepare_run(cfg, demo_dataset, "demo_cpu.yaml", storage_path=str(tmp_path))
+    finally:
+        logger.removeHandler(caplog.handler)
+    assert "warning: demo_cpu.yaml is the recipe for data from card 'imagenet'" in caplog.text

@@ -188,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``shardforge`` console script."""
+    from shardforge.logs import show_progress
+
+    show_progress()
     args = build_parser().parse_args(argv)
     if args.command == "ingest":
         return run_ingest_command(args)

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the job; returns the exit code (0 done, 1 failed, 2 bad arguments)."""
+    from shardforge.logs import show_progress
+
+    show_progress()
     from shardforge.build.job import JobFailed
     from shardforge.catalog.errors import CatalogError
     from shardforge.catalog.variant import run_reinforcement

@@ -79,6 +79,9 @@ def run_stylize(args: argparse.Namespace, log: TextIO | None = None) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: 0 done, 2 bad arguments (a message names the problem)."""
+    from shardforge.logs import show_progress
+
+    show_progress()
     from shardforge.build.job import JobFailed
     from shardforge.variants.stylize.adain import WeightsError
     from shardforge.variants.stylize.styles import StyleSetError

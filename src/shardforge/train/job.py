@@ -47,10 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     """Parse arguments, prepare the run, train; return the exit code."""
     from shardforge.layout.info import DatasetInfo
     from shardforge.layout.reader import ShardReadError
+    from shardforge.logs import show_progress
     from shardforge.train.config import load_config
     from shardforge.train.data import preflight
     from shardforge.train.runner import RunExistsError, prepare_run, run_training
 
+    show_progress()
     args = build_parser().parse_args(argv)
     overrides = list(args.overrides)
     if args.num_workers is not None:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 import os
 import socket
-import sys
 from dataclasses import dataclass
 
 import torch
@@ -16,6 +16,8 @@ from shardforge.models.checkpoint import latest_checkpoint
 from shardforge.storage import resolve
 from shardforge.train.config import TrainConfig
 from shardforge.train.metrics import read_metrics
+
+_log = logging.getLogger(__name__)
 
 BACKENDS = ("ray", "local")
 
@@ -66,9 +68,9 @@ def for_dataset(cfg: TrainConfig, info: DatasetInfo) -> TrainConfig:
                          f"targets, so targets.kind={cfg.targets.kind} does not apply; use "
                          "targets.kind hard or reinforced, or train on its parent")
     if cfg.targets.kind == "hard" or cfg.data.loader != "wds":
-        print(f"{info.name}: a reinforced dataset; training on replayed stored augmentations "
-              "with the teacher's soft targets (data.loader=wds, targets.kind=reinforced)",
-              flush=True)
+        _log.info("%s: a reinforced dataset; training on replayed stored augmentations with "
+                  "the teacher's soft targets (data.loader=wds, targets.kind=reinforced)",
+                  info.name)
     return dataclasses.replace(
         cfg, data=dataclasses.replace(cfg.data, loader="wds"),
         targets=dataclasses.replace(cfg.targets, kind="reinforced"))
@@ -112,7 +114,7 @@ def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
     info = load_dataset_info(resolve_dataset(data_ref))
     mismatch = card_mismatch(cfg, info, config_path)
     if mismatch:
-        print(mismatch, file=sys.stderr, flush=True)
+        _log.warning(mismatch)
     cfg = for_dataset(cfg, info)
     name = name or cfg.run.name or default_run_name(config_path, info)
     storage = storage_path or cfg.run.storage_path

@@ -11,11 +11,14 @@ The Ray job entry with its flags is :mod:`shardforge.cli.reinforce`.
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Mapping
 from typing import Any
 
 from shardforge.build.pipeline import BuildRequest, Param, Pipeline, TrainRecipe, register
+
+_log = logging.getLogger(__name__)
 
 RECIPE_PREFIX = "recipe:"
 
@@ -124,7 +127,7 @@ def trained_teacher(text: str, source: str, runs: str,
                          "train: build with `shardforge build` or pipelines/reinforce.py, or "
                          "give the trained checkpoint instead")
     stem = os.path.splitext(os.path.basename(config))[0]
-    print(f"teacher: {config} on {source}", flush=True)
+    _log.info("teacher: %s on %s", config, source)
     return train_recipe(config, source, runs, f"{stem}-{_slug(source)}-teacher")
 
 

@@ -40,7 +40,8 @@ from shardforge.sources.demo import DemoSpec, generate_demo_data
 from shardforge.storage import resolve
 
 TINY = DemoSpec(num_classes=3, train_per_class=4, val_per_class=2, min_side=48, max_side=80)
-VOLATILE = ("seconds", "images_per_second", "created", "shards_reused", "nodes", "catalog")
+VOLATILE = ("seconds", "stage_seconds", "images_per_second", "created", "shards_reused", "nodes",
+            "catalog")
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 

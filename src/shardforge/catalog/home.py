@@ -12,6 +12,8 @@ HOME_ENV = "SHARDFORGE_HOME"
 DEFAULT_HOME = "~/.shardforge"
 DB_FILE = "catalog.db"
 TIMEOUT_ENV = "SHARDFORGE_CATALOG_TIMEOUT"
+READ_ONLY_ENV = "SHARDFORGE_HOME_READ_ONLY"
+_FALSE = ("", "0", "false", "no", "off")
 
 
 def default_home() -> Path:
@@ -33,6 +35,15 @@ def lock_timeout(default: float) -> float:
         raise CatalogError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds >= 0; "
                            f"set it to e.g. 60, or unset it")
     return value
+
+
+def read_only_forced() -> bool:
+    """Whether ``$SHARDFORGE_HOME_READ_ONLY`` asks for a read-only catalog (any value but
+    empty, ``0``, ``false``, ``no`` or ``off``): every connection is then opened read-only
+    without creating a file (SQLite ``mode=ro``, ``immutable=1`` while no ``-wal`` holds
+    pages) and every write is refused. For a home on a mounted volume this process must not
+    write, even where permissions would let it (root ignores ``chmod a-w``)."""
+    return os.environ.get(READ_ONLY_ENV, "").strip().lower() not in _FALSE
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:

@@ -13,12 +13,25 @@ DEFAULT_HOME = "~/.shardforge"
 DB_FILE = "catalog.db"
 TIMEOUT_ENV = "SHARDFORGE_CATALOG_TIMEOUT"
 READ_ONLY_ENV = "SHARDFORGE_HOME_READ_ONLY"
+RUNS_ENV = "SHARDFORGE_RUNS"
+RUNS_DIR = "runs"
 _FALSE = ("", "0", "false", "no", "off")
 
 
 def default_home() -> Path:
     """``$SHARDFORGE_HOME`` when set, else ``~/.shardforge`` (not created here)."""
     return Path(os.path.expanduser(os.environ.get(HOME_ENV) or DEFAULT_HOME)).absolute()
+
+
+def default_runs() -> str:
+    """Where training runs go when neither ``--storage`` nor ``run.storage_path`` says:
+    ``$SHARDFORGE_RUNS`` when set (an absolute path or a URL, e.g. ``s3://BUCKET/runs``
+    for a multi-node cluster), else ``HOME/runs`` (:func:`default_home`; not created
+    here)."""
+    chosen = os.environ.get(RUNS_ENV, "").strip()
+    if chosen:
+        return chosen if "://" in chosen else os.path.abspath(os.path.expanduser(chosen))
+    return str(default_home() / RUNS_DIR)
 
 
 def lock_timeout(default: float) -> float:

@@ -16,7 +16,8 @@ with that checkout's code and cards (``CHECKOUT/datasets``, found from the impor
      "canonical_json": {...what the JSON files' canonical form drops (see below)},
      "fixtures": {"observer_state_sha256": ...}, "seconds": ...}
 
-Every file under a build's output directory is hashed byte for byte, except the JSON files
+Every file under a build's output directory but ``catalog-entry.json`` (the catalog's record
+of the build, written when it is registered) is hashed byte for byte, except the JSON files
 the builds write (summary.json, _work/*.json shard manifests): their sha256 is that of a
 canonical form without the fields that legitimately depend on time or location
 (VOLATILE_KEYS and the HOME rewriting below).
@@ -108,6 +109,9 @@ VOLATILE_KEYS = {
 # Any other absolute path left in a canonical JSON is an error (so a new
 # location-dependent field is noticed, not silently hashed).
 HOME_TOKEN = "<HOME>"
+# Not hashed: OUT/catalog-entry.json, the catalog's record of the build (its version in this
+# home, registration time, code version), written by the registration, not by the build.
+ENTRY_FILE = "catalog-entry.json"
 
 
 def canonical_json(data, home: str, outs: dict[str, str]):
@@ -141,6 +145,8 @@ def digest_tree(out: Path, home: str, outs: dict[str, str]) -> dict[str, str]:
     digests = {}
     for path in sorted(p for p in out.rglob("*") if p.is_file()):
         rel = path.relative_to(out).as_posix()
+        if rel == ENTRY_FILE:
+            continue
         if path.suffix == ".json":
             with open(path) as f:
                 canon = canonical_json(json.load(f), home, outs)

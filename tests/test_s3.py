@@ -499,3 +499,45 @@ def test_imagenet_archives_read_in_place_on_s3(s3_server, tmp_path):
     assert [s.items for s in plan.shards] == [s.items for s in local_plan.shards]
     items = [i for spec in plan.shards for i in read_shard(spec, options)]
     assert {i.origin: (plan.classes[i.label], i.data) for i in items} == expected
+
+
+def test_catalog_entries_are_written_to_and_synced_from_s3(tmp_path, s3_server):
+    """Outputs on s3:// (moto on 127.0.0.1): the entry is written there and synced."""
+    from test_catalog_sync import ENTRY, make_output, summary_of
+
+    from shardforge.catalog.register import register_build
+    from shardforge.catalog.store import Store
+    from shardforge.catalog.sync import sync_catalog
+
+    out = make_output(tmp_path, "s1")
+    s3_server.upload_tree(str(out), "shared/s1")
+    url = s3_server.url("shared/s1")
+    build = register_build(tmp_path / "home-a", "alpha", {**summary_of(out), "out": url})
+    assert json.loads(s3_server.get(f"shared/s1/{ENTRY}"))["build_id"] == build.build_id
+    report = sync_catalog(s3_server.url("shared"), tmp_path / "home-b")
+    assert [(i.status, i.ref) for i in report.items] == [("added", "alpha@v1")]
+    assert Store(tmp_path / "home-b").get("alpha") == build
+
+
+def test_catalog_verify_quick_and_full_on_s3(demo_dataset, tmp_path, s3_server,
+                                             monkeypatch):
+    """A build on s3:// (moto): quick verify reads tar headers, .beton tables and the
+    parquet footer by range; a damaged .beton header is caught, then the full verify."""
+    from shardforge import catalog
+    from shardforge.catalog.register import register_build
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    s3_server.upload_tree(demo_dataset, "verify/demo")
+    summary = json.loads(open(os.path.join(demo_dataset, "summary.json")).read())
+    home = tmp_path / "home"
+    register_build(home, "s3demo", {**summary, "out": s3_server.url("verify/demo")})
+    assert catalog.verify("s3demo", home=home, quick=True).ok
+    assert catalog.verify("s3demo", home=home).ok
+    key = "verify/demo/beton/demo-train.beton"
+    data = bytearray(s3_server.get(key))
+    data[8:16] = (10 ** 9).to_bytes(8, "little")          # num_samples, same size
+    s3_server.client.put_object(Bucket=BUCKET, Key=key, Body=bytes(data))
+    (problem,) = catalog.verify("s3demo", home=home, quick=True).problems
+    assert problem.label == "beton[train]" and "more than its" in problem.problem
+    (problem,) = catalog.verify("s3demo", home=home).problems
+    assert problem.label == "beton[train]" and "sha256" in problem.problem

@@ -52,7 +52,7 @@ def test_grid_html_and_errors(demo_dataset, tmp_path, capsys):
 
 
 def test_catalog_show_summarises_many_classes():
-    from shardforge.cli.catalog import _per_class
+    from shardforge.cli.catalog_format import per_class as _per_class
 
     assert _per_class({"0": 5, "1": 7}, ["cat", "dog"]) == "cat=5, dog=7"
     counts = {str(k): 1300 for k in range(1000)}

@@ -104,9 +104,9 @@ def test_config_and_card_mismatch_warns_naming_both():
 
 def test_launch_warns_of_the_mismatch(demo_dataset, tmp_path, caplog):
     """A WARNING of the shardforge logger (entry points print it on stderr: test_logs)."""
-    from shardforge.train.runner import prepare_run
-
     import logging
+
+    from shardforge.train.runner import prepare_run
 
     cfg = load_config(os.path.join(CONFIGS, "demo_cpu.yaml"), ["data.card=imagenet"])
     logger = logging.getLogger("shardforge")    # an in-process CLI test may have stopped

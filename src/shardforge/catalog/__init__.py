@@ -14,7 +14,7 @@ catalog home (``$SHARDFORGE_HOME``, default ``~/.shardforge``); cards in
     b = catalog.get("demo")                       # latest build (or "demo@v2")
     catalog.resolve("demo", "wds", "train")       # shard URLs of a split, in order
     catalog.lineage("demo-64")                    # [demo-64@v1, demo@v1]: up to the source
-    catalog.verify("demo").ok                     # re-hash every file
+    catalog.verify("demo").ok                     # re-hash every file (quick=True: no hash)
     catalog.build("demo")                         # build a card (and missing parents) on Ray
     catalog.register_build(home, name, summary)   # register a finished pipeline's summary
 
@@ -41,12 +41,16 @@ from shardforge.catalog.register import register_build
 list = list_builds  # noqa: A001  (the catalog's `list`, as in `catalog.list()`)
 
 
-def verify(ref: str | Ref, home: str | os.PathLike | None = None):
-    """Re-hash every file of a build; a :class:`~shardforge.catalog.verifier.VerifyReport`
-    whose ``problems`` name each missing, resized or corrupt file."""
+def verify(ref: str | Ref, home: str | os.PathLike | None = None, *, quick: bool = False,
+           ray_address: str | None = None):
+    """Re-hash every file of a build (``quick``: check sizes and structure only, no
+    hashing; hashing runs on Ray tasks when a cluster is available: ``ray_address``,
+    ``RAY_ADDRESS`` or an initialised Ray); a
+    :class:`~shardforge.catalog.verifier.VerifyReport` whose ``problems`` name each
+    missing, resized, damaged or corrupt file."""
     from shardforge.catalog.verifier import verify_build
 
-    return verify_build(get(ref, home))
+    return verify_build(get(ref, home), quick=quick, ray_address=ray_address)
 
 
 def build(name: str, **kwargs) -> Build | None:

@@ -12,11 +12,26 @@ HOME_ENV = "SHARDFORGE_HOME"
 DEFAULT_HOME = "~/.shardforge"
 DB_FILE = "catalog.db"
 TIMEOUT_ENV = "SHARDFORGE_CATALOG_TIMEOUT"
+READ_ONLY_ENV = "SHARDFORGE_HOME_READ_ONLY"
+RUNS_ENV = "SHARDFORGE_RUNS"
+RUNS_DIR = "runs"
+_FALSE = ("", "0", "false", "no", "off")
 
 
 def default_home() -> Path:
     """``$SHARDFORGE_HOME`` when set, else ``~/.shardforge`` (not created here)."""
     return Path(os.path.expanduser(os.environ.get(HOME_ENV) or DEFAULT_HOME)).absolute()
+
+
+def default_runs() -> str:
+    """Where training runs go when neither ``--storage`` nor ``run.storage_path`` says:
+    ``$SHARDFORGE_RUNS`` when set (an absolute path or a URL, e.g. ``s3://BUCKET/runs``
+    for a multi-node cluster), else ``HOME/runs`` (:func:`default_home`; not created
+    here)."""
+    chosen = os.environ.get(RUNS_ENV, "").strip()
+    if chosen:
+        return chosen if "://" in chosen else os.path.abspath(os.path.expanduser(chosen))
+    return str(default_home() / RUNS_DIR)
 
 
 def lock_timeout(default: float) -> float:
@@ -33,6 +48,15 @@ def lock_timeout(default: float) -> float:
         raise CatalogError(f"{TIMEOUT_ENV}={text!r} is not a number of seconds >= 0; "
                            f"set it to e.g. 60, or unset it")
     return value
+
+
+def read_only_forced() -> bool:
+    """Whether ``$SHARDFORGE_HOME_READ_ONLY`` asks for a read-only catalog (any value but
+    empty, ``0``, ``false``, ``no`` or ``off``): every connection is then opened read-only
+    without creating a file (SQLite ``mode=ro``, ``immutable=1`` while no ``-wal`` holds
+    pages) and every write is refused. For a home on a mounted volume this process must not
+    write, even where permissions would let it (root ignores ``chmod a-w``)."""
+    return os.environ.get(READ_ONLY_ENV, "").strip().lower() not in _FALSE
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:

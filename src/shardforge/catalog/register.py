@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import json
+import logging
 import os
 from collections.abc import Mapping
 
@@ -12,7 +13,10 @@ from shardforge.build.secrets import Secrets
 from shardforge.catalog.entry import NAME_RE, Build, file_records, parse_ref
 from shardforge.catalog.errors import RegistrationError
 from shardforge.catalog.home import code_version
+from shardforge.catalog.shared import entry_location, write_entry
 from shardforge.catalog.store import Store
+
+_log = logging.getLogger(__name__)
 
 REQUIRED_SUMMARY_KEYS = ("out", "splits", "samples", "formats", "index", "rejects",
                          "bytes_per_sample")
@@ -39,6 +43,11 @@ def register_build(home: str | os.PathLike | None, name: str, summary: Mapping, 
     Idempotent: a registration identical in provenance and file contents to an existing
     build returns that build; otherwise the build gets the next version of ``name``
     (v1, v2, ...), allocated atomically across processes.
+
+    The entry is also written next to the outputs, ``OUT/catalog-entry.json``
+    (:func:`~shardforge.catalog.shared.write_entry`; local or s3://), for other homes'
+    ``shardforge catalog sync``; when that write fails the registration stands and a
+    warning (logged) names the file and the fix.
     """
     if not NAME_RE.match(name):
         raise RegistrationError(f"dataset name {name!r} is not letters, digits, '_' or '-'; "
@@ -80,6 +89,13 @@ def register_build(home: str | os.PathLike | None, name: str, summary: Mapping, 
         return Build(version=version, registered=_now(), build_id=build_id, **fields)
 
     build, _created = Store(home).insert(name, build_id, make)
+    problem = write_entry(build)
+    if problem:
+        _log.warning("warning: %s is registered, but its catalog entry could not be "
+                     "written next to its outputs (%s: %s); other catalog homes cannot "
+                     "`shardforge catalog sync` it until `shardforge catalog register %s` "
+                     "writes it", build.ref, entry_location(build.out).url, problem,
+                     build.out)
     return build
 
 

@@ -17,11 +17,14 @@ file (checked from its header before SQLite touches it), a schema newer than thi
 (``SHARDFORGE_CATALOG_TIMEOUT`` seconds, default 60), a full disk (the transaction rolls
 back; the file is unchanged). Reads open the file read-only (SQLite ``mode=ro``), so they
 work on a read-only home: with its ``-wal`` file present the WAL is read through it; with
-none and a directory this process cannot write (no writer can exist there, SQLite would
-need to create the ``-wal``) the file is opened ``immutable=1``, which needs no ``-shm``;
+none and a directory this process cannot write (or one with no write bit, which root could
+write; no writer can exist there, SQLite would need to create the ``-wal``) the file is
+opened ``immutable=1``, which needs no ``-shm``;
 so is a file whose ``-shm`` cannot be set up (a full disk) while no ``-wal`` holds pages.
 Before a write the file passes ``PRAGMA quick_check``, so a damaged catalog is never
-written to.
+written to. With ``$SHARDFORGE_HOME_READ_ONLY`` set (``--read-only`` on the CLI) reads
+always open the file as on a read-only directory and writes are refused before any file
+is opened: for a home on a mounted volume that this process must never write.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ import os
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 from shardforge.catalog.dbfile import (
@@ -45,7 +48,13 @@ from shardforge.catalog.dbfile import (
     nonempty,
 )
 from shardforge.catalog.entry import Build
-from shardforge.catalog.home import DB_FILE, lock_timeout, resolve_home
+from shardforge.catalog.home import (
+    DB_FILE,
+    READ_ONLY_ENV,
+    lock_timeout,
+    read_only_forced,
+    resolve_home,
+)
 
 BUSY_TIMEOUT_S = 60.0
 SCHEMA_VERSION = 1
@@ -77,19 +86,23 @@ BEGIN SELECT RAISE(ABORT, 'catalog builds are immutable'); END;
 class Store:
     """The catalog database of one home. Reads of a catalog never written find it empty."""
 
-    def __init__(self, home: str | Path | None = None, timeout: float | None = None) -> None:
+    def __init__(self, home: str | Path | None = None, timeout: float | None = None,
+                 read_only: bool | None = None) -> None:
         """``timeout``: seconds to wait for a lock (default: ``$SHARDFORGE_CATALOG_TIMEOUT``,
-        else :data:`BUSY_TIMEOUT_S`)."""
+        else :data:`BUSY_TIMEOUT_S`). ``read_only`` (default: ``$SHARDFORGE_HOME_READ_ONLY``,
+        :func:`~shardforge.catalog.home.read_only_forced`): never create or write a file
+        in the home; writes raise :class:`CatalogUnavailable`."""
         self.home = resolve_home(home)
         self.path = self.home / DB_FILE
         self.timeout = lock_timeout(BUSY_TIMEOUT_S) if timeout is None else float(timeout)
+        self.read_only = read_only_forced() if read_only is None else bool(read_only)
 
     # -- connections -------------------------------------------------------------------
 
     def _connect(self, readonly: bool = False, immutable: bool = False) -> sqlite3.Connection:
         if readonly:
             uri = f"file:{urllib.parse.quote(str(self.path))}?mode=ro"
-            if immutable or (not os.access(self.home, os.W_OK)
+            if immutable or ((self.read_only or not _writable_dir(self.home))
                              and not nonempty(f"{self.path}-wal")):
                 uri += "&immutable=1"
             conn = sqlite3.connect(uri, uri=True, timeout=self.timeout, isolation_level=None)
@@ -186,6 +199,11 @@ class Store:
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One ``BEGIN IMMEDIATE`` transaction on a catalog that passes ``quick_check``:
         committed on success, rolled back on error (the file is then unchanged)."""
+        if self.read_only:
+            raise CatalogUnavailable(
+                f"catalog {self.path} is open read-only ({READ_ONLY_ENV} is set, or "
+                "--read-only): nothing was written; unset it, or use a writable home "
+                "(--home DIR)")
         with self._faults(writing=True):
             self._create()
             conn = self._connect()
@@ -220,13 +238,42 @@ class Store:
             version = conn.execute("SELECT COALESCE(MAX(version), 0) + 1 FROM builds "
                                    "WHERE name = ?", (name,)).fetchone()[0]
             build = make(version)
-            conn.execute(
-                "INSERT INTO builds (name, version, build_id, created, registered, pipeline, "
-                "card_hash, parent, origin, samples, entry) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
-                (build.name, build.version, build.build_id, build.created, build.registered,
-                 build.pipeline, build.card_hash, build.parent, build.origin, build.samples,
-                 json.dumps(build.to_dict(), sort_keys=True)))
+            self._insert_row(conn, build)
             return build, True
+
+    def add_entries(self, builds: Sequence[Build]) -> list[tuple[str, Build]]:
+        """Add builds registered elsewhere under their own ``NAME@vN`` (``shardforge
+        catalog sync``), all in one transaction. Per build, in order, ``(status, build)``:
+        ``"present"`` and the entry already holding its ``build_id`` (nothing written),
+        ``"conflict"`` and the other build already at its ``NAME@vN`` (never
+        overwritten), else ``"added"`` and the build. Concurrent callers serialise on the
+        write lock, and ``build_id`` and ``(name, version)`` are unique, so nothing is
+        added twice."""
+        out: list[tuple[str, Build]] = []
+        with self._write() as conn:
+            for build in builds:
+                row = conn.execute("SELECT entry FROM builds WHERE build_id = ?",
+                                   (build.build_id,)).fetchone()
+                if row is None:
+                    row = conn.execute("SELECT entry FROM builds WHERE name = ? AND "
+                                       "version = ?", (build.name, build.version)).fetchone()
+                    if row is None:
+                        self._insert_row(conn, build)
+                        out.append(("added", build))
+                        continue
+                    out.append(("conflict", _load(row[0])))
+                    continue
+                out.append(("present", _load(row[0])))
+        return out
+
+    @staticmethod
+    def _insert_row(conn: sqlite3.Connection, build: Build) -> None:
+        conn.execute(
+            "INSERT INTO builds (name, version, build_id, created, registered, pipeline, "
+            "card_hash, parent, origin, samples, entry) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            (build.name, build.version, build.build_id, build.created, build.registered,
+             build.pipeline, build.card_hash, build.parent, build.origin, build.samples,
+             json.dumps(build.to_dict(), sort_keys=True)))
 
     # -- reads -------------------------------------------------------------------------
 
@@ -297,6 +344,16 @@ class Store:
             if conn is None:
                 return "ok"
             return "; ".join(r[0] for r in conn.execute("PRAGMA integrity_check").fetchall())
+
+
+def _writable_dir(path: Path) -> bool:
+    """Whether this process may create files in ``path``: ``access(W_OK)``, and (for root,
+    whom permissions do not stop) some write bit set: ``chmod -R a-w HOME`` means
+    read-only for every user."""
+    try:
+        return os.access(path, os.W_OK) and bool(os.stat(path).st_mode & 0o222)
+    except OSError:
+        return False
 
 
 def _rollback(conn: sqlite3.Connection) -> None:

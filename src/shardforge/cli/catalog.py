@@ -10,12 +10,24 @@ naming the file and the fix and exits 1; success exits 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import re
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
-from shardforge.catalog.home import DEFAULT_HOME, HOME_ENV
+from shardforge.catalog.home import DEFAULT_HOME, HOME_ENV, READ_ONLY_ENV
+from shardforge.catalog.shared import DEFAULT_DEPTH
+from shardforge.catalog.sync import STATUSES
+from shardforge.cli.catalog_format import (
+    brief,
+    format_build,
+    format_lineage,
+    one_line,
+    origin_text,
+    print_json,
+    table,
+)
 from shardforge.cli.sample import add_sample_parser, run_sample
 from shardforge.engine import RAY_ADDRESS_HELP
 
@@ -27,7 +39,7 @@ _HOME_HELP = f"catalog home (default: ${HOME_ENV}, else {DEFAULT_HOME})"
 def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) -> None:
     """Add ``catalog`` (with its subcommands) and ``build`` to the ``shardforge`` parser."""
     cat = sub.add_parser("catalog", help="look up datasets: list, show, resolve, lineage, "
-                                         "verify, cards, register, sample")
+                                         "verify, cards, register, sync, sample")
     csub = cat.add_subparsers(dest="catalog_command", required=True, parser_class=parser_class)
 
     p = csub.add_parser("list", help="the latest build of every dataset")
@@ -47,6 +59,11 @@ def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) ->
     p = csub.add_parser("verify", help="re-hash every file; exit 1 when any is missing or "
                                        "corrupt")
     p.add_argument("ref", metavar="NAME[@VERSION]")
+    p.add_argument("--quick", action="store_true",
+                   help="sizes and structure only (tar headers and sample counts, .beton "
+                        "tables, parquet footer); no hashing")
+    p.add_argument("--ray-address", help="hash on this Ray cluster's CPUs (default: the one "
+                                         "RAY_ADDRESS names, else local threads)")
     _common(p)
     p = csub.add_parser("cards", help="validate and list the dataset cards (datasets/*.yaml)")
     p.add_argument("--cards", metavar="DIR", help="cards directory (default ./datasets)")
@@ -54,6 +71,12 @@ def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) ->
     p = csub.add_parser("register", help="register a finished ingest output (its summary.json)")
     p.add_argument("out", help="output directory or s3:// URL of a finished ingest")
     p.add_argument("--name", help="dataset name (default: the summary's)")
+    _common(p)
+    p = csub.add_parser("sync", help="register the builds whose catalog-entry.json files are "
+                                     "at URL (shared storage), keeping their NAME@vN")
+    p.add_argument("url", help="directory or s3:// prefix holding dataset outputs")
+    p.add_argument("--max-depth", type=int, default=DEFAULT_DEPTH, metavar="N",
+                   help=f"directory levels below URL to look in (default {DEFAULT_DEPTH})")
     _common(p)
     add_sample_parser(csub, _common)
 
@@ -77,6 +100,9 @@ def add_catalog_commands(sub: argparse._SubParsersAction, parser_class: type) ->
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--home", help=_HOME_HELP)
     p.add_argument("--json", action="store_true", help="print JSON for scripts")
+    p.add_argument("--read-only", action="store_true",
+                   help=f"never write the catalog home (as {READ_ONLY_ENV}=1): for a home on "
+                        "a mounted volume; commands that write refuse")
 
 
 def run_catalog_command(args: argparse.Namespace) -> int:
@@ -85,14 +111,15 @@ def run_catalog_command(args: argparse.Namespace) -> int:
 
     command = "build" if args.command == "build" else f"catalog {args.catalog_command}"
     try:
-        if args.command == "build":
-            return _build(args)
-        return _HANDLERS[args.catalog_command](args)
+        with read_only_env(args.read_only):
+            if args.command == "build":
+                return _build(args)
+            return _HANDLERS[args.catalog_command](args)
     except RegistrationError as exc:    # the catalog cannot be read or record the build
-        print(f"shardforge {command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"shardforge {command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_PROBLEM
     except ValueError as exc:           # CatalogError included: the request cannot be served
-        print(f"shardforge {command}: error: {_one_line(str(exc))}", file=sys.stderr)
+        print(f"shardforge {command}: error: {one_line(str(exc))}", file=sys.stderr)
         return EXIT_USAGE
     except RuntimeError as exc:
         from shardforge.build.job import JobFailed, RejectsInStrictMode  # loaded by then
@@ -106,6 +133,24 @@ def run_catalog_command(args: argparse.Namespace) -> int:
         raise
 
 
+@contextlib.contextmanager
+def read_only_env(enabled: bool) -> Iterator[None]:
+    """With ``enabled``, ``$SHARDFORGE_HOME_READ_ONLY=1`` for the body (every catalog
+    store it opens, lookups included, is read-only), restored afterwards."""
+    if not enabled:
+        yield
+        return
+    before = os.environ.get(READ_ONLY_ENV)
+    os.environ[READ_ONLY_ENV] = "1"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(READ_ONLY_ENV, None)
+        else:
+            os.environ[READ_ONLY_ENV] = before
+
+
 # -- handlers --------------------------------------------------------------------------
 
 def _list(args) -> int:
@@ -114,15 +159,16 @@ def _list(args) -> int:
 
     builds = list_builds(args.home, all_versions=args.all)
     if args.json:
-        _print_json([brief(b) for b in builds])
+        print_json([brief(b) for b in builds])
         return 0
     if not builds:
         print(f"no builds in {Store(args.home).path}; `shardforge build NAME` or "
               "`shardforge ingest` adds some")
         return 0
     rows = [("DATASET", "PIPELINE", "SAMPLES", "CREATED", "FROM", "OUT")]
-    rows += [(b.ref, b.pipeline, f"{b.samples:,}", b.created, _from(b), b.out) for b in builds]
-    print(_table(rows))
+    rows += [(b.ref, b.pipeline, f"{b.samples:,}", b.created, origin_text(b), b.out)
+             for b in builds]
+    print(table(rows))
     return 0
 
 
@@ -132,7 +178,7 @@ def _show(args) -> int:
 
     build = get(args.ref, args.home)
     if args.json:
-        _print_json(build.to_dict())
+        print_json(build.to_dict())
     else:
         print(format_build(build, Store(args.home).versions(build.name)))
     return 0
@@ -143,7 +189,7 @@ def _resolve(args) -> int:
 
     urls = resolve_urls(args.ref, args.format, args.split, args.home)
     if args.json:
-        _print_json({"ref": args.ref, "format": args.format, "split": args.split, "urls": urls})
+        print_json({"ref": args.ref, "format": args.format, "split": args.split, "urls": urls})
     else:
         print("\n".join(urls))
     return 0
@@ -154,7 +200,7 @@ def _lineage(args) -> int:
 
     chain = lineage(args.ref, args.home)
     if args.json:
-        _print_json([brief(b) for b in chain])
+        print_json([brief(b) for b in chain])
     else:
         print(format_lineage(chain))
     return 0
@@ -163,19 +209,27 @@ def _lineage(args) -> int:
 def _verify(args) -> int:
     from shardforge.catalog.lookup import get
     from shardforge.catalog.verifier import verify_build
+    from shardforge.engine.progress import Progress
 
     build = get(args.ref, args.home)
-    report = verify_build(build)
+    progress = Progress(f"verify {build.ref}{' --quick' if args.quick else ''}",
+                        len(build.files()), unit="bytes", what="files")
+    report = verify_build(build, quick=args.quick, ray_address=args.ray_address,
+                          progress=progress)
     if args.json:
-        _print_json({"ref": report.ref, "ok": report.ok, "checked": report.checked,
-                     "bytes": report.bytes,
-                     "problems": [vars(p) for p in report.problems]})
+        print_json({"ref": report.ref, "ok": report.ok, "checked": report.checked,
+                    "bytes": report.bytes, "mode": report.mode,
+                    "hashed_on": report.hashed_on,
+                    "problems": [vars(p) for p in report.problems]})
     else:
         for p in report.problems:
             print(f"{p.label}: {p.url}: {p.problem}")
         verdict = "ok" if report.ok else f"{len(report.problems)} problem(s)"
-        print(f"{report.ref}: {report.checked} files, {report.bytes:,} bytes checked: {verdict}",
-              file=sys.stdout if report.ok else sys.stderr)
+        how = ("sizes and structure" if report.mode == "quick"
+               else f"sha256 on {report.hashed_on}" if report.hashed_on != "none"
+               else "sizes")
+        print(f"{report.ref}: {report.checked} files, {report.bytes:,} bytes checked "
+              f"({how}): {verdict}", file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else EXIT_PROBLEM
 
 
@@ -195,13 +249,13 @@ def _cards(args) -> int:
                      "latest": latest.ref if latest else None, "file": card.file,
                      "description": card.description})
     if args.json:
-        _print_json(rows)
+        print_json(rows)
         return 0
-    table = [("CARD", "PIPELINE", "SOURCE", "LATEST BUILD")]
+    grid = [("CARD", "PIPELINE", "SOURCE", "LATEST BUILD")]
     for r in rows:
         ((kind, value),) = r["source"].items()
-        table.append((r["name"], r["pipeline"], f"{kind}: {value}", r["latest"] or "-"))
-    print(_table(table))
+        grid.append((r["name"], r["pipeline"], f"{kind}: {value}", r["latest"] or "-"))
+    print(table(grid))
     print(f"{len(rows)} cards in {directory}, all valid")
     return 0
 
@@ -222,10 +276,30 @@ def _register(args) -> int:
         raise RegistrationError(f"{loc.url} names no dataset; pass --name NAME")
     build = register_build(args.home, name, summary)
     if args.json:
-        _print_json(brief(build))
+        print_json(brief(build))
     else:
         print(f"registered {build.ref} ({build.samples:,} samples, {build.out})")
     return 0
+
+
+def _sync(args) -> int:
+    from shardforge.catalog.sync import sync_catalog
+
+    report = sync_catalog(args.url, args.home, args.max_depth)
+    if args.json:
+        print_json({"url": report.url, "home": report.home, "ok": report.ok,
+                    "items": [vars(i) for i in report.items]})
+        return 0 if report.ok else EXIT_PROBLEM
+    for item in report.items:
+        line = f"{item.status:<8} {item.ref or '-'}  {item.url}"
+        if item.status in ("conflict", "problem"):
+            print(f"{line}: {item.detail}", file=sys.stderr)
+        else:
+            print(line + (f" ({item.detail})" if item.detail else ""))
+    counts = ", ".join(f"{report.count(s)} {s}" for s in STATUSES)
+    print(f"sync {report.url}: {len(report.items)} entries: {counts} (catalog "
+          f"{report.home})", file=sys.stdout if report.ok else sys.stderr)
+    return 0 if report.ok else EXIT_PROBLEM
 
 
 def train_recipe(config: str, data: str, storage: str, name: str) -> str:
@@ -247,29 +321,18 @@ def _build(args) -> int:
                           train_recipe=train_recipe)
     if build is None:
         if args.json:
-            _print_json(None)
+            print_json(None)
         return 0
     if args.json:
-        _print_json(build.to_dict())
+        print_json(build.to_dict())
     else:
         print(format_build(build))
     return 0
 
 
-def _per_class(counts: dict, classes: list[str]) -> str:
-    """Every class's count up to 20 classes; above, min / median / max with the classes."""
-    named = sorted(((classes[int(k)] if int(k) < len(classes) else str(k)), int(v))
-                   for k, v in counts.items())
-    if len(named) <= 20:
-        return ", ".join(f"{c}={v}" for c, v in named) or "-"
-    by = sorted(named, key=lambda cv: cv[1])
-    median = sorted(v for _, v in named)[len(named) // 2]
-    return (f"{len(named)} classes, min {by[0][1]:,} ({by[0][0]}), median {median:,}, "
-            f"max {by[-1][1]:,} ({by[-1][0]})")
-
-
 _HANDLERS = {"list": _list, "show": _show, "resolve": _resolve, "lineage": _lineage,
-             "verify": _verify, "cards": _cards, "register": _register, "sample": run_sample}
+             "verify": _verify, "cards": _cards, "register": _register, "sync": _sync,
+             "sample": run_sample}
 
 
 def parse_sources(name: str, values: Sequence[str]) -> dict[str, str]:
@@ -290,108 +353,3 @@ def parse_sources(name: str, values: Sequence[str]) -> dict[str, str]:
             raise CatalogError(f"--source given twice for {card}; give it once")
         sources[card] = path
     return sources
-
-
-# -- formatting ------------------------------------------------------------------------
-
-def brief(build) -> dict:
-    """The short JSON form of a build (no file lists)."""
-    return {"ref": build.ref, "name": build.name, "version": build.version,
-            "created": build.created, "pipeline": build.pipeline, "samples": build.samples,
-            "splits": {s: v["samples"] for s, v in sorted(build.splits.items())},
-            "parent": build.parent, "source": build.source, "card_hash": build.card_hash,
-            "out": build.out, "formats": sorted(build.formats)}
-
-
-def format_build(build, versions: Sequence[int] = ()) -> str:
-    """A multi-line, human-readable description of a build."""
-    latest = f"  (versions: {', '.join(f'v{v}' for v in versions)})" if versions else ""
-    card = build.card or {}
-    lines = [f"{build.ref}{latest}"]
-    if card.get("description"):
-        lines.append(f"  {_one_line(card['description'])}")
-    lines.append(f"  pipeline   {build.pipeline}"
-                 + (f"   card hash {build.card_hash[:12]}" if build.card_hash else "")
-                 + f"   {build.code_version}")
-    lines.append(f"  created    {build.created}  (registered {build.registered})")
-    lines.append(f"  from       {_from(build)}")
-    if build.parent and build.source:
-        lines.append(f"  read       {build.source}")
-    params = " ".join(f"{k}={_short(v)}" for k, v in sorted(build.params.items()))
-    lines.append(f"  params     {params or '-'}")
-    for name, fp in sorted(build.secrets.items()):
-        lines.append(f"  secret     {name}: {fp} (value not stored)")
-    for name, rec in sorted((build.inputs or {}).items()):
-        where = rec["location"] + (f" ({rec['file']})" if rec.get("file") else "")
-        lines.append(f"  input      {name}: {where} {rec['digest'][:rec['digest'].index(':') + 13]}")
-    lines.append(f"  samples    {build.samples:,}; {build.rejects.get('count', 0):,} rejected "
-                 f"({build.rejects.get('url', '-')}); {build.bytes_per_sample:,} B/sample")
-    classes = build.classes or []
-    for split, s in sorted(build.splits.items()):
-        lines.append(f"  {split:<10} {s['samples']:,} samples in {s.get('shards', '?')} shards; "
-                     f"per class: {_per_class(s.get('per_class', {}), classes)}")
-    for split, recs in sorted(build.formats.get("wds", {}).items()):
-        size = sum(r["size"] for r in recs)
-        lines.append(f"  wds[{split}]  {len(recs)} tars, {size:,} B: {_pattern(recs)}")
-    for split, rec in sorted(build.formats.get("beton", {}).items()):
-        lines.append(f"  beton[{split}]  {rec['size']:,} B: {rec['url']}")
-    if build.index:
-        lines.append(f"  index      {build.index['url']}")
-    if card.get("licence"):
-        lines.append(f"  licence    {_one_line(card['licence'])}")
-    if card.get("citation"):
-        lines.append(f"  citation   {_one_line(card['citation'])[:200]}")
-    return "\n".join(lines)
-
-
-def format_lineage(chain) -> str:
-    """The build and its parents as a tree, the source location under the root."""
-    lines = []
-    for depth, b in enumerate(chain):
-        pad = "   " * (depth - 1) + "└─ " if depth else ""
-        lines.append(f"{pad}{b.ref}  {b.pipeline}  {b.created}  {b.samples:,} samples")
-    root = chain[-1]
-    pad = "   " * (len(chain) - 1) + "└─ "
-    lines.append(f"{pad}source: {root.source or '(unknown)'}")
-    return "\n".join(lines)
-
-
-_SHARD_RE = re.compile(r"^(.*-)(\d{6})\.tar(\?.*)?$")
-
-
-def _pattern(recs: list[dict]) -> str:
-    """``PREFIX{000000..000009}.tar`` when the tars are numbered consecutively, else the
-    first URL and a count."""
-    matches = [_SHARD_RE.match(r["url"]) for r in recs]
-    if recs and all(matches):
-        heads = {(m.group(1), m.group(3) or "") for m in matches}
-        numbers = [int(m.group(2)) for m in matches]
-        if len(heads) == 1 and numbers == list(range(numbers[0], numbers[0] + len(numbers))):
-            ((prefix, query),) = heads
-            if len(recs) == 1:
-                return recs[0]["url"]
-            return f"{prefix}{{{numbers[0]:06d}..{numbers[-1]:06d}}}.tar{query}"
-    return f"{recs[0]['url']} (+{len(recs) - 1} more)" if recs else "-"
-
-
-def _from(build) -> str:
-    return f"parent {build.parent}" if build.parent else f"source {build.source}"
-
-
-def _short(value) -> str:
-    text = json.dumps(value) if not isinstance(value, str) else value
-    return text if len(text) <= 60 else text[:57] + "..."
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def _table(rows: list[tuple]) -> str:
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip()
-                     for r in rows)
-
-
-def _print_json(obj) -> None:
-    print(json.dumps(obj, indent=2, sort_keys=True))

@@ -23,6 +23,7 @@ import sys
 from shardforge.cli.params import add_param_flags, params_from_args
 from shardforge.engine import RAY_ADDRESS_HELP
 from shardforge.train.experiment import recipe_run_dir
+from shardforge.train.storage_path import run_storage
 from shardforge.variants.reinforce.spec import (
     PARAMS,
     RECIPE_PREFIX,
@@ -59,7 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  "hash of the parent and the parameters, teachers' sha256 "
                                  "included); a location holding a finished reinforcement "
                                  "made with other parameters is refused")
-    p.add_argument("--runs", default="data/runs", help="where recipe: teachers are trained")
+    p.add_argument("--runs", help="where recipe: teachers are trained (default: "
+                                  "$SHARDFORGE_RUNS, else $SHARDFORGE_HOME/runs; absolute or a "
+                                  "URL under `ray job submit`)")
     p.add_argument("--ray-address", help=RAY_ADDRESS_HELP)
     p.add_argument("--no-register", action="store_true", help="do not register in the catalog")
     return p
@@ -84,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
                              "(a checkpoint, ARCH=WEIGHTS or recipe:CONFIG; several: A,B)")
         if demo:
             _ensure_demo()
-        teachers = teacher_refs(params, args.source, args.runs, recipe_run_dir)
+        runs = run_storage(args.runs, "--runs")
+        teachers = teacher_refs(params, args.source, runs, recipe_run_dir)
         config = reinforce_config(params, args.source, name, args.out, teachers,
                                   args.ray_address)
     except (ValueError, FileNotFoundError, CatalogError) as exc:

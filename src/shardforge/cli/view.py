@@ -1,5 +1,6 @@
-"""``shardforge view [--home DIR] [--host 127.0.0.1] [--port 8765]``: serve the read-only web
-app over a catalog (:mod:`shardforge.view`) with uvicorn until interrupted.
+"""``shardforge view [--home DIR] [--read-only] [--host 127.0.0.1] [--port 8765]``: serve
+the read-only web app over a catalog (:mod:`shardforge.view`) with uvicorn until
+interrupted.
 
 The socket is bound before the URL is printed, so the printed URL is live (``--port 0``
 picks a free port and prints it). A port in use, or a host that cannot be bound, exits 1
@@ -9,10 +10,11 @@ with one line naming the fix; a missing ``view`` extra exits 2 naming the instal
 from __future__ import annotations
 
 import argparse
+import os
 import socket
 import sys
 
-from shardforge.catalog.home import DEFAULT_HOME, HOME_ENV
+from shardforge.catalog.home import DEFAULT_HOME, HOME_ENV, READ_ONLY_ENV
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -24,6 +26,9 @@ def add_view_parser(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("view", help="a local read-only web app: catalog, datasets, class "
                                     "grids, samples (thumbnails read from the shards)")
     p.add_argument("--home", help=f"catalog home (default: ${HOME_ENV}, else {DEFAULT_HOME})")
+    p.add_argument("--read-only", action="store_true",
+                   help=f"open the catalog without ever writing its home (as {READ_ONLY_ENV}"
+                        "=1): for a home on a mounted volume")
     p.add_argument("--host", default=DEFAULT_HOST,
                    help=f"address to listen on (default {DEFAULT_HOST}: this machine only)")
     p.add_argument("--port", type=int, default=DEFAULT_PORT,
@@ -60,6 +65,8 @@ def run_view(args: argparse.Namespace) -> int:
     from shardforge.catalog.store import Store
 
     home = resolve_home(args.home)
+    if args.read_only:
+        os.environ[READ_ONLY_ENV] = "1"     # every Store the app opens, until the process ends
     try:
         sock = bind(args.host, args.port)
     except OSError as exc:

@@ -15,13 +15,16 @@ def format_duration(seconds: float) -> str:
 
 class Progress:
     """Prints ``LABEL: done/total shards | N images | R img/s | ETA`` at most every
-    ``interval`` seconds: rewritten in place on a terminal, one line each otherwise."""
+    ``interval`` seconds: rewritten in place on a terminal, one line each otherwise.
+    ``what`` names the work units (default ``shards``), ``unit`` the items."""
 
     def __init__(self, label: str, total: int, unit: str = "images",
-                 stream: TextIO | None = None, interval: float = 2.0) -> None:
+                 stream: TextIO | None = None, interval: float = 2.0,
+                 what: str = "shards") -> None:
         self.label = label
         self.total = total
         self.unit = unit
+        self.what = what
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self.done = 0
@@ -50,7 +53,8 @@ class Progress:
     def line(self) -> str:
         elapsed = time.monotonic() - self.start
         eta = (elapsed / self.done * (self.total - self.done)) if self.done else 0.0
-        return (f"{self.label}: {self.done}/{self.total} shards | {self.items:,} {self.unit} | "
+        return (f"{self.label}: {self.done}/{self.total} {self.what} | {self.items:,} "
+                f"{self.unit} | "
                 f"{self.rate:,.0f} {self.unit}/s | elapsed {format_duration(elapsed)} | "
                 f"ETA {format_duration(eta)}")
 

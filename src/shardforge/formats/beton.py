@@ -29,7 +29,7 @@ sample ``i``.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -175,22 +175,45 @@ def read_part(path: str) -> BetonPart:
     """Parse header, metadata and allocation table; raise :class:`BetonError` if invalid."""
     file_size = os.path.getsize(path)
     with open(path, "rb") as f:
-        header = np.frombuffer(f.read(HEADER.itemsize), dtype=HEADER)
-        if len(header) != 1 or int(header[0]["version"]) != VERSION:
-            raise BetonError(f"{path}: not a .beton v{VERSION} file")
-        version, num_fields, page_size, n, alloc_ptr = (int(x) for x in header[0].tolist())
-        descs = np.frombuffer(f.read(FIELD_DESC.itemsize * num_fields), dtype=FIELD_DESC)
-        if not np.array_equal(descs, _field_descriptors()):
-            raise BetonError(f"{path}: fields differ from (image: RGBImage, label: Int)")
-        meta = np.frombuffer(f.read(SAMPLE_META.itemsize * n), dtype=SAMPLE_META).copy()
-        if alloc_ptr == 0 or alloc_ptr > file_size or len(meta) != n:
-            raise BetonError(f"{path}: incomplete file (writer did not finish)")
-        f.seek(alloc_ptr)
-        allocs = np.frombuffer(f.read(), dtype=ALLOC).copy()
-    if len(allocs) != n:
-        raise BetonError(f"{path}: allocation table has {len(allocs)} rows, expected {n}")
-    data_start = _round_up(_metadata_start(num_fields) + meta.nbytes, page_size)
-    return BetonPart(path, n, page_size, data_start, alloc_ptr, meta, allocs)
+        def read_at(offset: int, size: int) -> bytes:
+            f.seek(offset)
+            return f.read(size)
+
+        return read_head(read_at, file_size, path)
+
+
+def read_head(read_at: Callable[[int, int], bytes], file_size: int, name: str) -> BetonPart:
+    """:func:`read_part` for a file read through ``read_at(offset, size) -> bytes`` (a
+    local file, or an object store's range reads), ``file_size`` bytes long; ``name``
+    names it in errors (and is the part's ``path``). Reads the header, field descriptors,
+    metadata table and allocation table only, never the data pages. Raises
+    :class:`BetonError` when they are not what :func:`write_beton` writes, or when the
+    header promises more than the file holds."""
+    header = np.frombuffer(read_at(0, HEADER.itemsize), dtype=HEADER)
+    if len(header) != 1 or int(header[0]["version"]) != VERSION:
+        raise BetonError(f"{name}: not a .beton v{VERSION} file")
+    _version, num_fields, page_size, n, alloc_ptr = (int(x) for x in header[0].tolist())
+    if num_fields != len(FIELDS):
+        raise BetonError(f"{name}: fields differ from (image: RGBImage, label: Int)")
+    descs = np.frombuffer(read_at(HEADER.itemsize, FIELD_DESC.itemsize * num_fields),
+                          dtype=FIELD_DESC)
+    if not np.array_equal(descs, _field_descriptors()):
+        raise BetonError(f"{name}: fields differ from (image: RGBImage, label: Int)")
+    meta_start = _metadata_start(num_fields)
+    if meta_start + SAMPLE_META.itemsize * n > file_size:
+        raise BetonError(f"{name}: header says {n:,} samples, more than its "
+                         f"{file_size:,} B hold")
+    meta = np.frombuffer(read_at(meta_start, SAMPLE_META.itemsize * n),
+                         dtype=SAMPLE_META).copy()
+    if alloc_ptr == 0 or alloc_ptr > file_size or len(meta) != n:
+        raise BetonError(f"{name}: incomplete file (writer did not finish)")
+    raw = read_at(alloc_ptr, file_size - alloc_ptr)
+    if len(raw) != n * ALLOC.itemsize:
+        rows = len(raw) / ALLOC.itemsize
+        raise BetonError(f"{name}: allocation table has {rows:g} rows, expected {n}")
+    allocs = np.frombuffer(raw, dtype=ALLOC).copy()
+    data_start = _round_up(meta_start + meta.nbytes, page_size)
+    return BetonPart(name, n, page_size, data_start, alloc_ptr, meta, allocs)
 
 
 def merge_betons(parts: Sequence[str], out_path: str, page_size: int | None = None) -> int:

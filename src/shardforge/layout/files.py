@@ -1,6 +1,8 @@
 """The on-disk dataset's file names: one place for every layer that reads or writes them.
 
     OUT/summary.json                 what was built (splits, classes, files + sha256)
+    OUT/catalog-entry.json           the build's catalog entry NAME@vN, written when it is
+                                     registered (``shardforge catalog sync`` reads these)
     OUT/index.parquet                one row per sample: key, label, split, shard, byte range
     OUT/rejects.jsonl                inputs that were skipped, with the reason
     OUT/wds/NAME-SPLIT-NNNNNN.tar    WebDataset shards
@@ -38,3 +40,4 @@ WORK_DIR = "_work"
 INDEX_FILE = "index.parquet"
 REJECTS_FILE = "rejects.jsonl"
 SUMMARY_FILE = "summary.json"
+CATALOG_ENTRY_FILE = "catalog-entry.json"

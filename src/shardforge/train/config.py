@@ -199,7 +199,9 @@ class ScalingConfig:
 class RunConfig:
     """``run``: where checkpoints and metrics go, and failure handling."""
 
-    storage_path: str = "data/runs"   # local dir / shared mount / s3:// URL seen by all nodes
+    storage_path: str | None = None   # None: $SHARDFORGE_RUNS, else $SHARDFORGE_HOME/runs;
+    #                               else a dir / shared mount / s3:// URL all nodes see
+    #                               (relative: refused under `ray job submit`)
     name: str | None = None       # default: CONFIG-DATASET
     max_failures: int = 2         # worker-group restarts from the latest checkpoint
     num_to_keep: int | None = 2   # checkpoints kept (None: all)

@@ -81,7 +81,8 @@ def recipe_run_dir(config: str, data: str, storage: str, name: str) -> str:
 
 def plan_identity(plan: RunPlan) -> dict:
     """What decides a run's result: its effective config (recipe + overrides, adjusted to
-    the dataset, paths absolute) and the dataset's location, in JSON form."""
+    the dataset, paths absolute; ``run.storage_path`` left out) and the dataset's
+    location, in JSON form."""
     return _normalise({"config": plan.payload["config"], "dataset": plan.payload["dataset"]["url"]})
 
 
@@ -120,4 +121,11 @@ def differences(a: dict, b: dict) -> list[str]:
 
 
 def _normalise(obj: dict) -> dict:
-    return json.loads(json.dumps(obj, sort_keys=True, default=str))
+    """The identity in JSON form, without ``run.storage_path``: where runs are stored is
+    not what decides a run's result (the run is looked up there anyway), so a recipe
+    whose storage default changed still reuses its runs."""
+    out = json.loads(json.dumps(obj, sort_keys=True, default=str))
+    run = (out.get("config") or {}).get("run")
+    if isinstance(run, dict):
+        run.pop("storage_path", None)
+    return out

@@ -5,11 +5,12 @@ Train an image classifier on a shardforge dataset with Ray Train.
     python jobs/train.py --config jobs/configs/rn50_16ep.yaml --data OUT_DIR_OR_NAME
     ray job submit --working-dir . -- python jobs/train.py --config ... --data s3://...
 
-The run lives in ``RUN.STORAGE_PATH/NAME`` (``--storage``, ``--name``): checkpoints every
-epoch and ``metrics.jsonl``. ``--resume`` continues a run from its newest checkpoint.
-``--backend local`` runs the same loop as local processes without Ray (debugging; machines
-without the ray[train] extra). Exit codes: 0 done, 1 training failed, 2 bad arguments.
-See docs/training.md.
+The run lives in ``STORAGE/NAME`` (``--storage`` or ``run.storage_path``, default
+``$SHARDFORGE_RUNS``, else ``$SHARDFORGE_HOME/runs``; ``--name``): checkpoints every epoch
+and ``metrics.jsonl``. Under ``ray job submit`` a relative storage path is refused (exit
+2). ``--resume`` continues a run from its newest checkpoint. ``--backend local`` runs the
+same loop as local processes without Ray (debugging; machines without the ray[train]
+extra). Exit codes: 0 done, 1 training failed, 2 bad arguments. See docs/training.md.
 """
 
 from __future__ import annotations
@@ -29,8 +30,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True,
                    help="dataset: a catalog name NAME[@vN] or an ingest --out directory/URL")
     p.add_argument("--name", help="run name (default: run.name, else CONFIG-DATASET)")
-    p.add_argument("--storage", help="run storage path/URL (default: run.storage_path); all "
-                                     "nodes must see it")
+    p.add_argument("--storage", help="run storage path/URL (default: run.storage_path, else "
+                                     "$SHARDFORGE_RUNS, else $SHARDFORGE_HOME/runs); all "
+                                     "nodes must see it; absolute or a URL under "
+                                     "`ray job submit`")
     p.add_argument("--resume", action="store_true",
                    help="continue the run from its newest checkpoint")
     p.add_argument("--backend", choices=("ray", "local"), default="ray",

@@ -16,6 +16,7 @@ from shardforge.models.checkpoint import latest_checkpoint
 from shardforge.storage import resolve
 from shardforge.train.config import TrainConfig
 from shardforge.train.metrics import read_metrics
+from shardforge.train.storage_path import run_storage
 
 _log = logging.getLogger(__name__)
 
@@ -101,6 +102,11 @@ def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
                 resume: bool = False) -> RunPlan:
     """Resolve the dataset and the run directory ``STORAGE/NAME``; check resume rules.
 
+    ``STORAGE`` is ``storage_path``, else ``cfg.run.storage_path``, else
+    ``$SHARDFORGE_RUNS``, else ``$SHARDFORGE_HOME/runs``
+    (:func:`~shardforge.train.storage_path.run_storage`: a relative one raises
+    ValueError naming the setting and the fix under ``ray job submit``).
+
     Raises ValueError for stored soft targets (``topk``/``dense``) with a loader other than
     ``wds`` (the one that yields sample ids) and for datasets that do not resolve.
     Raises :class:`RunExistsError` when the run directory has checkpoints and ``resume`` is
@@ -117,7 +123,8 @@ def prepare_run(cfg: TrainConfig, data_ref: str, config_path: str = "config",
         _log.warning(mismatch)
     cfg = for_dataset(cfg, info)
     name = name or cfg.run.name or default_run_name(config_path, info)
-    storage = storage_path or cfg.run.storage_path
+    storage = run_storage(storage_path or cfg.run.storage_path,
+                          "--storage" if storage_path else f"{config_path}: run.storage_path")
     root = resolve(storage)
     run_dir = root.join(name).url
     latest = latest_checkpoint(run_dir)

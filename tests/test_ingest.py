@@ -192,3 +192,24 @@ def test_other_parameters_never_rewrite_a_registered_build(built, tmp_path):
     rebuilt = ingest(_config(src, unregistered, name="free", image=ImageParams(max_resolution=64)),
                      home=home, register=False)
     assert rebuilt["samples"] == first["samples"]
+
+
+def test_index_is_one_row_group_per_shard_with_the_shards_rows(built):
+    """write_index streams: one row group per shard, in shard order, holding exactly that
+    shard's rows (the kept _work/SPLIT-NNNNNN.parquet) plus each row's .beton position."""
+    import glob
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    _, out, summary = built
+    index = pq.ParquetFile(os.path.join(out, "index.parquet"))
+    parts = sorted(glob.glob(os.path.join(out, "_work", "*.parquet")))
+    assert index.num_row_groups == len(parts) == sum(
+        s["shards"] for s in summary["splits"].values())
+    whole = index.read()
+    assert whole.drop_columns(["beton_index"]).equals(
+        pa.concat_tables([pq.ParquetFile(p).read() for p in parts]))
+    for split in summary["splits"]:
+        mine = whole.filter(pa.compute.equal(whole["split"], split))
+        assert mine["beton_index"].to_pylist() == list(range(mine.num_rows))

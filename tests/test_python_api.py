@@ -22,6 +22,18 @@ def test_ingest_then_open_by_name_and_by_location(demo_tree, ray_local, tmp_path
     assert len(by_name.classes) == 10
     train = by_path.split("train")
     assert ffcv_labels(summary["formats"]["beton"]["train"]["url"]) == train.label.tolist()
+    from shardforge.stream import RandomResizedCrop
+
+    loader = by_name.loader("train", 16, transform=RandomResizedCrop(32), num_workers=0,
+                            with_ids=True)
+    seen = []
+    for images, labels, ids in loader:
+        assert images.shape[1:] == (32, 32, 3) and str(images.dtype) == "torch.uint8"
+        assert labels.tolist() == train.label[ids.numpy()].tolist()
+        seen += ids.tolist()
+    assert sorted(seen) == list(range(60))
+    with pytest.raises(KeyError, match="no split 'test'"):
+        by_name.loader("test")
 
 
 def test_unknown_options_are_named(tmp_path):

@@ -7,6 +7,7 @@ The one-call Python API (everything else: the subpackages, ``docs/architecture.m
     summary = shardforge.ingest("/data/pets", "/data/datasets/pets", max_res=256)
     ds = shardforge.open("pets")                 # a catalog name, NAME@vN or a location
     train = ds.split("train")                    # keys, labels, byte ranges per sample
+    batches = ds.loader("train", 256)            # (uint8 images, int64 labels)
 
 Both import the heavy parts (Ray, pyarrow) only when called.
 """
@@ -16,7 +17,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from shardforge.layout.dataset import DatasetRef
+    from shardforge.api import Dataset
 
 
 def ingest(source: str, out: str, *, name: str | None = None, max_res: int | None = 256,
@@ -64,17 +65,17 @@ def ingest(source: str, out: str, *, name: str | None = None, max_res: int | Non
     return catalog_ingest(config, home=home, register=register)
 
 
-def open(ref: str, home: str | None = None) -> DatasetRef:  # noqa: A001 - the API's name
+def open(ref: str, home: str | None = None) -> Dataset:  # noqa: A001 - the API's name
     """The dataset ``ref`` names (a catalog ``NAME[@vN]`` at ``home``, or a location with a
-    ``summary.json``): a :class:`~shardforge.layout.dataset.DatasetRef` with its classes,
-    summary and, per split, the index (keys, labels, shard byte ranges, sha256). Load it
-    for training with ``jobs/train.py --data REF`` or
-    :func:`shardforge.stream.wds_loader.make_loader`. Raises
+    ``summary.json``): a :class:`~shardforge.api.Dataset` with its classes, summary, per
+    split the index (keys, labels, shard byte ranges, sha256) and ``loader(split,
+    batch_size, ...)``. Train on it with ``jobs/train.py --data REF``. Raises
     :class:`~shardforge.layout.dataset.DatasetNotFoundError` naming both lookups."""
+    from shardforge.api import Dataset
     from shardforge.catalog.lookup import resolve_dataset
     from shardforge.layout.dataset import open_dataset
 
-    return open_dataset(resolve_dataset(ref, home))
+    return Dataset.of(open_dataset(resolve_dataset(ref, home)))
 
 
 __all__ = ["ingest", "open"]

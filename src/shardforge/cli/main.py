@@ -183,6 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     from shardforge.cli.view import add_view_parser
 
     add_view_parser(sub)
+    from shardforge.cli.stage import add_stage_parser
+
+    add_stage_parser(sub)
     return parser
 
 
@@ -208,6 +211,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from shardforge.cli.view import run_view
 
         return run_view(args)
+    if args.command == "stage":
+        from shardforge.cli.stage import run_stage
+
+        return run_stage(args)
     raise AssertionError(f"unhandled command {args.command}")
 
 

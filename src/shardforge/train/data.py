@@ -45,7 +45,9 @@ def _local_file(url: str, what: str) -> str:
     loc = resolve(url)
     if not loc.is_local:
         raise ValueError(f"the FFCV loader reads {what} from a local file, but it is at {url}; "
-                         "mount the dataset on a shared filesystem or use data.loader: ray_data")
+                         "copy the dataset to every node's local disk with `shardforge stage "
+                         "REF --to /local/dir` and train with --data /local/dir, mount it on a "
+                         "shared filesystem, or use data.loader: wds or ray_data")
     return loc.path
 
 

@@ -34,37 +34,13 @@ from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
+from photos import sample_photos  # noqa: E402
 
 PACKAGES = ("shardforge", "torch", "opencv-python-headless", "pillow", "numpy", "scikit-image")
 SECTION = "checksums"
-SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "motorcycle_left",
-                  "motorcycle_right", "hubble_deep_field", "immunohistochemistry", "retina",
-                  "camera", "moon", "coins", "brick", "grass", "gravel", "cell")
-
-
 def photos() -> tuple[list[np.ndarray], str]:
-    """RGB uint8 photos and where they come from."""
-    try:
-        import skimage.data as data
-    except ImportError:
-        rng = np.random.default_rng(0)
-        out = []
-        for k in range(16):
-            y, x = np.mgrid[0:480, 0:640]
-            base = np.stack([(x * (k + 1) % 256), (y * 3 % 256), ((x + y) // 3 % 256)], -1)
-            out.append(np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8))
-        return out, "PIL-made images (gradients + Gaussian noise; scikit-image not installed)"
-    out = []
-    for name in SKIMAGE_PHOTOS:
-        if name.startswith("motorcycle_"):
-            img = np.asarray(data.stereo_motorcycle()[0 if name.endswith("left") else 1])
-        else:
-            img = np.asarray(getattr(data, name)())
-        if img.ndim == 2:
-            img = np.stack([img] * 3, -1)
-        out.append(np.ascontiguousarray(img[..., :3]).astype(np.uint8))
-    return out, (f"scikit-image {common.versions(['scikit-image'])['scikit-image']} sample "
-                 f"photos ({', '.join(SKIMAGE_PHOTOS)}; grey ones as RGB)")
+    """RGB uint8 photos and where they come from (bench/photos.py)."""
+    return sample_photos()
 
 
 def ensure_data(args) -> tuple[Path, str]:

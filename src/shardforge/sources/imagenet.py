@@ -54,6 +54,7 @@ from shardforge.sources.base import (
 )
 from shardforge.sources.imagenet_labels import DEVKIT, LABELS_CSV, find_labels, load_labels
 from shardforge.sources.ranges import block_after, window
+from shardforge.sources.wds import member_type
 from shardforge.storage import Location, resolve
 
 KIND = "imagenet-archive"
@@ -128,7 +129,7 @@ def _plan_train(root: Location, name: str,
         if m.isdir():
             continue
         if not m.isfile():
-            rejects.append(Reject(origin, f"a {_member_type(m)} member, not a class tar; "
+            rejects.append(Reject(origin, f"a {member_type(m)} member, not a class tar; "
                                   "not read", "train"))
         elif not m.name.endswith(".tar"):
             rejects.append(Reject(origin, f"not a class tar ({name} holds one WNID.tar per "
@@ -168,7 +169,7 @@ def _plan_val(root: Location, name: str, classes: list[str], options: SourceOpti
         base = posixpath.basename(m.name)
         wnid = labels.by_stem.get(base.rsplit(".", 1)[0])
         if not m.isfile():
-            why = f"a {_member_type(m)} member, not an image; not read"
+            why = f"a {member_type(m)} member, not an image; not read"
         elif m.name in seen:
             why = f"a second {m.name} in {name}; the first is read, this one is not"
         elif wnid is None:
@@ -260,7 +261,7 @@ def _read_class_tar(f: BinaryIO, item: tuple, split: str) -> Iterator[RawSample 
                 continue
             origin = f"{where}#{m.name}"
             if not m.isfile():
-                yield Reject(origin, f"a {_member_type(m)} member, not read", split)
+                yield Reject(origin, f"a {member_type(m)} member, not read", split)
             elif m.name in seen:
                 yield Reject(origin, f"a second {m.name} in {member}; the first is kept, "
                              "this one is not", split)
@@ -307,12 +308,3 @@ def _read_images(f: BinaryIO, items: tuple, split: str) -> Iterator[RawSample | 
 
 def _wnid(member: str) -> str:
     return posixpath.basename(member)[:-len(".tar")]
-
-
-def _member_type(member: tarfile.TarInfo) -> str:
-    for test, name in ((member.issym, "symlink"), (member.islnk, "hard link"),
-                       (member.ischr, "character device"), (member.isblk, "block device"),
-                       (member.isfifo, "FIFO")):
-        if test():
-            return name
-    return "special"

@@ -118,7 +118,7 @@ class _TarReader:
                     self.key, self.parts, self.notes = key, {}, {}
                     self.where = f"member {member.name!r} at byte {member.offset}"
                 if not member.isfile():
-                    self.notes[ext] = f"{base} is a {_member_type(member)} member, not read"
+                    self.notes[ext] = f"{base} is a {member_type(member)} member, not read"
                     continue
                 f = tar.extractfile(member)
                 self.parts[ext] = f.read() if f is not None else b""
@@ -147,7 +147,8 @@ class _TarReader:
         return _to_sample(key, self.parts, self.rel, self.split, self.notes)
 
 
-def _member_type(member: tarfile.TarInfo) -> str:
+def member_type(member: tarfile.TarInfo) -> str:
+    """What a tar member that is not a regular file or directory is (for reject reasons)."""
     for test, name in ((member.issym, "symlink"), (member.islnk, "hard link"),
                        (member.ischr, "character device"), (member.isblk, "block device"),
                        (member.isfifo, "FIFO")):

@@ -111,40 +111,34 @@ def create_app(home: Home = None) -> Starlette:
             return _send(placeholder(size or 128, exc.message), exc.message, 404)
         return _send(*image_or_placeholder(build.out, p["split"], p["key"], size))
 
-    def augmentation(request: Request) -> Response:
-        p = request.path_params
+    def _derived(make, missing: tuple[type[Exception], ...] = ()) -> Response:
+        """The image ``make()`` returns, or a placeholder with the reason: 404 for an
+        unknown name (and the ``missing`` exceptions), 200 for a read fault."""
         try:
-            build = find_build(home, p["ref"])
-            return _send(extras.replayed_view(build.out, p["key"], int(p["aug"])), None)
+            return _send(make(), None)
         except NotFound as exc:
             return _send(placeholder(128, exc.message), exc.message, 404)
-        except READ_FAULTS as exc:
+        except (*missing, *READ_FAULTS) as exc:
             reason = f"{type(exc).__name__}: {exc}"
-            return _send(placeholder(128, reason), reason)
+            return _send(placeholder(128, reason), reason, 404 if isinstance(exc, missing)
+                         else 200)
+
+    def augmentation(request: Request) -> Response:
+        p = request.path_params
+        return _derived(lambda: extras.replayed_view(find_build(home, p["ref"]).out, p["key"],
+                                                     int(p["aug"])))
 
     def diff(request: Request) -> Response:
         p = request.path_params
         against = request.query_params.get("against", "")
-        try:
-            build, other = find_build(home, p["ref"]), find_build(home, against)
-            return _send(extras.difference(build.out, other.out, p["split"], p["key"]), None)
-        except NotFound as exc:
-            return _send(placeholder(128, exc.message), exc.message, 404)
-        except READ_FAULTS as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            return _send(placeholder(128, reason), reason)
+        return _derived(lambda: extras.difference(find_build(home, p["ref"]).out,
+                                                  find_build(home, against).out,
+                                                  p["split"], p["key"]))
 
     def style(request: Request) -> Response:
         key = request.query_params.get("key", "")
-        try:
-            build = find_build(home, request.path_params["ref"])
-            return _send(extras.style_png(build.out, key), None)
-        except NotFound as exc:
-            return _send(placeholder(128, exc.message), exc.message, 404)
-        except (KeyError, StyleSetError, *READ_FAULTS) as exc:
-            reason = f"{type(exc).__name__}: {exc}"
-            return _send(placeholder(128, reason), reason, 404 if isinstance(exc, KeyError)
-                         else 200)
+        return _derived(lambda: extras.style_png(
+            find_build(home, request.path_params["ref"]).out, key), (KeyError, StyleSetError))
 
     def not_found(request: Request, exc: Exception) -> Response:
         if isinstance(exc, NotFound):

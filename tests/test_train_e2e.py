@@ -178,3 +178,4 @@ def test_ray_torch_trainer_two_workers(demo, tmp_path):
         assert console.count(f"epoch {epoch}/40 res ") == 1, console[-3000:]
     assert "Reporting training result" not in console
     assert "Checkpoint successfully created" not in console
+    assert "PreemptionWatcher" not in console      # its max_restarts ERROR line (issue #18)

@@ -51,6 +51,7 @@ CLI_TIMEOUT_S = 60          # "does not hang": every command here returns in sec
 _AS_NOBODY = textwrap.dedent(f"""
     import os, sys
     import shardforge.cli, shardforge.cli.eval, shardforge.cli.catalog, shardforge.catalog.lookup
+    import shardforge.logs, shardforge.cli.view, shardforge.cli.stage
     import shardforge.catalog.verifier, shardforge.catalog.dbfile, shardforge.catalog.entry
     import shardforge.catalog.register, shardforge.catalog.store, shardforge.storage
     from shardforge.catalog.home import code_version

@@ -65,6 +65,22 @@ def test_versions_are_per_name_and_identical_registrations_dedupe(tmp_path):
         "alpha@v1", "alpha@v2", "beta@v1"]
 
 
+def test_each_streams_what_all_lists(tmp_path):
+    """Store.each (what `catalog list` iterates, one entry in memory at a time) yields
+    exactly Store.all's builds, in its order; an empty catalog yields nothing."""
+    from shardforge.catalog.lookup import each_build
+
+    home = tmp_path / "home"
+    assert list(Store(home).each()) == [] and list(each_build(home)) == []
+    for tag, name in (("a1", "alpha"), ("b1", "beta"), ("a2", "alpha"), ("c1", "gamma")):
+        catalog.register_build(home, name, fake_summary(tag))
+    store = Store(home)
+    for latest in (False, True):
+        assert list(store.each(latest)) == store.all(latest)
+        assert list(each_build(home, all_versions=not latest)) == store.all(latest)
+    assert [b.ref for b in store.each(latest_only=True)] == ["alpha@v2", "beta@v1", "gamma@v1"]
+
+
 def test_entry_records_provenance_splits_and_files(tmp_path):
     build = catalog.register_build(tmp_path, "alpha", fake_summary("a"), card_hash="c" * 64,
                                    pipeline="ingest", card={"licence": "CC0"})

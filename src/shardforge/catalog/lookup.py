@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Iterator
 
 from shardforge.catalog.entry import Build, Ref, parse_ref
 from shardforge.catalog.errors import CatalogError, UnknownDataset
@@ -42,6 +43,12 @@ def list_builds(home: Home = None, all_versions: bool = False) -> list[Build]:
     return Store(home).all(latest_only=not all_versions)
 
 
+def each_build(home: Home = None, all_versions: bool = False) -> Iterator[Build]:
+    """:func:`list_builds`, one build at a time (:meth:`Store.each`: memory for one entry,
+    not for the whole catalog)."""
+    return Store(home).each(latest_only=not all_versions)
+
+
 def refuse_to_rewrite(out: str, home: Home, what: str) -> None:
     """Guard of every job that is about to rewrite ``out`` with other inputs or parameters
     (``what``: how they differ): ValueError naming ``out``, the catalog builds at ``home``
@@ -50,7 +57,7 @@ def refuse_to_rewrite(out: str, home: Home, what: str) -> None:
     from shardforge.storage import resolve
 
     url = resolve(out).url
-    held = [b.ref for b in Store(home).all(latest_only=False) if resolve(b.out).url == url]
+    held = [b.ref for b in Store(home).each(latest_only=False) if resolve(b.out).url == url]
     if held:
         raise ValueError(
             f"{url} holds the files of the catalog build(s) {', '.join(held)}, made with "

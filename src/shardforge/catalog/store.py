@@ -309,15 +309,21 @@ class Store:
 
     def all(self, latest_only: bool = False) -> list[Build]:
         """Every build (or the latest of each name), sorted by name and version."""
+        return list(self.each(latest_only))
+
+    def each(self, latest_only: bool = False) -> Iterator[Build]:
+        """:meth:`all`, one build at a time: only one entry is parsed and held at once
+        (an entry holds every file record; 1,000 builds of 1,000 files are 0.8 GB of
+        Python objects, docs/scale.md). The read stays open until the iteration ends."""
         query = "SELECT entry FROM builds b"
         if latest_only:
             query += (" WHERE version = (SELECT MAX(version) FROM builds c "
                       "WHERE c.name = b.name)")
         with self._read() as conn:
             if conn is None:
-                return []
-            rows = conn.execute(query + " ORDER BY name, version").fetchall()
-            return [_load(r[0]) for r in rows]
+                return
+            for row in conn.execute(query + " ORDER BY name, version"):
+                yield _load(row[0])
 
     def find_card_build(self, name: str, card_hash: str, origin: str | None) -> Build | None:
         """The latest build of ``name`` made from this card hash (and ``origin``, when given)."""

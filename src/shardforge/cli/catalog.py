@@ -154,20 +154,20 @@ def read_only_env(enabled: bool) -> Iterator[None]:
 # -- handlers --------------------------------------------------------------------------
 
 def _list(args) -> int:
-    from shardforge.catalog.lookup import list_builds
+    from shardforge.catalog.lookup import each_build
     from shardforge.catalog.store import Store
 
-    builds = list_builds(args.home, all_versions=args.all)
+    builds = each_build(args.home, all_versions=args.all)   # one entry in memory at a time
     if args.json:
         print_json([brief(b) for b in builds])
-        return 0
-    if not builds:
-        print(f"no builds in {Store(args.home).path}; `shardforge build NAME` or "
-              "`shardforge ingest` adds some")
         return 0
     rows = [("DATASET", "PIPELINE", "SAMPLES", "CREATED", "FROM", "OUT")]
     rows += [(b.ref, b.pipeline, f"{b.samples:,}", b.created, origin_text(b), b.out)
              for b in builds]
+    if len(rows) == 1:
+        print(f"no builds in {Store(args.home).path}; `shardforge build NAME` or "
+              "`shardforge ingest` adds some")
+        return 0
     print(table(rows))
     return 0
 

@@ -152,8 +152,10 @@ def open_dataset(path_or_url: str | DatasetRef) -> DatasetRef:
     wds_dir = summary.root.join(WDS_DIR)
     urls = {check_file_name(shard, "shard name", index_loc.url, _FIX): wds_dir.join(shard).url
             for shard in pc.unique(table["shard"]).to_pylist()}
-    return DatasetRef(url=summary.root.url, name=summary.name,
-                      splits=_splits(table, urls, index_loc.url),
+    splits = _splits(table, urls, index_loc.url)
+    del table
+    _release_arrow_memory()
+    return DatasetRef(url=summary.root.url, name=summary.name, splits=splits,
                       classes=tuple(summary.data.get("classes", ())), summary=summary.data)
 
 
@@ -180,8 +182,10 @@ def open_shards(tar_urls: Sequence[str], index_url: str, name: str = "") -> Data
         raise DatasetIndexError(f"{len(missing)} tar(s) have no rows in {loc.url}: "
                                 f"{', '.join(missing[:5])}")
     table = table.filter(pc.is_in(table["shard"], value_set=pa.array(sorted(urls))))
-    return DatasetRef(url="", name=name or _common_name(urls),
-                      splits=_splits(table, urls, loc.url))
+    splits = _splits(table, urls, loc.url)
+    del table
+    _release_arrow_memory()
+    return DatasetRef(url="", name=name or _common_name(urls), splits=splits)
 
 
 def _read_index(loc: Location) -> pa.Table:
@@ -192,34 +196,98 @@ def _read_index(loc: Location) -> pa.Table:
             if missing:
                 raise DatasetIndexError(
                     f"{loc.url} lacks column(s) {missing}; is it a shardforge index?")
-            return pq.ParquetFile(f).read(columns=list(INDEX_COLUMNS))
+            # In runs of row groups of about READ_ROWS rows: read whole, pyarrow gathers each
+            # column of every row group into one chunk, at about twice the CPU for 14M rows
+            # (docs/scale.md); the same rows and columns, in one chunk per run.
+            pf = pq.ParquetFile(f)
+            runs = [pf.read_row_groups(run, columns=list(INDEX_COLUMNS))
+                    for run in _row_group_runs(pf.metadata)]
+            return pa.concat_tables(runs) if runs else pf.read(columns=list(INDEX_COLUMNS))
     except FileNotFoundError as exc:
         raise DatasetIndexError(f"no index at {loc.url}: {exc}") from exc
 
 
+READ_ROWS = 1 << 20
+
+
+def _row_group_runs(meta: pq.FileMetaData) -> list[list[int]]:
+    """The file's row groups, in order, cut into runs of at least READ_ROWS rows (the last
+    may be shorter)."""
+    runs: list[list[int]] = [[]]
+    rows = 0
+    for g in range(meta.num_row_groups):
+        if rows >= READ_ROWS:
+            runs.append([])
+            rows = 0
+        runs[-1].append(g)
+        rows += meta.row_group(g).num_rows
+    return runs if runs[0] else []
+
+
+def _release_arrow_memory() -> None:
+    """Hand the index table's freed Arrow memory back to the OS: pyarrow's allocator
+    (mimalloc) keeps it otherwise, 2.2 GiB per loader process at 14M rows (docs/scale.md),
+    shared by its forked workers but never used again."""
+    pa.default_memory_pool().release_unused()
+
+
 def _splits(table: pa.Table, urls: dict[str, str], where: str) -> dict[str, SplitIndex]:
     """Group rows by split; order each split by (shard name, offset). Split names are
-    checked (:func:`shardforge.names.check_name`; ``where`` names the index)."""
-    out = {}
-    for split in sorted(pc.unique(table["split"]).to_pylist()):
+    checked (:func:`shardforge.names.check_name`; ``where`` names the index).
+
+    Each split's rows are gathered from the table once, by column, and a split whose rows
+    are already in that order, as ingest writes them, is not reordered; otherwise the order
+    is a stable sort's, as ``Table.sort_by``'s. (Filtering and sorting the whole table per
+    split cost more than reading the index at ImageNet size, docs/scale.md.)"""
+    splits = pc.unique(table["split"]).sort()
+    for split in splits.to_pylist():
         check_name(split, "split", where, "re-run the ingest that wrote this dataset")
-        t = table.filter(pc.equal(table["split"], split)).sort_by(
-            [("shard", "ascending"), ("offset", "ascending")])
-        names = sorted(pc.unique(t["shard"]).to_pylist())
-        shard_ids = pc.index_in(t["shard"], value_set=pa.array(names))
+    shard_names = pc.unique(table["shard"]).sort()   # code point order, like sorted()
+    names = shard_names.to_pylist()
+    shard_ids = _numpy(pc.index_in(table["shard"], value_set=shard_names), np.int32)
+    offsets = _numpy(table["offset"], np.int64)
+    split_ids = (_numpy(pc.index_in(table["split"], value_set=splits), np.int32)
+                 if len(splits) > 1 else None)
+    out = {}
+    for i, split in enumerate(splits.to_pylist()):
+        rows = np.flatnonzero(split_ids == i) if split_ids is not None else None
+        sid = shard_ids[rows] if rows is not None else shard_ids
+        if not _in_order(sid, offsets[rows] if rows is not None else offsets):
+            order = np.lexsort((offsets[rows] if rows is not None else offsets, sid))
+            rows = rows[order] if rows is not None else order
+            sid = sid[order]
+        present = np.unique(sid)                      # the split's shards, in name order
+        local = np.zeros(len(names), np.int32)
+        local[present] = np.arange(len(present), dtype=np.int32)
+        take = pa.array(rows) if rows is not None else None
 
-        def col(c: str, dtype, t=t) -> np.ndarray:
-            return t[c].to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+        def col(c: str, dtype, take=take) -> np.ndarray:
+            values = _numpy(table[c] if take is None else table[c].take(take), dtype)
+            if dtype is not object:
+                values.flags.writeable = False    # as Arrow's zero-copy arrays were
+            return values
 
+        fmt = table["format"] if take is None else table["format"].take(take)
         out[split] = SplitIndex(
-            split=split, shard_urls=tuple(urls[n] for n in names),
-            shard=shard_ids.to_numpy(zero_copy_only=False).astype(np.int32),
+            split=split, shard_urls=tuple(urls[names[k]] for k in present.tolist()),
+            shard=local[sid],
             offset=col("offset", np.int64), size=col("size", np.int64),
             label=col("label", np.int64), width=col("width", np.int32),
             height=col("height", np.int32),
-            is_png=pc.equal(t["format"], "png").to_numpy(zero_copy_only=False).astype(bool),
+            is_png=_numpy(pc.equal(fmt, "png"), bool),
             key=col("key", object), sha256=col("sha256", object))
     return out
+
+
+def _numpy(column: pa.ChunkedArray | pa.Array, dtype) -> np.ndarray:
+    return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+
+
+def _in_order(shard: np.ndarray, offset: np.ndarray) -> bool:
+    """Whether rows are sorted by (shard, offset), ties allowed (a stable sort leaves
+    such rows as they are)."""
+    same = shard[1:] == shard[:-1]
+    return bool(np.all((shard[1:] > shard[:-1]) | (same & (offset[1:] >= offset[:-1]))))
 
 
 def _common_name(urls: dict[str, str]) -> str:

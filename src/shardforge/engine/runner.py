@@ -52,7 +52,8 @@ def run_tasks(remote_fn: Any, args: Sequence[tuple], max_in_flight: int | None =
     ``local_fn`` (the same work as ``remote_fn``, run in this process): until the first
     task returns, the driver runs queued units itself instead of idling. Why: a new job's
     first tasks wait for Ray to start worker processes (0.8-1.2 s on a running 2-CPU
-    head here, more than a 20-image ingest's whole work; BENCHMARKS.md "Ingest"); a job
+    head here, more than a 20-image ingest's whole work; BENCHMARKS.md "Ingest through the
+    CLI"); a job
     of one unit then runs entirely in the driver. Once a worker has returned a result,
     only workers run units.
     """

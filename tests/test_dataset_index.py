@@ -3,12 +3,15 @@ filter-and-``sort_by`` it replaced, on index tables in any row order (docs/scale
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pytest
 
-from shardforge.layout.dataset import SplitIndex, _splits
+from shardforge.layout.dataset import DatasetIndexError, SplitIndex, _splits
 
 FIELDS = ("shard", "offset", "size", "label", "width", "height", "is_png", "key", "sha256")
 
@@ -25,6 +28,8 @@ def reference_splits(table: pa.Table, urls: dict[str, str]) -> dict[str, SplitIn
         def col(c, dtype, t=t):
             return t[c].to_numpy(zero_copy_only=False).astype(dtype, copy=False)
 
+        sha256 = col("sha256", "S64")
+        sha256.flags.writeable = False     # a view of the Arrow buffer
         out[split] = SplitIndex(
             split=split, shard_urls=tuple(urls[n] for n in names),
             shard=shard_ids.to_numpy(zero_copy_only=False).astype(np.int32),
@@ -32,7 +37,7 @@ def reference_splits(table: pa.Table, urls: dict[str, str]) -> dict[str, SplitIn
             label=col("label", np.int64), width=col("width", np.int32),
             height=col("height", np.int32),
             is_png=pc.equal(t["format"], "png").to_numpy(zero_copy_only=False).astype(bool),
-            key=col("key", object), sha256=col("sha256", object))
+            key=col("key", object), sha256=sha256)
     return out
 
 
@@ -110,3 +115,31 @@ def test_index_read_in_runs_of_row_groups_is_the_whole_table(tmp_path, monkeypat
         runs = dataset._row_group_runs(pq.ParquetFile(path).metadata)
         assert [g for run in runs for g in run] == list(range(100))
         assert got["key"].num_chunks == len(runs) == -(-100 // -(-rows // 10))
+
+
+@pytest.mark.parametrize("bad", ["abc", None, "é" * 10])
+def test_a_sha256_that_is_not_64_hex_digits_is_refused_naming_the_row(bad):
+    table, urls = index_table(50, ["train"], 3, 0, False, 2)
+    sha = table["sha256"].to_pylist()
+    sha[17] = bad
+    table = table.set_column(table.schema.get_field_index("sha256"), "sha256",
+                             pa.array(sha, pa.string()))
+    with pytest.raises(DatasetIndexError, match=r"index.parquet: row \d+ of the sha256 column"):
+        _splits(table, urls, "index.parquet")
+
+
+def test_sha256_is_a_read_only_view_with_no_python_objects():
+    table, urls = index_table(300, ["train", "val"], 4, 1, False, 3)
+    for idx in _splits(table, urls, "index.parquet").values():
+        assert idx.sha256.dtype == np.dtype("S64") and not idx.sha256.flags.writeable
+        assert all(len(h) == 64 for h in idx.sha256.tolist())
+
+
+def test_opening_a_dataset_imports_no_pandas(demo_dataset):
+    """pyarrow's numpy conversions import pandas (0.2-0.7 s of a loader's start-up)."""
+    code = ("import sys; from shardforge.layout.dataset import open_dataset; "
+            f"d = open_dataset({demo_dataset!r}); "
+            "print(sorted(d.splits), d.num_samples, 'pandas' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["['train',", "'val']", "80", "False"]

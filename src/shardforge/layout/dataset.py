@@ -110,7 +110,11 @@ class SplitIndex:
     height: np.ndarray      # int32
     is_png: np.ndarray      # bool: KEY.png (raw-mode sample), else KEY.jpg
     key: np.ndarray         # object (str)
-    sha256: np.ndarray      # object (hex str)
+    sha256: np.ndarray      # bytes "S64": the sample's sha256 as 64 ASCII hex digits
+
+    # sha256 is fixed-width bytes rather than str objects: a view of the index's Arrow
+    # buffer, no Python object per row (-0.2 s and -57 B per row at 1.28M rows when a
+    # loader starts, docs/scale.md). Compare with ``hexdigest().encode()``.
 
     def __len__(self) -> int:
         return len(self.key)
@@ -259,7 +263,7 @@ def _splits(table: pa.Table, urls: dict[str, str], where: str) -> dict[str, Spli
         present = np.unique(sid)                      # the split's shards, in name order
         local = np.zeros(len(names), np.int32)
         local[present] = np.arange(len(present), dtype=np.int32)
-        take = pa.array(rows) if rows is not None else None
+        take = _int64_array(rows) if rows is not None else None
 
         def col(c: str, dtype, take=take) -> np.ndarray:
             values = _numpy(table[c] if take is None else table[c].take(take), dtype)
@@ -274,13 +278,71 @@ def _splits(table: pa.Table, urls: dict[str, str], where: str) -> dict[str, Spli
             offset=col("offset", np.int64), size=col("size", np.int64),
             label=col("label", np.int64), width=col("width", np.int32),
             height=col("height", np.int32),
-            is_png=_numpy(pc.equal(fmt, "png"), bool),
-            key=col("key", object), sha256=col("sha256", object))
+            is_png=_numpy(pc.match_substring_regex(fmt, "^png$"), bool),
+            key=_strings(table["key"] if take is None else table["key"].take(take)),
+            sha256=_hex_digests(table["sha256"] if take is None else
+                                table["sha256"].take(take), where))
     return out
 
 
 def _numpy(column: pa.ChunkedArray | pa.Array, dtype) -> np.ndarray:
-    return column.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    """A column as a numpy array of ``dtype``.
+
+    Null-free integer and bool columns are read from their Arrow buffers: pyarrow's
+    ``to_numpy`` (like ``pa.array`` of numpy values and ``pc.equal`` with a Python scalar)
+    imports pandas, 0.2-0.7 s of a loader's start-up that nothing here needs
+    (docs/scale.md). ``tests/test_dataset_index.py`` checks that opening a dataset imports
+    no pandas."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if arr.null_count or not (pa.types.is_integer(arr.type) or pa.types.is_boolean(arr.type)):
+        return arr.to_numpy(zero_copy_only=False).astype(dtype, copy=False)
+    n, data = len(arr), arr.buffers()[1]
+    if n == 0 or data is None:
+        return np.empty(0, dtype)
+    if pa.types.is_boolean(arr.type):
+        bits = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+        return bits[arr.offset:arr.offset + n].astype(bool)
+    width = arr.type.bit_width // 8
+    kind = "i" if pa.types.is_signed_integer(arr.type) else "u"
+    values = np.frombuffer(data, np.dtype(f"<{kind}{width}"), n, arr.offset * width)
+    return values.astype(dtype, copy=False)
+
+
+def _int64_array(values: np.ndarray) -> pa.Array:
+    """``values`` as an Arrow int64 array sharing their memory (without pandas, see
+    :func:`_numpy`)."""
+    values = np.ascontiguousarray(values, np.int64)
+    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
+
+
+def _strings(column: pa.ChunkedArray) -> np.ndarray:
+    """A string column as a numpy object array of str (without pandas, see :func:`_numpy`)."""
+    out = np.empty(len(column), dtype=object)
+    out[:] = column.to_pylist()
+    return out
+
+
+def _hex_digests(column: pa.ChunkedArray, where: str) -> np.ndarray:
+    """The sha256 column as a read-only ``S64`` array viewing the Arrow data buffer (one
+    copy at most, to join chunks). Raises :class:`DatasetIndexError` when a value is null
+    or not 64 bytes long (a 64-byte value that is not hex digits matches no sample,
+    so every sample it describes fails its checksum at read time)."""
+    arr = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    if arr.type != pa.string():
+        arr = arr.cast(pa.string())
+    n = len(arr)
+    offsets = np.frombuffer(arr.buffers()[1], np.int32, n + 1, arr.offset * 4) if n else None
+    if n and (arr.null_count or np.any(np.diff(offsets) != 64)):
+        bad = int(np.flatnonzero(~arr.is_valid().to_numpy(zero_copy_only=False)
+                                 | (pc.binary_length(arr.fill_null("")).to_numpy() != 64))[0])
+        raise DatasetIndexError(
+            f"{where}: row {bad} of the sha256 column is {arr[bad].as_py()!r}, not 64 hex "
+            f"digits; re-run the ingest that wrote this index")
+    if not n:
+        return np.empty(0, "S64")
+    view = np.frombuffer(arr.buffers()[2], "S64", n, int(offsets[0]))
+    view.flags.writeable = False
+    return view
 
 
 def _in_order(shard: np.ndarray, offset: np.ndarray) -> bool:

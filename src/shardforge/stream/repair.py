@@ -46,7 +46,7 @@ class SampleRepair:
     """The stream's corrupt-sample handling (see the module doc)."""
 
     def _hash_ok(self, p: int, blob: memoryview) -> bool:
-        return hashlib.sha256(blob).hexdigest() == self.index.sha256[p]
+        return hashlib.sha256(blob).hexdigest().encode() == self.index.sha256[p]
 
     def _corrupt(self, p: int, code: int, reason: str) -> int:
         """Record sample ``p`` as corrupt (``strict``: raise instead); returns ``code``."""

@@ -133,7 +133,7 @@ def sample_page(home: Home, ref: str, split: str, key: str) -> dict:
            "position": p, "shard": index.shard_urls[int(index.shard[p])],
            "offset": int(index.offset[p]), "bytes": int(index.size[p]),
            "width": int(index.width[p]), "height": int(index.height[p]),
-           "format": "png" if index.is_png[p] else "jpg", "sha256": index.sha256[p]}
+           "format": "png" if index.is_png[p] else "jpg", "sha256": index.sha256[p].decode()}
     related = [_related(build, b, split, key) for b in family(home, build) if b.ref != build.ref]
     augs = None
     if extras.is_reinforced(build.out) and extras.reinforced_split(build.out) == split:

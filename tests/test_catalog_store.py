@@ -254,3 +254,48 @@ def test_cli_errors_are_one_line_exit_2(tmp_path, capsys, args, needle):
     assert main([*args, "--home", str(tmp_path)]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
     assert len(err) == 1 and needle in err[0], err
+
+
+def _quick_checks(monkeypatch) -> list[str]:
+    """The ``PRAGMA quick_check`` statements every later connection runs."""
+    calls: list[str] = []
+    real = sqlite3.connect
+
+    def connect(*args, **kwargs):
+        conn = real(*args, **kwargs)
+        conn.set_trace_callback(lambda s: calls.append(s) if "quick_check" in s else None)
+        return conn
+
+    monkeypatch.setattr(sqlite3, "connect", connect)
+    return calls
+
+
+def test_quick_check_runs_when_something_else_touched_the_catalog(tmp_path, monkeypatch):
+    """Writes skip the full-file check while only shardforge's writes touched the file
+    (the one write cost that grew with the catalog, docs/scale.md); any other change to
+    the file, even one that puts its mtime back, brings the check back."""
+    import os
+
+    home = tmp_path / "home"
+    checks = _quick_checks(monkeypatch)
+    catalog.register_build(home, "alpha", fake_summary("a0"))
+    assert len(checks) == 1
+    for i in range(1, 4):
+        catalog.register_build(home, "alpha", fake_summary(f"a{i}"))
+    reader = sqlite3.connect(f"file:{home / 'catalog.db'}?mode=ro", uri=True)  # a live reader
+    reader.execute("SELECT count(*) FROM builds").fetchone()
+    catalog.register_build(home, "alpha", fake_summary("a4"))
+    catalog.register_build(home, "alpha", fake_summary("a5"))
+    reader.close()
+    assert len(checks) == 1
+    db = home / "catalog.db"
+    st = db.stat()
+    with open(db, "r+b") as f:          # the same bytes written back, mtime restored
+        f.write(f.read(100))
+    os.utime(db, ns=(st.st_atime_ns, st.st_mtime_ns))
+    catalog.register_build(home, "alpha", fake_summary("a6"))
+    assert len(checks) == 2
+    (home / "catalog.db.checked").unlink()
+    catalog.register_build(home, "alpha", fake_summary("a7"))
+    assert len(checks) == 3
+    assert [b.ref for b in catalog.list(home=home, all_versions=True)][-1] == "alpha@v8"

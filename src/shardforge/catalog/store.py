@@ -22,7 +22,14 @@ write; no writer can exist there, SQLite would need to create the ``-wal``) the 
 opened ``immutable=1``, which needs no ``-shm``;
 so is a file whose ``-shm`` cannot be set up (a full disk) while no ``-wal`` holds pages.
 Before a write the file passes ``PRAGMA quick_check``, so a damaged catalog is never
-written to. With ``$SHARDFORGE_HOME_READ_ONLY`` set (``--read-only`` on the CLI) reads
+written to, unless nothing but shardforge's own writes touched it since the last write
+that checked it: after each write the (size, mtime, ctime, inode) of ``catalog.db`` and
+the (size, mtime, inode) of its ``-wal`` go to ``catalog.db.checked``, and a write that finds the same skips the
+check (a full pass over the file, 62 ms at 201 MiB: the one write cost that grew with
+the catalog, docs/scale.md). Any other writer of the database changes its ctime, which no
+one can set back; damage below the filesystem (a failing disk), or to the ``-wal`` with its
+mtime put back, goes unseen until the next check (``catalog.db.checked`` removed, or any
+other change). With ``$SHARDFORGE_HOME_READ_ONLY`` set (``--read-only`` on the CLI) reads
 always open the file as on a read-only directory and writes are refused before any file
 is opened: for a home on a mounted volume that this process must never write.
 """
@@ -57,6 +64,7 @@ from shardforge.catalog.home import (
 )
 
 BUSY_TIMEOUT_S = 60.0
+CHECKED_SUFFIX = ".checked"   # catalog.db.checked: the files' stamp after the last write
 SCHEMA_VERSION = 1
 
 
@@ -211,15 +219,53 @@ class Store:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
                     self._check_file(conn)
-                    check = conn.execute("PRAGMA quick_check").fetchall()
-                    if [r[0] for r in check] != ["ok"]:
-                        raise sqlite3.DatabaseError(
-                            "quick_check: " + "; ".join(r[0] for r in check[:3]) + " (corrupt)")
+                    if self._stamp() != self._checked_stamp():
+                        check = conn.execute("PRAGMA quick_check").fetchall()
+                        if [r[0] for r in check] != ["ok"]:
+                            raise sqlite3.DatabaseError("quick_check: " + "; ".join(
+                                r[0] for r in check[:3]) + " (corrupt)")
                     yield conn
                     conn.execute("COMMIT")
                 except BaseException:
                     _rollback(conn)
                     raise
+            self._record_checked()
+
+    def _stamp(self) -> str:
+        """(size, mtime, ctime, inode) of the database and (size, mtime, inode) of its
+        ``-wal`` unless that is absent or empty (opening a connection creates it empty; the last one to close
+        removes it); ``stat`` only (opening the file would drop this process's SQLite
+        locks, see _check_file)."""
+        parts = []
+        for path in (self.path, Path(f"{self.path}-wal")):
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            if path == self.path:
+                parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ctime_ns}:{st.st_ino}")
+            elif st.st_size:    # no ctime: SQLite running as root chowns the -wal it opens
+                parts.append(f"{st.st_size}:{st.st_mtime_ns}:{st.st_ino}")
+        return " ".join(parts)
+
+    def _checked_stamp(self) -> str | None:
+        try:
+            return Path(f"{self.path}{CHECKED_SUFFIX}").read_text()
+        except (OSError, UnicodeDecodeError):
+            return None
+
+    def _record_checked(self) -> None:
+        """After a write (connection closed, so SQLite's close-time checkpoint is in):
+        the files' stamp, written atomically. Best effort: without it the next write
+        runs the check."""
+        target = Path(f"{self.path}{CHECKED_SUFFIX}")
+        tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
+        try:
+            tmp.write_text(self._stamp())
+            os.replace(tmp, target)
+        except OSError:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
 
     # -- writes ------------------------------------------------------------------------
 

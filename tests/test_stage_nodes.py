@@ -95,8 +95,8 @@ def test_a_node_that_is_gone_is_named(cluster, demo_dataset, tmp_path):
     survivors = sorted(_alive())
 
     to = str(tmp_path / "staged")
-    with pytest.raises(StageError,
-                       match=f"failed on 1 of 4 node\\(s\\): node {dead[:12]}") as caught:
+    with pytest.raises(StageError, match=f"failed on 1 of 4 node\\(s\\): node {dead[:12]} "
+                                         r"\(127\.0\.0\.1\): FAILED") as caught:
         stage_dataset(demo_dataset, to, nodes=[*survivors, dead])
     by_node = {r.node: r for r in caught.value.reports}
     assert set(by_node) == {*survivors, dead}

@@ -187,17 +187,18 @@ def stage_dataset(root: str, to: str, ray_address: str | None = None,
     files = staged_files(summary)
     total = sum(r["size"] for r in files)
     with ray_session(ray_address):
-        alive = {n["NodeID"]: n.get("NodeManagerAddress", "")
-                 for n in ray.nodes() if n.get("Alive")}
-        targets = list(alive) if nodes is None else list(nodes)
+        listed = ray.nodes()
+        address = {n["NodeID"]: n.get("NodeManagerAddress", "") for n in listed}  # dead too
+        targets = ([n["NodeID"] for n in listed if n.get("Alive")] if nodes is None
+                   else list(nodes))
         print(f"staging {summary.get('name', root)} ({len(files)} files, {total:,} bytes) "
               f"into {to} on {len(targets)} node(s)", file=log)
         task = ray.remote(num_cpus=0, max_retries=2)(stage_on_this_node)
         refs = [task.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
             node, soft=False)).remote(summary_loc.parent().url, files, summary_bytes, to,
-                                      node, alive.get(node, ""))
+                                      node, address.get(node, ""))
             for node in targets]
-        reports = [_outcome(ray, ref, node, alive.get(node, ""))
+        reports = [_outcome(ray, ref, node, address.get(node, ""))
                    for node, ref in zip(targets, refs, strict=True)]
     for r in reports:
         print(f"  {r.line()}", file=log)

@@ -10,7 +10,13 @@ import shutil
 import pytest
 from helpers import ffcv_labels
 
-from shardforge.catalog.stage import StageError, stage_dataset, staged_files
+from shardforge.catalog.stage import (
+    StageError,
+    stage_dataset,
+    stage_on_this_node,
+    staged_files,
+    temp_name,
+)
 from shardforge.layout.dataset import open_dataset
 
 pytestmark = pytest.mark.usefixtures("ray_local")
@@ -70,3 +76,27 @@ def test_a_source_that_does_not_match_its_record_is_not_staged(demo_dataset, tmp
     assert not os.path.exists(os.path.join(to, "summary.json"))
     with pytest.raises(StageError, match="absolute path"):
         stage_dataset(src, "relative/dir")
+
+
+def test_concurrent_nodes_use_their_own_temporaries(demo_dataset, tmp_path):
+    """Nodes sharing ``--to`` write distinct temporaries; a node clears only its own
+    leftovers of a killed run, never another node's copy in flight."""
+    summary = json.load(open(os.path.join(demo_dataset, "summary.json")))
+    files = staged_files(summary)
+    to = str(tmp_path / "staged")
+    dest = os.path.join(to, files[0]["path"])
+    assert temp_name(dest, "a" * 56) != temp_name(dest, "b" * 56)
+    os.makedirs(os.path.dirname(dest))
+    theirs, mine = temp_name(dest, "b" * 56), temp_name(dest, "a" * 56) + "0"   # other pid
+    for leftover in (theirs, mine):
+        with open(leftover, "wb") as f:
+            f.write(b"half a file")
+    summary_bytes = open(os.path.join(demo_dataset, "summary.json"), "rb").read()
+    report = stage_on_this_node(demo_dataset, files, summary_bytes, to, "a" * 56)
+    assert report.ok and len(report.copied) == len(files) + 1
+    assert not os.path.exists(mine)                                   # own leftover gone
+    assert open(theirs, "rb").read() == b"half a file"                # the other node's kept
+    os.unlink(theirs)
+    original = _tree(demo_dataset)
+    assert _tree(to) == {p: original[p] for p in _tree(to)}
+    assert set(_tree(to)) == {r["path"] for r in files} | {"summary.json"}

@@ -19,7 +19,9 @@ def add_stage_parser(sub) -> None:
 
 
 def run_stage(args: argparse.Namespace) -> int:
-    """Stage; print the reports; return 0, or 1 with one line naming the problem."""
+    """Stage; print one line per node (stderr) and the result; return 0, or 1 with one
+    line naming the problem (and each failed node). ``--json`` prints every node's report
+    to stdout, failed nodes included (``error`` set)."""
     from shardforge.catalog.lookup import resolve_dataset
     from shardforge.catalog.stage import StageError, reports_json, stage_dataset
     from shardforge.layout.dataset import DatasetNotFoundError
@@ -27,7 +29,12 @@ def run_stage(args: argparse.Namespace) -> int:
     try:
         root = resolve_dataset(args.ref, args.home)
         reports = stage_dataset(root, args.to, args.ray_address)
-    except (StageError, DatasetNotFoundError, OSError) as exc:
+    except StageError as exc:
+        if args.json and exc.reports:
+            print(reports_json(exc.reports))
+        print(f"shardforge stage: error: {exc}", file=sys.stderr)
+        return 1
+    except (DatasetNotFoundError, OSError) as exc:
         print(f"shardforge stage: error: {exc}", file=sys.stderr)
         return 1
     if args.json:

@@ -84,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.backend == "ray":
         from shardforge.engine.cluster import ray_session
 
-        with ray_session(args.ray_address):
+        # state_api: Ray Train's PlacementGroupCleaner queries Ray's state API (the
+        # dashboard); a private Ray without it printed a traceback (docs/cluster.md)
+        with ray_session(args.ray_address, state_api=True):
             history = run_training(plan, cfg, "ray")
     else:
         history = run_training(plan, cfg, "local")

@@ -144,11 +144,18 @@ def run_with_ray(plan: RunPlan, cfg: TrainConfig) -> list[dict]:
     (Ray Train restores from the run directory's checkpoint snapshot).
     """
     try:
-        from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+        from ray.train import (
+            CheckpointConfig,
+            FailureConfig,
+            LoggingConfig,
+            RunConfig,
+            ScalingConfig,
+        )
         from ray.train.torch import TorchTrainer
     except ImportError as exc:
         raise RuntimeError(f"Ray Train is not importable ({exc}); install the ray[train] extra "
                            "(it adds pandas, tensorboardX) or use --backend local") from exc
+    from shardforge.engine.cluster import ray_log_level
     from shardforge.train.loop import ray_train_loop
 
     root = resolve(plan.storage_path)
@@ -156,7 +163,10 @@ def run_with_ray(plan: RunPlan, cfg: TrainConfig) -> list[dict]:
                {"storage_path": root.path, "storage_filesystem": root.fs})
     run_config = RunConfig(name=plan.name, failure_config=FailureConfig(
         max_failures=cfg.run.max_failures), checkpoint_config=CheckpointConfig(
-        num_to_keep=cfg.run.num_to_keep), **storage)
+        num_to_keep=cfg.run.num_to_keep), **storage,
+        # Ray Train's INFO lines (resource requests, the worker group's ranks, process
+        # group set-up) off unless SHARDFORGE_RAY_LOG_LEVEL asks; its warnings still show
+        logging_config=LoggingConfig(log_level=ray_log_level()))
     scaling = ScalingConfig(num_workers=cfg.scaling.num_workers, use_gpu=cfg.scaling.use_gpu,
                             resources_per_worker={"CPU": cfg.scaling.cpus_per_worker,
                                                   **({"GPU": 1} if cfg.scaling.use_gpu else {})})

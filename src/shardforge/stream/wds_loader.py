@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Literal
 
+import torch
 from torch.utils.data import DataLoader
 
 from shardforge.formats.decode import (
@@ -144,8 +145,8 @@ class WdsLoader(DataLoader):
         if self.worker_kind == "process":
             yield from super().__iter__()
             return
-        yield from thread_batches(self.stream, self._threads, self._prefetch,
-                                  pin_memory=self.pin_memory)
+        pin = bool(self.pin_memory) and torch.accelerator.is_available()   # as DataLoader
+        yield from thread_batches(self.stream, self._threads, self._prefetch, pin_memory=pin)
 
     def state_dict(self) -> dict:
         """Where this rank is: ``epoch``, ``samples_seen`` and ``seed``, plus what must

@@ -167,10 +167,9 @@ def decode_crop(data: bytes | memoryview, is_png: bool, width: int, height: int,
                           f"the index says {width}x{height} (expected {exp_w}x{exp_h})")
     y0, x0, y1, x1 = scaled_box(box, r, width, height)
     region = pixels[y0:y1, x0:x1]
+    cv2.resize(region, (out_w, out_h), dst=out, interpolation=cv2.INTER_AREA)
     if flip:
-        cv2.flip(cv2.resize(region, (out_w, out_h), interpolation=cv2.INTER_AREA), 1, dst=out)
-    else:
-        cv2.resize(region, (out_w, out_h), dst=out, interpolation=cv2.INTER_AREA)
+        cv2.flip(out, 1, dst=out)      # in place: no temporary image
     return r
 
 

@@ -18,7 +18,9 @@ rank. Every rank gets exactly the same number of samples (``remainder="pad"``:
 samples are disjoint apart from the pad repeats. A rank's samples are cut into batches
 of ``batch_size`` (only the last may be short; ``drop_last`` drops it) and DataLoader
 worker ``w`` builds batches ``w, w+W, ...``, so the DataLoader yields the rank's batches
-in order whatever ``num_workers`` is.
+in order whatever ``num_workers`` is. With ``worker_kind="thread"``
+(:mod:`shardforge.stream.wds_threads`) thread ``w`` of the calling process builds the
+same batches (:meth:`WdsStream.build_batch`), byte for byte.
 
 Images are read by byte range from the tars (``index.parquet`` gives shard, offset,
 size), a batch's reads grouped per tar, and decoded crop-first with DCT-domain downscaling

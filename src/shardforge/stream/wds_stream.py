@@ -327,12 +327,14 @@ class WdsStream(SampleRepair, IterableDataset):
         dct = self.transform.dct
         widths, heights = idx.width[pos], idx.height[pos]
         boxes, flips = self.transform.plan(widths, heights, rng)
+        scratch = np.empty(int((widths.astype(np.int64) * heights).max()) * 3, np.uint8)
         for k, p in enumerate(pos.tolist()):
             if bad[k]:
                 continue
             try:
                 decode_crop(blobs[k], bool(idx.is_png[p]), int(widths[k]), int(heights[k]),
-                            tuple(boxes[k].tolist()), pixels[k], bool(flips[k]), dct)
+                            tuple(boxes[k].tolist()), pixels[k], bool(flips[k]), dct,
+                            scratch)
             except (DecodeError, cv2.error) as exc:
                 bad[k] = self._corrupt(p, UNDECODABLE, f"it does not decode ({exc})")
         if any(bad):

@@ -347,6 +347,27 @@ def figure(results: dict, args) -> str | None:
     return link
 
 
+def cost_notes(results: dict) -> list[str]:
+    """Where one sample's CPU goes (single core), and what worker processes add over
+    threads (median CPU per image of the two shardforge modes)."""
+    sc, m, n = results["single_core"], results["methods"], results["samples"]
+    us = {k: 1e6 / sc[k] for k in ("simplejpeg_into_buffer", "cv2_full_decode", "sha256",
+                                    "shardforge_step")}
+    lines = [f"- Per sample on one core (µs): decode {us['simplejpeg_into_buffer']:.0f} "
+             f"(simplejpeg into a reused buffer; OpenCV's `imdecode`, same pixels: "
+             f"{us['cv2_full_decode']:.0f}), sha256 check {us['sha256']:.0f} (not in the step "
+             f"figure), the whole step {us['shardforge_step']:.0f}, so crop + INTER_AREA resize "
+             f"+ flip + Python {us['shardforge_step'] - us['simplejpeg_into_buffer']:.0f}."]
+    if "shardforge_threads" in m:
+        med = {k: 1e6 * float(np.median(m[k]["cpu"])) / n for k in ("shardforge",
+                                                                      "shardforge_threads")}
+        lines.append(f"- Worker processes cost {med['shardforge'] - med['shardforge_threads']:.0f}"
+                     f" µs of CPU per image more than threads here ({med['shardforge']:.0f} vs "
+                     f"{med['shardforge_threads']:.0f}, medians): each batch in a shared-memory "
+                     "segment, its hand-over and the main process's side of the queues.")
+    return lines
+
+
 def _goal(ratio: float, goal: float) -> str:
     """``ratio`` in bold with whether it meets ``goal``."""
     return f"**{ratio:.2f}x** ({'met' if ratio >= goal else 'not met'})"
@@ -432,6 +453,7 @@ def report(results: dict, args, summary: dict, figure: str | None = None) -> str
               f"{sc['shardforge_step']:.0f}"]]),
         "",
         "Notes:",
+        *cost_notes(results),
         f"- DCT-domain downscaling, measured on the demo *source* JPEGs instead (sides "
         f"256-512, mean long side {results['dct_effect']['mean_side']:.0f} px: what a higher "
         f"`--max-res` stores): {100 * results['dct_effect']['draft_share']:.0f}% of the "

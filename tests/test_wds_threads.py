@@ -8,6 +8,7 @@ injected into a private copy (the helpers of ``test_reliability_streaming``).
 
 from __future__ import annotations
 
+import os
 import shutil
 import threading
 
@@ -19,6 +20,7 @@ from shardforge.stream import (
     CorruptSampleError,
     IntegrityError,
     RandomResizedCrop,
+    ShardReadError,
     make_loader,
 )
 
@@ -148,3 +150,15 @@ def test_thread_mode_arguments(demo_dataset):
         loader(demo_dataset, "thread", prefetch_factor=0)
     one_ahead = loader(demo_dataset, "thread", prefetch_factor=1, pin_memory=True)
     assert_same(batches(one_ahead), batches(loader(demo_dataset, "process")))
+
+
+def test_thread_mode_missing_tar_raises_in_the_caller(copy):
+    """A tar removed after the loader was made: its first read in a thread raises
+    ShardReadError (naming the tar) in the caller, and no thread is left running."""
+    tar = os.path.join(copy, "wds", rows(copy)[40]["shard"])
+    ld = loader(copy, "thread", rank=0, world_size=1, check_shards=False)
+    os.remove(tar)
+    with pytest.raises(ShardReadError, match="missing.*re-stage") as info:
+        batches(ld)
+    assert tar in str(info.value)
+    assert len(decode_threads()) == 0

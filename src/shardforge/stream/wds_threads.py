@@ -40,32 +40,48 @@ def _pinned(batch: tuple) -> tuple:
     return tuple(x.pin_memory() if isinstance(x, torch.Tensor) else x for x in batch)
 
 
+def _put(out: queue.Queue, item: object, stop: threading.Event) -> bool:
+    """Put ``item`` into ``out``, waiting for room unless ``stop`` is set; False if stopped."""
+    while not stop.is_set():
+        try:
+            out.put(item, timeout=_POLL_S)
+            return True
+        except queue.Full:
+            continue
+    return False
+
+
 def _produce(stream: WdsStream, plan: EpochPlan, worker: int, workers: int,
              out: queue.Queue, stop: threading.Event, pin_memory: bool) -> None:
     """Thread body: build this thread's batches of ``plan`` into ``out`` in order; an
     exception goes into ``out`` in place of its batch and ends the thread."""
-    builder = stream.builder()
-    reader = stream.open_reader()
+    reader = None
     try:
+        builder = stream.builder()
+        reader = stream.open_reader()
         for b in worker_batches(len(plan.bounds), worker, workers):
             if stop.is_set():
                 return
-            try:
-                item: object = builder.build_batch(plan, b, reader)
-                if pin_memory:
-                    item = _pinned(item)
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
-                item = exc
-            while not stop.is_set():
-                try:
-                    out.put(item, timeout=_POLL_S)
-                    break
-                except queue.Full:
-                    continue
-            if isinstance(item, Exception):
+            batch = builder.build_batch(plan, b, reader)
+            if not _put(out, _pinned(batch) if pin_memory else batch, stop):
                 return
+    except Exception as exc:  # noqa: BLE001 - handed to the consumer, re-raised there
+        _put(out, exc, stop)
     finally:
-        reader.close()
+        if reader is not None:
+            reader.close()
+
+
+def _get(q: queue.Queue, producer: threading.Thread) -> object:
+    """The next item of ``q``; RuntimeError if ``producer`` ended without putting one."""
+    while True:
+        try:
+            return q.get(timeout=_POLL_S)
+        except queue.Empty:
+            if not producer.is_alive() and q.empty():
+                raise RuntimeError(f"decode thread {producer.name} ended without its next "
+                                   "batch (an error that is not an Exception?); see the "
+                                   "log above, or use worker_kind='process'") from None
 
 
 def thread_batches(stream: WdsStream, threads: int, prefetch: int = 2,
@@ -100,7 +116,7 @@ def thread_batches(stream: WdsStream, threads: int, prefetch: int = 2,
         t.start()
     try:
         for b in range(len(plan.bounds)):
-            item = queues[b % threads].get()
+            item = _get(queues[b % threads], workers[b % threads])
             if isinstance(item, Exception):
                 raise item
             yield item

@@ -59,6 +59,9 @@ class WdsLoader(DataLoader):
     without moving them between processes). With threads, ``prefetch_factor`` (default
     2) is the batches each thread keeps ready and ``pin_memory`` has each thread pin the
     batches it builds; the DataLoader's process options are refused.
+    Threads used less CPU per image than processes in every benchmark run and were
+    faster on an idle machine, not on an oversubscribed one (README, "Streaming"), hence
+    not the default.
     """
 
     def __init__(self, stream: WdsStream, num_workers: int = 2,

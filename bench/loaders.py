@@ -1,7 +1,8 @@
 """Benchmark training-time loaders on the same stored images: images/s of
 
 * shardforge's WebDataset stream (``shardforge.stream.make_loader``: byte-range reads from
-  the tars, crop-first decode, ``RandomResizedCrop(S)`` + flip, uint8 HWC batches);
+  the tars, crop-first decode, ``RandomResizedCrop(S)`` + flip, uint8 HWC batches), with
+  worker processes (the default) and with decoding threads (``worker_kind="thread"``);
 * FFCV ``ffcv.loader.Loader`` on the .beton of the same ingest:
   ``RandomResizedCropRGBImageDecoder((S, S))`` + ``RandomHorizontalFlip()`` (+ ``ToTensor``),
   uint8 HWC batches, ``OrderOption.RANDOM``, ``os_cache=True``;
@@ -24,6 +25,7 @@ section of ``--out-md`` and to ``WORK/results-loaders.json``; the section's figu
 from __future__ import annotations
 
 import argparse
+import hashlib
 import io
 import json
 import os
@@ -36,18 +38,15 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 
 import cv2  # noqa: E402
 import numpy as np  # noqa: E402
+import simplejpeg  # noqa: E402
 from PIL import Image  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import plots  # noqa: E402
+from loaders_report import METHODS, report  # noqa: E402
 
-PACKAGES = ("shardforge", "torch", "torchvision", "ffcv", "webdataset", "pillow",
-            "opencv-python-headless", "numpy")
 SECTION = "loaders"
-DATA_WHAT = {"photos": "natural photos (`bench/photos.py`: crops of scikit-image's sample "
-                       "photos, sides 350-650, q90)",
-             "demo": "demo images (`generate_demo_data`, sides 256-512)"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,11 +115,11 @@ def extract_imagefolder(out: Path, folder: Path) -> None:
 # Loaders: each a factory returning a re-iterable; one iteration = one epoch
 # --------------------------------------------------------------------------------------------
 
-def shardforge_loader(out: Path, args):
+def shardforge_loader(out: Path, args, worker_kind: str = "process"):
     from shardforge.stream import RandomResizedCrop, make_loader
 
     return make_loader(str(out), "train", args.batch_size, num_workers=args.workers,
-                       transform=RandomResizedCrop(args.size), seed=0)
+                       transform=RandomResizedCrop(args.size), seed=0, worker_kind=worker_kind)
 
 
 def ffcv_loader(out: Path, args):
@@ -199,6 +198,8 @@ def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
              for b, p, box, flip in zip(blobs, pos, boxes, flips, strict=True)]
     reductions = [dct_reduction(box[2], box[3], size, size) for _, _, _, box, _ in items]
     out_buf = np.empty((size, size, 3), np.uint8)
+    scratch = np.empty(int((idx.width[pos].astype(np.int64) * idx.height[pos]).max()) * 3,
+                       np.uint8)
 
     def pil(item, reduction: int | None = None) -> None:
         data, w, h, box, _ = item
@@ -217,8 +218,11 @@ def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
             "pil_draft_half": lambda it: pil(it, 2),
             "cv2_full_decode": lambda it: cv2.imdecode(np.frombuffer(it[0], np.uint8),
                                                        cv2.IMREAD_COLOR_RGB),
+            "simplejpeg_into_buffer": lambda it: simplejpeg.decode_jpeg(it[0], "rgb",
+                                                                        buffer=scratch),
+            "sha256": lambda it: hashlib.sha256(it[0]).digest(),
             "shardforge_step": lambda it: decode_crop(it[0], False, it[1], it[2], it[3],
-                                                      out_buf, it[4]),
+                                                      out_buf, it[4], scratch=scratch),
         }, items, passes)
     finally:
         cv2.setNumThreads(threads)
@@ -262,11 +266,6 @@ def dct_effect(src: Path, size: int, sample: int, passes: int) -> dict:
 # Driver and report
 # --------------------------------------------------------------------------------------------
 
-METHODS = {
-    "shardforge": "shardforge WebDataset stream",
-    "ffcv": "FFCV Loader (.beton)",
-    "imagefolder": "torchvision ImageFolder + DataLoader",
-}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -300,7 +299,9 @@ def main(argv: list[str] | None = None) -> int:
     results["dct_effect"] = dct_effect(src_dir(args), args.size, args.decode_sample, 5)
     print(f"single core: {results['single_core']}", file=sys.stderr)
 
-    loaders = {"shardforge": shardforge_loader(out, args), "ffcv": ffcv_loader(out, args),
+    loaders = {"shardforge": shardforge_loader(out, args),
+               "shardforge_threads": shardforge_loader(out, args, "thread"),
+               "ffcv": ffcv_loader(out, args),
                "imagefolder": imagefolder_loader(folder, args)}
     for name, loader in loaders.items():          # warm-up: page cache, FFCV JIT
         t0 = time.perf_counter()
@@ -334,121 +335,6 @@ def figure(results: dict, args) -> str | None:
                       path) is None:
         return None
     return link
-
-
-def report(results: dict, args, summary: dict, figure: str | None = None) -> str:
-    m, sc, n = results["methods"], results["single_core"], results["samples"]
-    rate = {k: v["images_per_s"] for k, v in m.items()}
-    cpu = {k: float(np.median(v["cpu"])) for k, v in m.items()}
-    ideal = args.workers * sc["shardforge_step"]
-    lines = [
-        "## Loaders",
-        "",
-        f"Training-time read throughput over the same stored images: RandomResizedCrop to "
-        f"{args.size}x{args.size} + horizontal flip, uint8 output, {args.workers} workers, "
-        f"batch size {args.batch_size}, one epoch of {n} images per timed run.",
-        "",
-        *common.preamble(common.command_line(), PACKAGES),
-        f"- Data: {n} {DATA_WHAT[args.corpus]} ingested with "
-        f"`--max-res {args.max_res}` (JPEG q90, {summary['bytes_per_sample']:.0f} B/sample), "
-        "in the page cache; ImageFolder reads the same JPEG bytes extracted to class folders",
-        f"- Best of {args.repeats} epochs per method after one warm-up epoch (FFCV compiles "
-        "then), methods interleaved round by round. 1-min load average at each run: "
-        f"{min(results['loadavg']):.1f}-{max(results['loadavg']):.1f} on {common.nproc()} CPUs "
-        "(above ~2 means other tenants shared the machine: best-of filters some of it, not all)",
-        "",
-        "Methods:",
-        "- **shardforge**: `make_loader(OUT, 'train', B, num_workers=W, "
-        f"transform=RandomResizedCrop({args.size}))`: "
-        "index-driven byte-range reads from the tars, crop box drawn on the stored size, "
-        "OpenCV JPEG decode with DCT-domain downscaling where the crop allows, INTER_AREA "
-        "resize, flip; [B,S,S,3] uint8. Persistent worker processes (the default).",
-        f"- **FFCV**: `Loader(beton, B, num_workers=W, order=RANDOM, os_cache=True)` with "
-        f"`RandomResizedCropRGBImageDecoder(({args.size},{args.size}))`, "
-        "`RandomHorizontalFlip()`, `ToTensor()`; [B,S,S,3] uint8 (threads, compiled).",
-        f"- **ImageFolder**: `DataLoader(ImageFolder(root, Compose([RandomResizedCrop({args.size}),"
-        " RandomHorizontalFlip(), PILToTensor()])), B, shuffle=True, num_workers=W)`; "
-        "[B,3,S,S] uint8. `persistent_workers=True` too.",
-        "",
-        *common.md_table(
-            ["method", "epochs (s)", "best (s)", "images/s", "% of ideal",
-             "CPU ms / image (best epoch)", "CPU ms / image (median)", "warm-up epoch (s)"],
-            [[METHODS[k], ", ".join(f"{r:.2f}" for r in v["runs"]), f"{v['best_s']:.2f}",
-              f"{v['images_per_s']:.0f}", f"{100 * v['images_per_s'] / ideal:.0f}%",
-              f"{v['cpu_ms_per_image']:.2f}", f"{1000 * cpu[k] / n:.2f}",
-              f"{v['warmup_s']:.2f}"] for k, v in m.items()]),
-        "",
-        f"Ratios (best epochs): shardforge / FFCV = **{rate['shardforge'] / rate['ffcv']:.2f}x** "
-        f"(issue #16 goal >= 1.1x), shardforge / ImageFolder = "
-        f"**{rate['shardforge'] / rate['imagefolder']:.2f}x** (goal >= 2x) images/s; "
-        f"shardforge / decode limit ({args.workers} x one core's OpenCV decode of the same "
-        f"stored JPEGs) = **{rate['shardforge'] / (args.workers * sc['cv2_full_decode']):.2f}x** "
-        "(goal >= 0.85x). "
-        f"CPU per image (less sensitive to other tenants): FFCV / shardforge = "
-        f"{cpu['ffcv'] / cpu['shardforge']:.2f}x, ImageFolder / shardforge = "
-        f"{cpu['imagefolder'] / cpu['shardforge']:.2f}x (>1: shardforge cheaper).",
-        *plots.image_line(figure, "Loader images/s and CPU per image per method, against "
-                                  "the ideal"),
-        "",
-        f"Single-core reference (one process, OpenCV 1 thread, {args.decode_sample} stored "
-        f"JPEGs of {sc['mean_bytes'] / 1024:.1f} KiB from memory, PIL `load()` without copies; "
-        "images/s, best of 5 interleaved passes):",
-        "",
-        *common.md_table(
-            ["PIL full decode", "PIL draft decode (DCT scale the crop allows)",
-             "PIL draft at 1/2 (for reference)", "OpenCV full decode",
-             "shardforge step (decode + crop + resize + flip)"],
-            [[f"{sc['pil_full_decode']:.0f}", f"{sc['pil_draft_decode']:.0f}",
-              f"{sc['pil_draft_half']:.0f}", f"{sc['cv2_full_decode']:.0f}",
-              f"{sc['shardforge_step']:.0f}"]]),
-        "",
-        "Notes:",
-        f"- DCT-domain downscaling, measured on the demo *source* JPEGs instead (sides "
-        f"256-512, mean long side {results['dct_effect']['mean_side']:.0f} px: what a higher "
-        f"`--max-res` stores): {100 * results['dct_effect']['draft_share']:.0f}% of the "
-        f"{args.size} px crops decode at 1/2 or less; the single-core step runs at "
-        f"{results['dct_effect']['dct']:.0f} images/s with DCT scaling vs "
-        f"{results['dct_effect']['full']:.0f} with full decodes "
-        f"({results['dct_effect']['dct'] / results['dct_effect']['full']:.2f}x).",
-        f"- \"% of ideal\" = images/s / ({args.workers} x single-core shardforge step): what "
-        f"{args.workers} perfectly parallel decoders would reach, on a machine with "
-        f"{common.nproc()} CPUs that also runs the training loop (here: the timing loop).",
-        f"- DCT-domain downscaling applies to {100 * sc['draft_share']:.0f}% of these crops: "
-        f"stored images are at most {args.max_res} px, so a crop must be >= {2 * args.size} px "
-        f"on both sides to decode at 1/2 for a {args.size} px output. It pays off with larger "
-        "stored images (higher `--max-res`) or smaller outputs.",
-        "- CPU = user + system time of the process and all its worker processes.",
-        *gpu_bound(results, args),
-        f"- Whole benchmark wall time: {results['wall_s']:.0f} s (including data generation "
-        "and ingest when not cached).",
-    ]
-    return "\n".join(lines)
-
-
-# ResNet-18's training step alone on one H200 at 128 px, bf16 + channels_last, batch 256
-# (BENCHMARKS.md "GPU paths", docs/results/gpu_paths.json: model_alone).
-H200_RN18_128PX = 27_427
-
-
-def gpu_bound(results: dict, args) -> list[str]:
-    """The CPU side that bounds GPU training (issue #16 item 5, without a lent GPU):
-    this loader's images/s per core here, and the cores one H200 needs at ResNet-18's
-    own rate (scaled from 128 px by pixel count, an assumption, not a measurement)."""
-    per_core = results["methods"]["shardforge"]["images_per_s"] / args.workers
-    step = results["single_core"]["shardforge_step"]
-    lines = [f"- **CPU side of GPU training** (no GPU lent to this run): the loader delivers "
-             f"{per_core:,.0f} images/s per core here ({step:,.0f} for the decode step alone, "
-             f"{args.size} px crops of images stored at <= {args.max_res} px). ResNet-18's "
-             f"training step alone on one H200 ran {H200_RN18_128PX:,} images/s at 128 px; "
-             "scaled by pixels (an estimate), one H200 needs:"]
-    for res in (160, 176, 192):
-        model = H200_RN18_128PX * (128 / res) ** 2
-        lines.append(f"  - at {res} px: {model:,.0f} images/s = {model / per_core:.1f} cores "
-                     "of this machine at this loader's rate")
-    lines.append("  - the images stored larger (ImageNet cards: 400-500 px) cost more per "
-                 "decode: run this script with `--max-res 400` on the GPU machine's CPUs to "
-                 "size it.")
-    return lines
 
 
 if __name__ == "__main__":

@@ -110,8 +110,10 @@ def ingest_summary_from_section(text: str) -> dict:
             "cpu_label": "CPU s / 1k images (best run)", "groups": list(groups.values())}
 
 
-#: The loaders section's method names (``bench/loaders.py``'s ``METHODS``).
-LOADER_LABELS = {"shardforge": "shardforge WebDataset stream", "ffcv": "FFCV Loader (.beton)",
+#: The loaders section's method names (``bench/loaders_report.py``'s ``METHODS``).
+LOADER_LABELS = {"shardforge": "shardforge WebDataset stream",
+                 "shardforge_threads": "shardforge WebDataset stream, worker_kind='thread'",
+                 "ffcv": "FFCV Loader (.beton)",
                  "imagefolder": "torchvision ImageFolder + DataLoader"}
 
 

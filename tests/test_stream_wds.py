@@ -22,6 +22,7 @@ import torch
 from shardforge.build.config import IngestConfig
 from shardforge.catalog.ingest import ingest
 from shardforge.formats.decode import (
+    DecodeError,
     center_crop_box,
     dct_reduction,
     decode_crop,
@@ -304,6 +305,55 @@ def test_dct_decode_close_to_full_decode():
         assert err < np.abs(two_step.astype(int) - slow.astype(int)).mean() + 2
         assert np.abs(fast.astype(int) - two_step.astype(int)).mean() < 3.5
     assert used[2] and used[4]            # several DCT scales exercised
+
+
+def _jpegs() -> dict[str, bytes]:
+    """JPEGs of the kinds a dataset may hold: OpenCV's (4:2:0, 4:4:4, progressive, restart
+    markers), PIL's (4:2:2, optimised Huffman tables), greyscale, CMYK, odd sizes."""
+    spec = DemoSpec(min_side=97, max_side=131)
+    img, _ = render_demo_image(spec, "train", spec.classes[1], 3)
+    rgb = np.asarray(img.convert("RGB"))
+    bgr = np.ascontiguousarray(rgb[:, :, ::-1])
+    out = {}
+    for name, params in {"cv2-420": [], "cv2-444": [cv2.IMWRITE_JPEG_SAMPLING_FACTOR, 0x111111],
+                         "cv2-progressive": [cv2.IMWRITE_JPEG_PROGRESSIVE, 1],
+                         "cv2-restarts": [cv2.IMWRITE_JPEG_RST_INTERVAL, 2]}.items():
+        out[name] = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, 90, *params])[1].tobytes()
+    for name, image, kw in (("pil-422", img.convert("RGB"), {"subsampling": 1, "optimize": True}),
+                            ("grey", img.convert("L"), {}), ("cmyk", img.convert("CMYK"), {})):
+        buf = io.BytesIO()
+        image.save(buf, format="JPEG", quality=85, **kw)
+        out[name] = buf.getvalue()
+    return out
+
+
+def test_full_size_jpeg_decode_is_opencvs_pixel_for_pixel():
+    """The full-size decode (simplejpeg into a scratch buffer) gives OpenCV's pixels for
+    every kind of JPEG, fails where OpenCV fails, and so crops the same bytes."""
+    scratch = np.empty(200 * 200 * 3, np.uint8)
+    for name, data in _jpegs().items():
+        want = cv2.imdecode(np.frombuffer(data, np.uint8),
+                            cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        for buffer in (None, scratch, np.empty(10, np.uint8)):      # too small: allocates
+            got = decode_full(data, scratch=buffer)
+            assert got.shape == want.shape and np.array_equal(got, want), name
+        height, width = want.shape[:2]
+        box = random_resized_crop_box(width, height, np.random.default_rng(2))
+        crop, ref = (np.empty((40, 40, 3), np.uint8) for _ in range(2))
+        decode_crop(data, False, width, height, box, crop, flip=True, scratch=scratch)
+        top, left, h, w = box
+        ref[:] = cv2.flip(cv2.resize(want[top:top + h, left:left + w], (40, 40),
+                                     interpolation=cv2.INTER_AREA), 1)
+        assert np.array_equal(crop, ref), name
+    data = _jpegs()["cv2-420"]
+    for cut in (len(data) // 2, 40):                                # damaged: OpenCV's call
+        want = cv2.imdecode(np.frombuffer(data[:cut], np.uint8),
+                            cv2.IMREAD_COLOR_RGB | cv2.IMREAD_IGNORE_ORIENTATION)
+        if want is None:
+            with pytest.raises(DecodeError):
+                decode_full(data[:cut], scratch=scratch)
+        else:
+            assert np.array_equal(decode_full(data[:cut], scratch=scratch), want)
 
 
 def test_random_resized_crop_box_contract():

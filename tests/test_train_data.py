@@ -147,3 +147,28 @@ def test_wds_train_workers_persist_until_the_resolution_changes(tiny, tmp_path):
     assert sorted(ids[0]) == sorted(ids[1]) and ids[0] != ids[1]         # reshuffled
     epoch(2, 64)
     assert data.train is not loader                                       # new crop size
+
+
+def test_wds_train_worker_kind_thread_gives_the_process_batches(tiny, tmp_path):
+    """``data.worker_kind: thread``: the trainer's epochs are the process mode's, byte for
+    byte (images, labels, sample ids), at both resolutions."""
+    from shardforge.layout.info import load_dataset_info
+    from shardforge.train.data import WdsEpochData
+    from shardforge.train.session import LocalSession
+
+    runs = {}
+    for kind in ("process", "thread"):
+        cfg = TrainConfig.from_dict({
+            "model": {"arch": "small_cnn"},
+            "data": {"loader": "wds", "num_workers": 2, "worker_kind": kind},
+            "training": {"batch_size": 16, "epochs": 2}, "validation": {"res": 32}})
+        data = WdsEpochData(cfg, load_dataset_info(tiny), LocalSession(str(tmp_path / kind)),
+                            channels_last=False)
+        assert data.train.worker_kind == kind
+        runs[kind] = [b for e, res in ((0, 32), (1, 64)) for b in data.train_epoch(e, res)]
+    assert len(runs["thread"]) == len(runs["process"]) > 2
+    for t, p in zip(runs["thread"], runs["process"], strict=True):
+        assert torch.equal(t.images, p.images) and torch.equal(t.labels, p.labels)
+        assert torch.equal(t.sample_ids, p.sample_ids)
+    with pytest.raises(ValueError, match="data.worker_kind must be process or thread"):
+        TrainConfig.from_dict({"data": {"worker_kind": "fiber"}})

@@ -4,7 +4,8 @@ training. May import the catalog (names to locations) and everything below it.
 * :func:`open_dataset` / :func:`open_shards` / :func:`resolve_dataset`
   (:mod:`shardforge.layout.dataset`): summary + index of an ingest output, local or ``s3://``;
 * :class:`WdsStream` (:mod:`.wds_stream`), :func:`make_loader`, :class:`WdsLoader` (:mod:`.wds_loader`):
-  WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch;
+  WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch; built by worker
+  processes or, with ``worker_kind="thread"``, by threads (:mod:`.wds_threads`);
 * :class:`RandomResizedCrop`, :class:`CenterCrop` (:mod:`shardforge.formats.decode`): crop-first decoding
   with DCT-domain downscaling.
 

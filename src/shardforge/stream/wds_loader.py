@@ -1,12 +1,13 @@
 """The ``DataLoader`` around a :class:`~shardforge.stream.wds_stream.WdsStream`: worker
-processes, ``set_epoch``, the per-epoch fault report, and ``state_dict`` /
+processes or threads (:mod:`shardforge.stream.wds_threads`), ``set_epoch``, the per-epoch fault report, and ``state_dict`` /
 ``load_state_dict`` for mid-epoch resume; :func:`make_loader` builds both."""
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Literal
 
+import torch
 from torch.utils.data import DataLoader
 
 from shardforge.formats.decode import (
@@ -23,7 +24,13 @@ from shardforge.stream.partition import (
     Remainder,
 )
 from shardforge.stream.wds_stream import Layout, WdsStream
+from shardforge.stream.wds_threads import thread_batches
 
+WorkerKind = Literal["process", "thread"]
+WORKER_KINDS: tuple[str, ...] = ("process", "thread")
+# DataLoader arguments that only mean something for worker processes.
+_PROCESS_ONLY = ("multiprocessing_context", "worker_init_fn", "timeout", "generator",
+                 "persistent_workers", "pin_memory_device")
 _STATE_CHECKED = ("split", "world_size", "num_samples", "remainder", "order", "window")
 log = logging.getLogger(__name__)
 
@@ -45,16 +52,44 @@ class WdsLoader(DataLoader):
     :attr:`faults` reports the corrupt samples skipped in the current epoch (count, by
     reason, first keys; counted as batches are yielded, so exact; kept across a resume
     through the state dict), and each of the first few is logged at WARNING.
+
+    ``worker_kind``: ``"process"`` (default): ``num_workers`` DataLoader worker processes
+    build the batches; ``"thread"``: ``num_workers`` threads of this process do
+    (:mod:`shardforge.stream.wds_threads`; byte-identical batches in the same order,
+    without moving them between processes). With threads, ``prefetch_factor`` (default
+    2) is the batches each thread keeps ready and ``pin_memory`` has each thread pin the
+    batches it builds; the DataLoader's process options are refused.
+    Threads used less CPU per image than processes in every benchmark run and were
+    faster on an idle machine, not on an oversubscribed one (README, "Streaming"), hence
+    not the default.
     """
 
-    def __init__(self, stream: WdsStream, num_workers: int = 2, **kwargs: Any) -> None:
+    def __init__(self, stream: WdsStream, num_workers: int = 2,
+                 worker_kind: WorkerKind = "process", **kwargs: Any) -> None:
         refused = {"batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn",
                    "drop_last", "in_order"} & set(kwargs)
         if refused:
             raise ValueError(f"WdsLoader sets {sorted(refused)} itself: give batch_size / "
                              "drop_last to the stream (make_loader); order is the stream's")
+        if worker_kind not in WORKER_KINDS:
+            raise ValueError(f"worker_kind {worker_kind!r} is not one of {WORKER_KINDS}")
+        if num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {num_workers}")
+        self._threads = 0
+        self._prefetch = 2
+        if worker_kind == "thread":
+            wrong = sorted(set(kwargs) & set(_PROCESS_ONLY))
+            if wrong:
+                raise ValueError(f"{wrong} configure worker processes; worker_kind='thread' "
+                                 "has none: leave them out, or use worker_kind='process'")
+            self._threads, num_workers = num_workers, 0
+            prefetch = kwargs.pop("prefetch_factor", None)
+            self._prefetch = 2 if prefetch is None else int(prefetch)
+            if self._prefetch < 1:
+                raise ValueError(f"prefetch_factor must be >= 1, got {prefetch}")
         stream._report_faults = True      # before the workers copy the stream
         super().__init__(stream, batch_size=None, num_workers=num_workers, **kwargs)
+        self.worker_kind = worker_kind
         self.stream = stream
         self._seen = stream.start
         self._faults = FaultReport()
@@ -97,7 +132,7 @@ class WdsLoader(DataLoader):
             self._faults = FaultReport()
         self.stream.start = self._seen
         idx = self.stream.index
-        for batch in super().__iter__():
+        for batch in self._batches():
             data, faults = batch[:-1], batch[-1]
             for p, code in faults.tolist():
                 self._faults.add(str(idx.key[p]), REASONS[code])
@@ -107,6 +142,14 @@ class WdsLoader(DataLoader):
                                 REASONS[code], self._faults.count)
             self._seen += len(data[1])
             yield data
+
+    def _batches(self):
+        """The stream's batches from the worker processes, or from the threads."""
+        if self.worker_kind == "process":
+            yield from super().__iter__()
+            return
+        pin = bool(self.pin_memory) and torch.accelerator.is_available()   # as DataLoader
+        yield from thread_batches(self.stream, self._threads, self._prefetch, pin_memory=pin)
 
     def state_dict(self) -> dict:
         """Where this rank is: ``epoch``, ``samples_seen`` and ``seed``, plus what must
@@ -150,19 +193,22 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
                 order: Order = "global", window: int | None = None, with_keys: bool = False,
                 layout: Layout = "hwc", verify: bool = True, with_ids: bool = False,
                 on_corrupt: str = "skip", check_shards: bool = True,
-                persistent_workers: bool = True, **dataloader_kwargs: Any) -> WdsLoader:
+                persistent_workers: bool = True, worker_kind: WorkerKind = "process",
+                **dataloader_kwargs: Any) -> WdsLoader:
     """A :class:`WdsLoader` over a new :class:`WdsStream` (arguments as there).
 
-    ``num_workers`` decoding processes per rank, kept across epochs unless
-    ``persistent_workers=False``; other keyword arguments (``pin_memory``,
-    ``prefetch_factor``, ``multiprocessing_context``, ``timeout``, ``worker_init_fn``) go
-    to ``torch.utils.data.DataLoader``.
+    ``num_workers`` decoding processes per rank (``worker_kind="process"``), kept across
+    epochs unless ``persistent_workers=False``, or decoding threads in this process
+    (``worker_kind="thread"``: same batches, see :class:`WdsLoader`); other keyword
+    arguments (``pin_memory``, ``prefetch_factor``, ``multiprocessing_context``,
+    ``timeout``, ``worker_init_fn``) go to ``torch.utils.data.DataLoader``.
     """
     stream = WdsStream(dataset, split, batch_size, rank=rank, world_size=world_size, seed=seed,
                        epoch=epoch, transform=transform, remainder=remainder,
                        drop_last=drop_last, order=order, window=window, with_keys=with_keys,
                        layout=layout, verify=verify, with_ids=with_ids,
                        on_corrupt=on_corrupt, check_shards=check_shards)
-    return WdsLoader(stream, num_workers=num_workers,
-                     persistent_workers=persistent_workers and num_workers > 0,
+    if worker_kind == "process":
+        dataloader_kwargs["persistent_workers"] = persistent_workers and num_workers > 0
+    return WdsLoader(stream, num_workers=num_workers, worker_kind=worker_kind,
                      **dataloader_kwargs)

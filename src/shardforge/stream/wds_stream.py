@@ -18,7 +18,9 @@ rank. Every rank gets exactly the same number of samples (``remainder="pad"``:
 samples are disjoint apart from the pad repeats. A rank's samples are cut into batches
 of ``batch_size`` (only the last may be short; ``drop_last`` drops it) and DataLoader
 worker ``w`` builds batches ``w, w+W, ...``, so the DataLoader yields the rank's batches
-in order whatever ``num_workers`` is.
+in order whatever ``num_workers`` is. With ``worker_kind="thread"``
+(:mod:`shardforge.stream.wds_threads`) thread ``w`` of the calling process builds the
+same batches (:meth:`WdsStream.build_batch`), byte for byte.
 
 Images are read by byte range from the tars (``index.parquet`` gives shard, offset,
 size), a batch's reads grouped per tar, and decoded crop-first with DCT-domain downscaling
@@ -45,8 +47,9 @@ with ``set_epoch``, ``state_dict`` and ``load_state_dict`` for mid-epoch resume.
 
 from __future__ import annotations
 
+import copy
 import logging
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import cv2
 import numpy as np
@@ -87,6 +90,33 @@ Layout = Literal["hwc", "chw"]
 _AUG_SALT = 0xA06_5EED
 DEFAULT_WINDOW = 1024   # samples per shuffle window of order="shards"
 log = logging.getLogger(__name__)
+
+
+class EpochPlan(NamedTuple):
+    """One ``iter()``'s plan (:meth:`WdsStream.epoch_plan`): the snapshot of the stream's
+    position, the rank's sample positions of the epoch and the batches' ``(lo, hi)``
+    bounds counted from ``start``."""
+
+    seed: int
+    epoch: int
+    start: int
+    everything: np.ndarray
+    bounds: list[tuple[int, int]]
+
+
+def _shared_empty(shape: tuple[int, ...]) -> torch.Tensor:
+    """An uninitialised uint8 tensor of ``shape`` allocated in shared memory.
+
+    ``torch.empty(...).share_memory_()`` would allocate it privately first and then
+    copy it into a new shared segment (about half the cost of a batch's buffer); the
+    storage is created shared instead (``UntypedStorage._new_shared``, what
+    ``share_memory_`` itself calls), falling back to ``share_memory_`` where a torch
+    build lacks it."""
+    nbytes = int(np.prod(shape))
+    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
+    if new_shared is None:
+        return torch.empty(shape, dtype=torch.uint8).share_memory_()
+    return torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes)).view(shape)
 
 
 def _dist_default(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -221,33 +251,61 @@ class WdsStream(SampleRepair, IterableDataset):
         self.epoch, self.start = int(epoch), 0
 
     # ------------------------------------------------------------------ iteration
+    def epoch_plan(self) -> EpochPlan:
+        """The plan of the next ``iter()``: one snapshot of ``(seed, epoch, start)``, the
+        rank's positions for that epoch and the batch bounds of the samples after
+        ``start``. Raises ``ValueError`` when ``start`` is outside the rank's epoch."""
+        seed, epoch, start = (int(v) for v in self._cursor.tolist())   # one snapshot
+        if not 0 <= start <= self.samples_per_rank:
+            raise ValueError(f"start {start} is outside 0..{self.samples_per_rank}")
+        everything = self.positions(epoch, seed)
+        bounds = batch_bounds(len(everything) - start, self.batch_size, self.drop_last)
+        return EpochPlan(seed, epoch, start, everything, bounds)
+
+    def open_reader(self) -> RangeReader:
+        """A new reader of the split's tars (one per worker process or thread; close it)."""
+        return RangeReader(self.index.shard_urls, sizes=self._shard_sizes,
+                           min_sizes=self._min_sizes)
+
+    def builder(self) -> WdsStream:
+        """A shallow copy with its own per-batch fault state, for one worker thread: the
+        copies share the index, transform and position, so their batches are the ones
+        this stream builds."""
+        twin = copy.copy(self)
+        twin._faults, twin._ctx = [], ()
+        return twin
+
+    def build_batch(self, plan: EpochPlan, b: int, reader: RangeReader,
+                    shared: bool = False) -> tuple:
+        """Batch ``b`` of ``plan``: the tuple of the module doc, plus the batch's faults
+        (``[k, 2]`` int64 ``(position, reason)``) last when a :class:`WdsLoader` reports
+        them (else they are logged). Its augmentation generator is seeded by ``(seed,
+        epoch, rank, position of the batch in the rank's epoch)``, so the bytes depend on
+        nothing else. ``shared``: allocate the images in shared memory (worker processes).
+        Not thread-safe: one :meth:`builder` per thread."""
+        lo, hi = plan.bounds[b]
+        lo, hi = plan.start + lo, plan.start + hi
+        rng = epoch_rng(plan.seed, plan.epoch, self.rank, lo, _AUG_SALT)
+        self._faults.clear()
+        self._ctx = (plan.seed, plan.epoch, plan.everything, lo, hi)
+        batch = self._batch(reader, plan.everything[lo:hi], rng, shared=shared)
+        if self._report_faults:
+            batch += (torch.tensor(self._faults, dtype=torch.int64).reshape(-1, 2),)
+        else:
+            for p, code in self._faults:
+                log.warning("skipped corrupt sample %s (%s)", self.index.key[p], REASONS[code])
+        return batch
+
     def __iter__(self):
         info = get_worker_info()
         worker, workers = (info.id, info.num_workers) if info is not None else (0, 1)
         if info is not None:
             cv2.setNumThreads(1)     # one worker process = one core
-        seed, epoch, start = (int(v) for v in self._cursor.tolist())   # one snapshot
-        if not 0 <= start <= self.samples_per_rank:
-            raise ValueError(f"start {start} is outside 0..{self.samples_per_rank}")
-        everything = self.positions(epoch, seed)
-        positions = everything[start:]
-        bounds = batch_bounds(len(positions), self.batch_size, self.drop_last)
-        reader = RangeReader(self.index.shard_urls, sizes=self._shard_sizes,
-                             min_sizes=self._min_sizes)
+        plan = self.epoch_plan()
+        reader = self.open_reader()
         try:
-            for b in worker_batches(len(bounds), worker, workers):
-                lo, hi = bounds[b]
-                rng = epoch_rng(seed, epoch, self.rank, start + lo, _AUG_SALT)
-                self._faults.clear()
-                self._ctx = (seed, epoch, everything, start + lo, start + hi)
-                batch = self._batch(reader, positions[lo:hi], rng, shared=info is not None)
-                if self._report_faults:
-                    batch += (torch.tensor(self._faults, dtype=torch.int64).reshape(-1, 2),)
-                else:
-                    for p, code in self._faults:
-                        log.warning("skipped corrupt sample %s (%s)", self.index.key[p],
-                                    REASONS[code])
-                yield batch
+            for b in worker_batches(len(plan.bounds), worker, workers):
+                yield self.build_batch(plan, b, reader, shared=info is not None)
         finally:
             reader.close()
 
@@ -262,19 +320,21 @@ class WdsStream(SampleRepair, IterableDataset):
                     bad[k] = self._corrupt(p, CHECKSUM, "its sha256 does not match "
                                                         "index.parquet")
         out_h, out_w = self.transform.output_size
-        images = torch.empty((len(pos), out_h, out_w, 3), dtype=torch.uint8)
-        if shared:
-            images.share_memory_()   # the worker hands it over without another copy
+        shape = (len(pos), out_h, out_w, 3)
+        # in a worker, allocated in shared memory: handed over without another copy
+        images = _shared_empty(shape) if shared else torch.empty(shape, dtype=torch.uint8)
         pixels = images.numpy()
         dct = self.transform.dct
         widths, heights = idx.width[pos], idx.height[pos]
         boxes, flips = self.transform.plan(widths, heights, rng)
+        scratch = np.empty(int((widths.astype(np.int64) * heights).max()) * 3, np.uint8)
         for k, p in enumerate(pos.tolist()):
             if bad[k]:
                 continue
             try:
                 decode_crop(blobs[k], bool(idx.is_png[p]), int(widths[k]), int(heights[k]),
-                            tuple(boxes[k].tolist()), pixels[k], bool(flips[k]), dct)
+                            tuple(boxes[k].tolist()), pixels[k], bool(flips[k]), dct,
+                            scratch)
             except (DecodeError, cv2.error) as exc:
                 bad[k] = self._corrupt(p, UNDECODABLE, f"it does not decode ({exc})")
         if any(bad):

@@ -54,6 +54,8 @@ class DataConfig:
     #                               ray_data always drops undecodable rows; ffcv cannot
     #                               tell (shardforge.stream.faults)
     verify: bool = True           # wds: check each sample's sha256 against the index
+    worker_kind: str = "process"  # wds: num_workers decoding processes | thread: decoding
+    #                               threads in the trainer (same batches, no transfer)
     card: str | None = None       # the catalog card this recipe's reference numbers assume
     #                               (rn50: imagenet, rn18: imagenet-rn18); another dataset
     #                               trains with a warning naming both (null: no check)
@@ -63,6 +65,8 @@ class DataConfig:
         _check(self.on_corrupt in ("skip", "strict"),
                f"data.on_corrupt must be skip or strict, got {self.on_corrupt!r}")
         _check(self.num_workers >= 1, f"data.num_workers must be >= 1, got {self.num_workers}")
+        _check(self.worker_kind in ("process", "thread"),
+               f"data.worker_kind must be process or thread, got {self.worker_kind!r}")
 
 
 @dataclass(frozen=True)

@@ -199,7 +199,8 @@ class WdsEpochData(EpochData):
         self.common = {"rank": session.rank, "world_size": session.world_size,
                        "num_workers": cfg.data.num_workers, "seed": cfg.training.seed,
                        "layout": "hwc", "pin_memory": session.device.type == "cuda",
-                       "on_corrupt": cfg.data.on_corrupt, "verify": cfg.data.verify}
+                       "on_corrupt": cfg.data.on_corrupt, "verify": cfg.data.verify,
+                       "worker_kind": cfg.data.worker_kind}
         self.train = self._train_loader(cfg.resolution.min_res)
         self.val = make_loader(info.url, "val", cfg.validation.batch_size,
                                transform=CenterCrop(cfg.validation.res,
@@ -272,9 +273,11 @@ class ReplayEpochData(WdsEpochData):
                               info.num_classes, info.reinforce["split"],
                               cfg.training.batch_size, rank=session.rank,
                               world_size=session.world_size, seed=cfg.training.seed)
+        processes = ({"persistent_workers": cfg.data.num_workers > 0}
+                     if cfg.data.worker_kind == "process" else {})
         self.train = WdsLoader(stream, num_workers=cfg.data.num_workers,
-                               persistent_workers=cfg.data.num_workers > 0,
-                               pin_memory=session.device.type == "cuda")
+                               worker_kind=cfg.data.worker_kind,
+                               pin_memory=session.device.type == "cuda", **processes)
 
     def train_epoch(self, epoch: int, res: int) -> Iterator[Batch]:
         from shardforge.stream.ray_data import to_model_input

@@ -66,7 +66,8 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
         split = _split_of(rel, split_dirs, options)
         if split is not None:
             rejects.append(Reject(rel, reason, split))
-    by_split: dict[str, list[tuple[str, int]]] = {}   # split -> [(relpath, label)]
+    # split -> ([relpath], [label]): two lists, not a tuple per file (56 B a file less)
+    by_split: dict[str, tuple[list[str], list[int]]] = {}
     for rel in sorted(stamps):
         split = _split_of(rel, split_dirs, options)
         if split is None:
@@ -75,18 +76,24 @@ def plan(url: str, options: SourceOptions) -> SourcePlan:
         if len(parts) != depth + 1:
             rejects.append(Reject(rel, "not directly inside a class folder", split))
             continue
-        by_split.setdefault(split, []).append((rel, index[parts[-2]]))
+        rels, labels = by_split.setdefault(split, ([], []))
+        rels.append(rel)
+        labels.append(index[parts[-2]])
     shards = []
     for split in sorted(by_split):
-        # Each split's tuples are dropped once packed: the driver keeps ~45 B per image.
-        items = by_split.pop(split)
+        rels, labels = by_split.pop(split)
         if options.seed is not None:
-            random.Random(f"{options.seed}:{split}").shuffle(items)
-        size = shard_size_for(options, len(items))
-        for i, group in enumerate(chunk(items, size)):
-            stamp = combine_stamps(stamps.pop(rel) for rel, _ in group)
-            shards.append(ShardSpec(KIND, url, split, i, PackedItems(group), stamp))
-        del items
+            # One permutation for both lists: shuffle() depends only on the length and
+            # the generator, so this is the order of shuffling the (relpath, label) pairs.
+            random.Random(f"{options.seed}:{split}").shuffle(rels)
+            random.Random(f"{options.seed}:{split}").shuffle(labels)
+        size = shard_size_for(options, len(rels))
+        for i, (group, group_labels) in enumerate(zip(chunk(rels, size), chunk(labels, size),
+                                                      strict=True)):
+            stamp = combine_stamps(stamps.pop(rel) for rel in group)
+            items = PackedItems(zip(group, group_labels, strict=True))
+            shards.append(ShardSpec(KIND, url, split, i, items, stamp))
+        del rels, labels        # the split's paths now live only in its packed specs
     if not shards:
         raise ValueError(f"source {url!r} has no files in class folders; expected "
                          "ROOT/CLASS/IMAGE or ROOT/{train,val}/CLASS/IMAGE")

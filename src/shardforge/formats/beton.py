@@ -272,7 +272,7 @@ def merge_betons(parts: Sequence[str], out_path: str, page_size: int | None = No
             by_sample[h.allocs["sample_id"].astype(np.int64)] = new_ptr
             h.meta["f0"]["data_ptr"] = by_sample.astype(np.uint64)
             rows = np.zeros(n, dtype=SAMPLE_META)
-            rows[:] = h.meta        # by field: the padding bytes stay zero, whatever the part's
+            rows[:] = h.meta    # by field: padding stays 0 (a copy leaves h.meta's undefined)
             out.seek(meta_start + SAMPLE_META.itemsize * first)
             out.write(rows.tobytes())
             first += n

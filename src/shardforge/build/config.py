@@ -59,7 +59,7 @@ class ShardJob:
 
     def spec_hash(self, spec: ShardSpec) -> str:
         """Hash of everything that determines the shard's bytes: resume checks it."""
-        fields = {"v": FORMAT_VERSION, "spec": asdict(spec), "image": asdict(self.image),
+        fields = {"v": FORMAT_VERSION, "spec": spec.plain(), "image": asdict(self.image),
                   "src": asdict(self.source_options), "page": self.page_size, "name": self.name}
         if self.variant is not None:
             fields["variant"] = _variant_id(self.variant)

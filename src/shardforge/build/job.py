@@ -15,9 +15,9 @@ import ray
 
 from shardforge.build.actors import run_on_actors
 from shardforge.build.commit import (
+    SplitTotals,
     merge_split,
     remove_temporaries,
-    split_stats,
     write_index,
     write_rejects,
     write_wids_index,
@@ -83,8 +83,12 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
     progress = Progress(f"ingest {config.name}", len(plan.shards), stream=log)
     remove_temporaries(config.out)      # left by a killed run; rebuilt below if needed
 
+    totals = SplitTotals()
+
     def on_result(r: ShardResult) -> None:
         progress.advance(r.num_samples, r.reused)
+        totals.add(r)
+        r.class_counts = {}     # summed into totals; not kept once per shard
         checkpoint("build", progress.done)
 
     try:
@@ -106,7 +110,7 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
         raise RejectsInStrictMode(
             f"{len(rejects)} input(s) rejected and --strict is set; nothing was committed. "
             f"Fix or remove them, or drop --strict:\n{shown}")
-    summary = _commit(config, job, plan, results, rejects, job_hash, stages)
+    summary = _commit(config, job, plan, results, rejects, job_hash, stages, totals.stats())
     if config.variant is not None:
         summary["variant"] = {"name": config.variant.name, "params": config.variant.params,
                               "splits": sorted(config.variant.splits)}
@@ -177,9 +181,10 @@ def _delete_parts(job: ShardJob, specs) -> None:
 
 
 def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult],
-            rejects: list[dict], job_hash: str, stages: dict[str, float]) -> dict:
+            rejects: list[dict], job_hash: str, stages: dict[str, float],
+            stats: dict[str, dict]) -> dict:
     """Merge the .beton parts, write the index and rejects; return the summary (timing
-    each step into ``stages``)."""
+    each step into ``stages``; ``stats``: :meth:`SplitTotals.stats` of the results)."""
     by_split: dict[str, list] = {}
     for spec in plan.shards:
         by_split.setdefault(spec.split, []).append(spec)
@@ -200,7 +205,6 @@ def _commit(config: IngestConfig, job: ShardJob, plan, results: list[ShardResult
     t0 = time.monotonic()
     index = write_index(job, plan.shards)
     stages["index"] = time.monotonic() - t0
-    stats = split_stats(results)
     wds_bytes = sum(r["size"] for recs in wds.values() for r in recs)
     written = (wds_bytes + sum(b["size"] for b in betons.values()) + index["size"]
                + sum(w["size"] for w in wids.values()))

@@ -149,13 +149,15 @@ def _write(path: str, samples: Sequence[BetonSample], page_size: int, limit: int
         f.truncate(alloc_ptr + allocs.nbytes)
 
 
-def _write_head(f, n: int, page_size: int, alloc_ptr: int, meta: np.ndarray) -> None:
+def _write_head(f, n: int, page_size: int, alloc_ptr: int, meta: np.ndarray | None) -> None:
+    """Header and field descriptors at byte 0, then ``meta`` (None: written already)."""
     header = np.zeros(1, dtype=HEADER)
     header[0] = (VERSION, len(FIELDS), page_size, n, alloc_ptr)
     f.seek(0)
     f.write(header.tobytes())
     f.write(_field_descriptors().tobytes())
-    f.write(meta.tobytes())
+    if meta is not None:
+        f.write(meta.tobytes())
 
 
 @dataclass(frozen=True)
@@ -228,43 +230,56 @@ def merge_betons(parts: Sequence[str], out_path: str, page_size: int | None = No
     leave no tails (the merged file is FFCV's writer's size; issue #16), and no byte is
     re-encoded: only the bytes move and the pointers in the metadata and allocation table
     change. Each part page is read once. Not atomic: callers rename.
+
+    Memory: one part's tables at a time plus 24 B per sample (the allocation table,
+    written after the last page); each part's metadata rows go to their place as it is
+    packed (issue #16: holding every part's tables and the merged ones cost ~150 B per
+    sample of driver memory).
     """
-    heads = [read_part(p) for p in parts]
-    page_sizes = {h.page_size for h in heads}
+    counts, page_sizes = [], set()
+    for path in parts:      # heads read twice: never more than one part's tables held
+        head = read_part(path)
+        if page_size is not None and head.page_size > page_size:
+            raise BetonError(f"part {path} has pages larger than the merged file's "
+                             f"{page_size} B ({head.page_size} B); rebuild it with this "
+                             "--page-size")
+        counts.append(head.num_samples)
+        page_sizes.add(head.page_size)
     if page_size is None:
         if len(page_sizes) > 1:
             raise BetonError(f"parts have different page sizes {sorted(page_sizes)}; pass "
                              "the merged file's page_size or rebuild them with one --page-size")
         page_size = page_sizes.pop() if page_sizes else DEFAULT_PAGE_SIZE
     check_page_size(page_size)
-    larger = [h.path for h in heads if h.page_size > page_size]
-    if larger:
-        raise BetonError(f"parts {larger[:3]} have pages larger than the merged file's "
-                         f"{page_size} B; rebuild them with this --page-size")
-    total = sum(h.num_samples for h in heads)
-    meta = np.zeros(total, dtype=SAMPLE_META)
-    allocs = np.zeros(total, dtype=ALLOC)
-    data_start = _round_up(_metadata_start(len(FIELDS)) + meta.nbytes, page_size)
+    total = sum(counts)
+    meta_start = _metadata_start(len(FIELDS))
+    data_start = _round_up(meta_start + SAMPLE_META.itemsize * total, page_size)
     packer = _PagePacker(data_start, page_size)
+    allocs = np.zeros(total, dtype=ALLOC)   # 24 B a sample: written last, after the pages
     first = 0
     with open(out_path, "wb") as out:
-        for h in heads:
-            n = h.num_samples
+        for path, n in zip(parts, counts, strict=True):
+            h = read_part(path)
+            if h.num_samples != n:
+                raise BetonError(f"part {path} changed during the merge ({n} samples, now "
+                                 f"{h.num_samples}); rerun the merge")
             new_ptr = packer.pack(h, out)
-            a = h.allocs.copy()
+            a = allocs[first:first + n]
+            a[:] = h.allocs
             a["ptr"] = new_ptr.astype(np.uint64)
             a["sample_id"] += np.uint64(first)
-            m = h.meta.copy()
             by_sample = np.zeros(n, np.int64)
             by_sample[h.allocs["sample_id"].astype(np.int64)] = new_ptr
-            m["f0"]["data_ptr"] = by_sample.astype(np.uint64)
-            meta[first:first + n] = m
-            allocs[first:first + n] = a
+            h.meta["f0"]["data_ptr"] = by_sample.astype(np.uint64)
+            rows = np.zeros(n, dtype=SAMPLE_META)
+            rows[:] = h.meta    # by field: padding stays 0 (a copy leaves h.meta's undefined)
+            out.seek(meta_start + SAMPLE_META.itemsize * first)
+            out.write(rows.tobytes())
             first += n
         alloc_ptr = packer.finish(out)
-        _write_head(out, total, page_size, alloc_ptr, meta)
+        _write_head(out, total, page_size, alloc_ptr, None)
         out.seek(alloc_ptr)
-        out.write(allocs.tobytes())
+        out.write(allocs.view(np.uint8).data)
         out.truncate(alloc_ptr + allocs.nbytes)
     return total
 

@@ -33,11 +33,12 @@ import os
 import posixpath
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 
 import pyarrow.fs as pafs
 
 from shardforge.names import check_name
+from shardforge.sources.items import PackedItems
 from shardforge.sources.localfs import (  # noqa: F401  (re-exported for the readers)
     NotRegularFile,
     file_type,
@@ -76,7 +77,9 @@ class ShardSpec:
 
     ``kind`` names the source reader, ``source`` the source root URL, and ``items`` what
     that reader needs, with paths relative to the root: folder: ((relpath, label), ...);
-    wds: (tar_relpath,); parquet: (relpath, start_row, stop_row).
+    wds: (tar_relpath,); parquet: (relpath, start_row, stop_row). Sources that list one
+    item per sample (folder, imagenet val, dataset) give a :class:`PackedItems` of those
+    tuples (compact in the driver; iterated the same way).
 
     ``stamp``: a digest of the listing's size/mtime(/inode) of the input files this spec
     reads (see the module docstring), so the spec (and its hash) changes when they do.
@@ -88,7 +91,7 @@ class ShardSpec:
     source: str
     split: str
     index: int
-    items: tuple
+    items: tuple | PackedItems
     stamp: str = ""
     skip: tuple = ()
 
@@ -99,6 +102,14 @@ class ShardSpec:
     @property
     def name(self) -> str:
         return f"{self.split}-{self.index:06d}"
+
+    def plain(self) -> dict:
+        """The fields as JSON-ready values, what spec hashes digest: packed items as the
+        list of their tuples, so a spec hashes the same with packed or tuple items."""
+        fields = asdict(self)
+        if isinstance(self.items, PackedItems):
+            fields["items"] = list(self.items)
+        return fields
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,7 @@ from shardforge.sources.base import (
     SourcePlan,
     combine_stamps,
 )
+from shardforge.sources.items import PackedItems
 
 KIND = "dataset"
 
@@ -40,9 +41,9 @@ def _open(url: str):
     return open_dataset(dataset_location(url))
 
 
-def _items(index, rows: np.ndarray) -> tuple:
+def _items(index, rows: np.ndarray) -> PackedItems:
     names = [u.rsplit("/", 1)[-1] for u in index.shard_urls]
-    return tuple((names[int(index.shard[r])], int(index.offset[r]), int(index.size[r]),
+    return PackedItems((names[int(index.shard[r])], int(index.offset[r]), int(index.size[r]),
                   str(index.key[r]), int(index.label[r])) for r in rows)
 
 

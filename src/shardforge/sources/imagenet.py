@@ -53,6 +53,7 @@ from shardforge.sources.base import (
     split_from_name,
 )
 from shardforge.sources.imagenet_labels import DEVKIT, LABELS_CSV, find_labels, load_labels
+from shardforge.sources.items import PackedItems
 from shardforge.sources.ranges import block_after, window
 from shardforge.sources.wds import member_type
 from shardforge.storage import Location, resolve
@@ -185,7 +186,7 @@ def _plan_val(root: Location, name: str, classes: list[str], options: SourceOpti
         rejects.append(Reject(origin, why, "val"))
     stamp = combine_stamps([_stamp(loc), _stamp(labels_loc)])
     size = shard_size_for(options, len(items))
-    shards = [ShardSpec(KIND, root.url, "val", i, tuple(group), stamp)
+    shards = [ShardSpec(KIND, root.url, "val", i, PackedItems(group), stamp)
               for i, group in enumerate(chunk(items, size))]
     return shards, labels.wnids
 
@@ -232,7 +233,8 @@ def _scan(loc: Location, name: str, split: str, rejects: list[Reject],
 def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject]:
     """The images of one spec: a class tar streamed from its byte range (train), or a run
     of images read from one byte range (val)."""
-    archive = spec.items[0][1]
+    first = spec.items[0]
+    archive = first[1]
     loc = resolve(spec.source).join(archive)
     try:
         f = open_input(loc, seekable=True)
@@ -241,8 +243,8 @@ def read(spec: ShardSpec, options: SourceOptions) -> Iterator[RawSample | Reject
             yield Reject(f"{archive}#{item[2]}", f"unreadable archive: {exc}", spec.split)
         return
     with f:
-        if spec.items[0][0] == CLASS_TAR:
-            yield from _read_class_tar(f, spec.items[0], spec.split)
+        if first[0] == CLASS_TAR:
+            yield from _read_class_tar(f, first, spec.split)
         else:
             yield from _read_images(f, spec.items, spec.split)
 

@@ -58,7 +58,7 @@ class ShardTask:
     params_hash: str           # everything that decides the outputs (teachers' sha256 included)
 
     def spec_hash(self, spec: ShardSpec) -> str:
-        blob = json.dumps({"v": FORMAT_VERSION, "spec": asdict(spec), "p": self.params_hash},
+        blob = json.dumps({"v": FORMAT_VERSION, "spec": spec.plain(), "p": self.params_hash},
                           sort_keys=True, default=str)
         return hashlib.sha256(blob.encode()).hexdigest()
 

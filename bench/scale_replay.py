@@ -47,6 +47,7 @@ SECTION = "scale-replay"
 IMAGENET = (("ImageNet-1k", 1_281_167), ("ImageNet-21k", 14_197_122))
 AUGS, TOP_K, PER_SHARD = 400, 10, 1000      # the imagenet-plus card; imagenet's shard_size
 GOAL_FLAT = 1.2
+BYTES_PER_ITEM = 130      # disk: 51 B of parquet + 68 B of cache + 1 B of mask, with margin
 ARRAYS = ("params", "topk_indices", "topk_probs")
 
 
@@ -133,6 +134,11 @@ def du(path: Path) -> int:
 def measure(args, samples: int) -> dict:
     """Generate one size, build and open its cache, delete it all; the measurements."""
     work = Path(args.work) / f"n{samples}"
+    need, free = samples * AUGS * BYTES_PER_ITEM, shutil.disk_usage(args.work).free
+    if not (work / "reinforce.json").exists() and free < need:
+        sys.exit(f"--work {args.work}: {free / 2**30:.1f} GiB free, {samples:,} samples need "
+                 f"about {need / 2**30:.1f} GiB (records + cache); pass a --work on a larger "
+                 "disk or smaller --samples")
     t = time.perf_counter()          # generate() reuses a complete set kept by --keep
     reinforce = generate(str(work), samples, AUGS, TOP_K, -(-samples // PER_SHARD))
     gen_s = time.perf_counter() - t

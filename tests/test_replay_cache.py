@@ -233,6 +233,32 @@ def test_missing_rows_and_foreign_keys_are_refused(demo_dataset, tmp_path):
                               cache_dir=str(tmp_path / "c"))
 
 
+@pytest.mark.parametrize("rows_per_block", [1, 7, 1000])
+def test_completeness_check_in_blocks_names_the_sample(demo_dataset, tmp_path, monkeypatch,
+                                                        rows_per_block):
+    """The mask is checked a block of rows at a time (last block partial at 7 rows: 60 =
+    8 x 7 + 4): a complete reinforcement builds, and the one sample missing an
+    augmentation is named with its count whichever block it falls in."""
+    from shardforge.stream import replay
+
+    monkeypatch.setattr(replay, "_CHECK_BYTES", rows_per_block * A)
+    parent = open_dataset(demo_dataset)
+    good = _synthetic(str(tmp_path / "good"), demo_dataset)
+    stored = load_reinforced_split(str(tmp_path / "good"), good, parent,
+                                   cache_dir=str(tmp_path / "c"))
+    params, _, _ = _reference(str(tmp_path / "good"), good, demo_dataset)
+    assert stored.params.tobytes() == params.tobytes()
+    out = str(tmp_path / "short")
+    short = _synthetic(out, demo_dataset, drop=1)
+    last = pq.read_table(os.path.join(out, short["files"][-1]["path"]))["key"].to_pylist()
+    (missing,) = [k for k in set(last) if last.count(k) == A - 1]
+    position = parent.split("train").key.tolist().index(missing)
+    assert position >= rows_per_block or rows_per_block == 1000   # not in the first block
+    with pytest.raises(ValueError, match=rf"^sample {missing!r} of the train split has "
+                                         rf"{A - 1} of {A} stored augmentations"):
+        load_reinforced_split(out, short, parent, cache_dir=str(tmp_path / "c"))
+
+
 def test_pickle_stores_the_path_not_the_data(demo_dataset, synthetic, tmp_path):
     out, reinforce = synthetic
     stored = load_reinforced_split(out, reinforce, open_dataset(demo_dataset),

@@ -194,7 +194,11 @@ def open_shards(tar_urls: Sequence[str], index_url: str, name: str = "") -> Data
 
 def _read_index(loc: Location) -> pa.Table:
     try:
-        with loc.fs.open_input_file(loc.path) as f:
+        # A local index is memory-mapped: its pages come straight from the page cache
+        # instead of being copied into freshly allocated buffers (0.4-0.6 s -> 0.3 s and
+        # most of the system CPU at 1.28M rows, docs/scale.md).
+        opened = pa.memory_map(loc.path) if loc.is_local else loc.fs.open_input_file(loc.path)
+        with opened as f:
             schema = pq.read_schema(f)
             missing = [c for c in INDEX_COLUMNS if c not in schema.names]
             if missing:

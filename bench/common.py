@@ -175,3 +175,14 @@ def tree_cpu_seconds(include_reaped: bool = False) -> float:
         kids = resource.getrusage(resource.RUSAGE_CHILDREN)
         total += kids.ru_utime + kids.ru_stime
     return total
+
+
+def publish_scale(lines: list[str], out_md: str | None, section: str, results: object,
+                  work: str | None, doc: Path | None) -> None:
+    """:func:`publish` a scale benchmark's section (``lines``: title, blank, a link to
+    docs/scale.md, blank, the rest); with ``doc``, also write it to that page (docs/scale.md)
+    without the link line, its image links made relative to docs/."""
+    publish("\n".join(lines), out_md, section, results, work)
+    if doc:
+        write_section(doc, section, "\n".join(lines[:2] + lines[4:]).replace(
+            "](docs/scale-", "](scale-"), header="# Scale")

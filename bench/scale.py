@@ -389,10 +389,7 @@ def main(argv: list[str] | None = None) -> int:
              *[f"- Skipped: {x}" for x in results.get("skipped", [])], "",
              *(render_loader(results, doc) if "loader" in results else []),
              *(render_catalog(results, doc) if "catalog" in results else [])]
-    common.publish("\n".join(lines), args.out_md, SECTION, results, args.work)
-    if doc:
-        common.write_section(doc, SECTION, "\n".join(lines[:2] + lines[4:]).replace(
-            "](docs/scale-", "](scale-"), header="# Scale")
+    common.publish_scale(lines, args.out_md, SECTION, results, args.work, doc)
     return 0
 
 

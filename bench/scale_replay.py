@@ -318,10 +318,7 @@ def main(argv: list[str] | None = None) -> int:
              "left the data); 2 CPUs "
              "shared with other jobs, so wall times are noisy, CPU times less so", "",
              *render(res, doc)]
-    common.publish("\n".join(lines), args.out_md, SECTION, res, args.work)
-    if doc:
-        common.write_section(doc, SECTION, "\n".join(lines[:2] + lines[4:]).replace(
-            "](docs/scale-", "](scale-"), header="# Scale")
+    common.publish_scale(lines, args.out_md, SECTION, res, args.work, doc)
     return 0
 
 

@@ -15,6 +15,7 @@ import time
 
 import pytest
 import ray
+from test_stage import _tree
 
 from shardforge.catalog.stage import StageError, stage_dataset, staged_files
 from shardforge.cli.main import main
@@ -43,15 +44,6 @@ def cluster():
 
 def _alive() -> set[str]:
     return {n["NodeID"] for n in ray.nodes() if n["Alive"]}
-
-
-def _tree(root: str) -> dict[str, bytes]:
-    out = {}
-    for d, _, names in os.walk(root):
-        for n in names:
-            with open(os.path.join(d, n), "rb") as f:
-                out[os.path.relpath(os.path.join(d, n), root)] = f.read()
-    return out
 
 
 def test_every_node_stages_once_into_a_shared_directory(cluster, demo_dataset, tmp_path,

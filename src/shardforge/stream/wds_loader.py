@@ -1,6 +1,7 @@
 """The ``DataLoader`` around a :class:`~shardforge.stream.wds_stream.WdsStream`: worker
-processes or threads (:mod:`shardforge.stream.wds_threads`), ``set_epoch``, the per-epoch fault report, and ``state_dict`` /
-``load_state_dict`` for mid-epoch resume; :func:`make_loader` builds both."""
+processes or threads (:mod:`shardforge.stream.wds_threads`), ``set_epoch``, the per-epoch
+fault report, and ``state_dict`` / ``load_state_dict`` for mid-epoch resume;
+:func:`make_loader` builds both."""
 
 from __future__ import annotations
 
@@ -30,7 +31,7 @@ WorkerKind = Literal["process", "thread"]
 WORKER_KINDS: tuple[str, ...] = ("process", "thread")
 # DataLoader arguments that only mean something for worker processes.
 _PROCESS_ONLY = ("multiprocessing_context", "worker_init_fn", "timeout", "generator",
-                 "persistent_workers", "pin_memory_device")
+                 "pin_memory_device")
 _STATE_CHECKED = ("split", "world_size", "num_samples", "remainder", "order", "window")
 log = logging.getLogger(__name__)
 
@@ -47,8 +48,9 @@ class WdsLoader(DataLoader):
     counts the samples of this rank's epoch yielded so far (prefetched batches not yet
     yielded do not count); after :meth:`load_state_dict` the loader yields exactly the rest
     of that epoch. ``samples_seen`` is the same on every rank, so one rank's state can be
-    restored on all of them. ``persistent_workers=True`` is supported (the stream's
-    position is in shared memory, read by the workers at every ``iter()``).
+    restored on all of them. ``persistent_workers=True`` keeps the worker processes
+    across epochs (the stream's position is in shared memory, read by the workers at every
+    ``iter()``); it is ignored without workers and with threads.
     :attr:`faults` reports the corrupt samples skipped in the current epoch (count, by
     reason, first keys; counted as batches are yielded, so exact; kept across a resume
     through the state dict), and each of the first few is logged at WARNING.
@@ -65,7 +67,8 @@ class WdsLoader(DataLoader):
     """
 
     def __init__(self, stream: WdsStream, num_workers: int = 2,
-                 worker_kind: WorkerKind = "process", **kwargs: Any) -> None:
+                 worker_kind: WorkerKind = "process", persistent_workers: bool = False,
+                 **kwargs: Any) -> None:
         refused = {"batch_size", "shuffle", "sampler", "batch_sampler", "collate_fn",
                    "drop_last", "in_order"} & set(kwargs)
         if refused:
@@ -88,7 +91,10 @@ class WdsLoader(DataLoader):
             if self._prefetch < 1:
                 raise ValueError(f"prefetch_factor must be >= 1, got {prefetch}")
         stream._report_faults = True      # before the workers copy the stream
-        super().__init__(stream, batch_size=None, num_workers=num_workers, **kwargs)
+        # persistent_workers: kept worker processes (never with 0 of them); threads are
+        # started per iter(), so it has no meaning for them and is ignored
+        super().__init__(stream, batch_size=None, num_workers=num_workers,
+                         persistent_workers=persistent_workers and num_workers > 0, **kwargs)
         self.worker_kind = worker_kind
         self.stream = stream
         self._seen = stream.start
@@ -148,7 +154,7 @@ class WdsLoader(DataLoader):
         if self.worker_kind == "process":
             yield from super().__iter__()
             return
-        pin = bool(self.pin_memory) and torch.accelerator.is_available()   # as DataLoader
+        pin = bool(self.pin_memory) and _accelerator_available()   # as DataLoader does
         yield from thread_batches(self.stream, self._threads, self._prefetch, pin_memory=pin)
 
     def state_dict(self) -> dict:
@@ -208,7 +214,12 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
                        drop_last=drop_last, order=order, window=window, with_keys=with_keys,
                        layout=layout, verify=verify, with_ids=with_ids,
                        on_corrupt=on_corrupt, check_shards=check_shards)
-    if worker_kind == "process":
-        dataloader_kwargs["persistent_workers"] = persistent_workers and num_workers > 0
     return WdsLoader(stream, num_workers=num_workers, worker_kind=worker_kind,
-                     **dataloader_kwargs)
+                     persistent_workers=persistent_workers, **dataloader_kwargs)
+
+
+def _accelerator_available() -> bool:
+    """Whether pinned memory can serve a device (``torch.accelerator``, torch >= 2.6;
+    CUDA before that)."""
+    accelerator = getattr(torch, "accelerator", None)
+    return accelerator.is_available() if accelerator is not None else torch.cuda.is_available()

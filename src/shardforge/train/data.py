@@ -273,11 +273,9 @@ class ReplayEpochData(WdsEpochData):
                               info.num_classes, info.reinforce["split"],
                               cfg.training.batch_size, rank=session.rank,
                               world_size=session.world_size, seed=cfg.training.seed)
-        processes = ({"persistent_workers": cfg.data.num_workers > 0}
-                     if cfg.data.worker_kind == "process" else {})
         self.train = WdsLoader(stream, num_workers=cfg.data.num_workers,
-                               worker_kind=cfg.data.worker_kind,
-                               pin_memory=session.device.type == "cuda", **processes)
+                               worker_kind=cfg.data.worker_kind, persistent_workers=True,
+                               pin_memory=session.device.type == "cuda")
 
     def train_epoch(self, epoch: int, res: int) -> Iterator[Batch]:
         from shardforge.stream.ray_data import to_model_input

@@ -7,4 +7,14 @@ bash scripts/setup.sh
 .venv/bin/ruff check src pipelines tests bench jobs experiments scripts
 .venv/bin/lint-imports --no-cache   # the layers (pyproject [tool.importlinter], docs/architecture.md)
 export RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0   # Ray on 127.0.0.1 only (see tests/conftest.py)
-exec .venv/bin/python -m pytest -q "$@"
+# Each test's id is appended as it starts (tests/conftest.py): if pytest dies before its
+# summary, say where and what the machine looked like.
+SHARDFORGE_TEST_TRAIL="$(mktemp -t shardforge-test-trail.XXXXXX)"
+export SHARDFORGE_TEST_TRAIL
+rc=0
+.venv/bin/python -m pytest -q "$@" || rc=$?
+if ! grep -q '^== finished' "$SHARDFORGE_TEST_TRAIL"; then
+    bash scripts/died.sh "$SHARDFORGE_TEST_TRAIL" "$rc" >&2
+fi
+rm -f "$SHARDFORGE_TEST_TRAIL"
+exit "$rc"

@@ -32,7 +32,7 @@ def ingest(source: str, out: str, *, name: str | None = None, max_res: int | Non
     ``jpeg_quality``, ``write_mode`` (``jpg``, ``raw``, ``proportion``, ``smart``) and
     ``shard_size`` mean what the CLI flags of the same names mean; ``options`` passes the
     other :class:`~shardforge.formats.image.ImageParams` fields (``compress_probability``,
-    ``smart_threshold``, ``max_pixels``) and :class:`~shardforge.sources.base.
+    ``smart_threshold``, ``max_pixels``, ``keep_source_jpeg``) and :class:`~shardforge.sources.base.
     SourceOptions` fields (``default_split``, ``seed``, ``image_column``, ...). With
     ``register`` the build is registered in the catalog at ``home`` (default
     ``$SHARDFORGE_HOME`` or ``~/.shardforge``) as ``NAME@vN`` (the summary's

@@ -17,6 +17,8 @@ PARAMS = {
     "max_res": Param((int,), 256, nullable=True,
                      help="longest side in px; null keeps the source resolution"),
     "jpeg_quality": Param((int,), 90, help="1..100"),
+    "reencode": Param((bool,), False, help="re-encode every image (false: a fitting source "
+                                           "JPEG not above jpeg_quality is kept as it is)"),
     "write_mode": Param((str,), "jpg", choices=WRITE_MODES, help="FFCV write mode"),
     "compress_probability": Param((float,), 0.5, help="JPEG share for write_mode proportion"),
     "smart_threshold": Param((int,), None, nullable=True,
@@ -41,7 +43,8 @@ def _image(p: dict) -> ImageParams:
     return ImageParams(max_resolution=p["max_res"], jpeg_quality=p["jpeg_quality"],
                        write_mode=p["write_mode"],
                        compress_probability=float(p["compress_probability"]),
-                       smart_threshold=p["smart_threshold"], max_pixels=p["max_pixels"])
+                       smart_threshold=p["smart_threshold"], max_pixels=p["max_pixels"],
+                       keep_source_jpeg=not p["reencode"])
 
 
 def _options(p: dict) -> SourceOptions:

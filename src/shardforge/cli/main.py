@@ -63,6 +63,10 @@ def add_ingest_arguments(p: argparse.ArgumentParser) -> None:
                    help="longest side after resizing, px (default 256; FFCV max_resolution)")
     p.add_argument("--no-resize", action="store_true", help="keep the source resolution")
     p.add_argument("--jpeg-quality", type=_quality, default=90, help="1..100 (default 90)")
+    p.add_argument("--reencode", action="store_true",
+                   help="decode and re-encode every image, as FFCV's writer does (default: a "
+                        "source JPEG that needs no resize or rotation and is not of higher "
+                        "quality than --jpeg-quality is stored as it is, metadata dropped)")
     p.add_argument("--write-mode", choices=WRITE_MODES, default="jpg",
                    help="FFCV write mode (default jpg)")
     p.add_argument("--compress-probability", type=_probability, default=0.5,
@@ -106,7 +110,8 @@ def ingest_config_from_args(args: argparse.Namespace):
     image = ImageParams(max_resolution=None if args.no_resize else args.max_res,
                         jpeg_quality=args.jpeg_quality, write_mode=args.write_mode,
                         compress_probability=args.compress_probability,
-                        smart_threshold=args.smart_threshold, max_pixels=args.max_pixels)
+                        smart_threshold=args.smart_threshold, max_pixels=args.max_pixels,
+                        keep_source_jpeg=not args.reencode)
     options = SourceOptions(default_split=args.split, shard_size=args.shard_size,
                             seed=None if args.no_shuffle else args.seed,
                             image_column=args.image_column, label_column=args.label_column,

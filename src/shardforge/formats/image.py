@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shardforge.formats.jpeg_keep import keepable_jpeg
+
 WriteMode = Literal["jpg", "raw", "proportion", "smart"]
 WRITE_MODES: tuple[str, ...] = ("jpg", "raw", "proportion", "smart")
 
@@ -59,6 +61,10 @@ class ImageParams:
     compress_probability: float = 0.5
     smart_threshold: int | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    # A source JPEG that needs no resize or rotation and is not of higher quality than
+    # ``jpeg_quality`` is stored as it is, metadata dropped (formats/jpeg_keep.py); False:
+    # every image is decoded and re-encoded, as FFCV's writer does.
+    keep_source_jpeg: bool = True
 
     def __post_init__(self) -> None:
         if self.write_mode not in WRITE_MODES:
@@ -310,7 +316,16 @@ def choose_jpeg(params: ImageParams, key: str, raw_nbytes: int) -> bool:
 
 
 def process_image(data: bytes, key: str, params: ImageParams) -> StoredImage:
-    """Decode, convert, resize and encode one source image (raises :class:`RejectedImage`)."""
+    """Decode, convert, resize and encode one source image (raises :class:`RejectedImage`).
+
+    With ``params.keep_source_jpeg``, a JPEG that :func:`~shardforge.formats.jpeg_keep.
+    keepable_jpeg` accepts is stored as its own bytes (metadata dropped) instead.
+    """
+    if params.keep_source_jpeg and params.write_mode != "raw":
+        kept = keepable_jpeg(data, params.max_resolution, params.max_pixels, MAX_SIDE,
+                             params.jpeg_quality)
+        if kept is not None and choose_jpeg(params, key, kept[1] * kept[2] * 3):
+            return StoredImage(kept[0], True, kept[1], kept[2], kept[1], kept[2])
     # B, G, R throughout: OpenCV decodes and encodes in that order (no channel swaps).
     pixels, orig_w, orig_h = decode_bgr(data, params.max_pixels, draft_to=params.max_resolution)
     # Target from the full (oriented) source size, so it is the same with or without the

@@ -26,6 +26,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from shardforge.layout.files import INDEX_FILE, SUMMARY_FILE, WDS_DIR
+from shardforge.layout.keys import Keys
 from shardforge.names import check_file_name, check_name, check_relative_path
 from shardforge.storage import Location, resolve
 
@@ -109,7 +110,7 @@ class SplitIndex:
     width: np.ndarray       # int32
     height: np.ndarray      # int32
     is_png: np.ndarray      # bool: KEY.png (raw-mode sample), else KEY.jpg
-    key: np.ndarray         # object (str)
+    key: Keys | np.ndarray  # str per position; Keys: Arrow-backed (layout/keys.py)
     sha256: np.ndarray      # bytes "S64": the sample's sha256 as 64 ASCII hex digits
 
     # sha256 is fixed-width bytes rather than str objects: a view of the index's Arrow
@@ -283,7 +284,7 @@ def _splits(table: pa.Table, urls: dict[str, str], where: str) -> dict[str, Spli
             label=col("label", np.int64), width=col("width", np.int32),
             height=col("height", np.int32),
             is_png=_numpy(pc.match_substring_regex(fmt, "^png$"), bool),
-            key=_strings(table["key"] if take is None else table["key"].take(take)),
+            key=Keys(table["key"] if take is None else table["key"].take(take)),
             sha256=_hex_digests(table["sha256"] if take is None else
                                 table["sha256"].take(take), where))
     return out
@@ -317,13 +318,6 @@ def _int64_array(values: np.ndarray) -> pa.Array:
     :func:`_numpy`)."""
     values = np.ascontiguousarray(values, np.int64)
     return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
-
-
-def _strings(column: pa.ChunkedArray) -> np.ndarray:
-    """A string column as a numpy object array of str (without pandas, see :func:`_numpy`)."""
-    out = np.empty(len(column), dtype=object)
-    out[:] = column.to_pylist()
-    return out
 
 
 def _hex_digests(column: pa.ChunkedArray, where: str) -> np.ndarray:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 from helpers import ffcv_labels
 
 from shardforge.formats import beton
+from shardforge.formats.beton_merge import merge_betons
 from shardforge.formats.image import encode_jpeg
 
 
@@ -66,7 +69,10 @@ def test_merge_preserves_samples_and_order(tmp_path, sizes):
         parts.append(path)
         expected.extend(samples)
     merged = str(tmp_path / "merged.beton")
-    assert beton.merge_betons(parts, merged) == len(expected)
+    result = merge_betons(parts, merged)
+    assert result.num_samples == len(expected)
+    # The digest made while writing is the file's (holes read as zeros included).
+    assert result.sha256 == hashlib.sha256(open(merged, "rb").read()).hexdigest()
     assert beton.read_sample_bytes(merged) == [s.data for s in expected]
     if expected:
         assert ffcv_labels(merged) == [s.label for s in expected]
@@ -80,7 +86,8 @@ def test_samples_span_many_pages(tmp_path):
     beton.write_beton(a, samples[:5], page_size=beton.MIN_PAGE_SIZE)
     beton.write_beton(b, samples[5:], page_size=beton.MIN_PAGE_SIZE)
     merged = str(tmp_path / "m.beton")
-    beton.merge_betons([a, b], merged)
+    digest = merge_betons([a, b], merged).sha256
+    assert digest == hashlib.sha256(open(merged, "rb").read()).hexdigest()
     assert beton.read_sample_bytes(merged) == [s.data for s in samples]
     head = beton.read_part(merged)
     ptrs = head.allocs["ptr"].astype(np.int64)
@@ -107,7 +114,7 @@ def test_rejects_bad_inputs(tmp_path):
     beton.write_beton(a, _samples(2, 1), page_size=beton.MIN_PAGE_SIZE)
     beton.write_beton(b, _samples(2, 2), page_size=2 * beton.MIN_PAGE_SIZE)
     with pytest.raises(beton.BetonError, match="different page sizes"):
-        beton.merge_betons([a, b], str(tmp_path / "m.beton"))
+        merge_betons([a, b], str(tmp_path / "m.beton"))
 
 
 def test_merge_packs_partly_filled_pages_to_ffcvs_own_size(tmp_path):
@@ -130,7 +137,7 @@ def test_merge_packs_partly_filled_pages_to_ffcvs_own_size(tmp_path):
         beton.write_beton(path, samples[6 * k:6 * k + 6], page_size=beton.MIN_PAGE_SIZE)
         parts.append(path)
     merged = str(tmp_path / "merged.beton")
-    beton.merge_betons(parts, merged)
+    merge_betons(parts, merged)
     ffcv_path = str(tmp_path / "ffcv.beton")
     DatasetWriter(ffcv_path, {"image": RGBImageField(write_mode="raw"), "label": IntField()},
                   num_workers=1, page_size=beton.MIN_PAGE_SIZE).from_indexed_dataset(
@@ -168,12 +175,12 @@ def test_compact_parts_merge_to_the_same_bytes(tmp_path):
         compact.append(c)
         full.append(f)
     a, b = str(tmp_path / "a.beton"), str(tmp_path / "b.beton")
-    beton.merge_betons(compact, a, beton.DEFAULT_PAGE_SIZE)
-    beton.merge_betons(full, b)
+    merge_betons(compact, a, beton.DEFAULT_PAGE_SIZE)
+    merge_betons(full, b)
     assert open(a, "rb").read() == open(b, "rb").read()
     assert ffcv_labels(a) == list(range(40))
     with pytest.raises(beton.BetonError, match="pages larger than the merged file"):
-        beton.merge_betons(full, str(tmp_path / "m"), beton.MIN_PAGE_SIZE)
+        merge_betons(full, str(tmp_path / "m"), beton.MIN_PAGE_SIZE)
     assert beton.part_page_size([], beton.DEFAULT_PAGE_SIZE) == beton.MIN_PART_PAGE_SIZE
     big = [beton.BetonSample(b"x" * (3 << 20), False, 1, 1, 0)]
     assert beton.part_page_size(big, beton.DEFAULT_PAGE_SIZE) == 4 << 20

@@ -16,6 +16,7 @@ import pytest
 
 from shardforge.build.config import ShardJob
 from shardforge.formats import beton
+from shardforge.formats.beton_merge import merge_betons
 from shardforge.formats.image import ImageParams
 from shardforge.sources import SourceOptions, plan_source, read_shard
 from shardforge.sources.base import ShardSpec
@@ -132,7 +133,7 @@ def test_merge_holds_one_parts_tables_at_a_time(tmp_path):
     try:
         base = tracemalloc.get_traced_memory()[0]
         tracemalloc.reset_peak()
-        assert beton.merge_betons(parts, out, beton.MIN_PAGE_SIZE) == 50_000
+        assert merge_betons(parts, out, beton.MIN_PAGE_SIZE).num_samples == 50_000
         peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()

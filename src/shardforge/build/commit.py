@@ -16,7 +16,7 @@ from shardforge.build.config import ShardJob
 from shardforge.build.shard import ShardResult, shard_paths
 from shardforge.engine.faults import checkpoint
 from shardforge.formats.arrow_rows import int64_array
-from shardforge.formats.beton import merge_betons
+from shardforge.formats.beton_merge import merge_betons
 from shardforge.layout.files import (
     BETON_DIR,
     INDEX_FILE,
@@ -30,9 +30,11 @@ from shardforge.sources import ShardSpec
 from shardforge.storage import Location, replace_durably, resolve
 
 
-def file_record(loc: Location, path: str) -> dict:
-    """``{url, path, size, sha256}`` of a written file; ``path`` is relative to the output root."""
-    return {"url": loc.url, "path": path, "size": loc.size(), "sha256": loc.sha256()}
+def file_record(loc: Location, path: str, sha256: str | None = None) -> dict:
+    """``{url, path, size, sha256}`` of a written file; ``path`` is relative to the output
+    root; ``sha256``: its digest when the writer computed it (else the file is read)."""
+    return {"url": loc.url, "path": path, "size": loc.size(),
+            "sha256": sha256 or loc.sha256()}
 
 
 TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")   # Location.tmp_sibling's names
@@ -58,7 +60,7 @@ def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
     parts = [shard_paths(job, s)["part"] for s in specs]
     if dest.is_local:
         tmp = dest.tmp_sibling().path
-        merge_betons([p.path for p in parts], tmp, job.page_size)
+        merged = merge_betons([p.path for p in parts], tmp, job.page_size)
         checkpoint("merge")
         replace_durably(tmp, dest.path)
     else:
@@ -69,10 +71,10 @@ def merge_split(job: ShardJob, split: str, specs: Sequence[ShardSpec]) -> dict:
                 with part.fs.open_input_stream(part.path) as src, open(local, "wb") as dst:
                     shutil.copyfileobj(src, dst, 1 << 22)
                 local_parts.append(local)
-            merged = os.path.join(d, "merged.beton")
-            merge_betons(local_parts, merged, job.page_size)
-            dest.upload_file_atomic(merged)
-    return file_record(dest, rel)
+            path = os.path.join(d, "merged.beton")
+            merged = merge_betons(local_parts, path, job.page_size)
+            dest.upload_file_atomic(path)
+    return file_record(dest, rel, merged.sha256)
 
 
 def write_index(job: ShardJob, specs: Sequence[ShardSpec]) -> dict:

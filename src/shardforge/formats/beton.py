@@ -3,9 +3,9 @@
 Why our own writer: ``ffcv.writer.DatasetWriter`` encodes every image itself in the
 processes of one machine. We encode each image once in a Ray task (the same bytes go
 into the WebDataset tar), so each task writes a *part*: a complete, valid .beton of its
-own samples. The driver then merges parts with :func:`merge_betons`, which re-packs the
-samples' bytes into pages as FFCV's writer would and rewrites the pointers; no image is
-decoded or encoded again.
+own samples. The driver then merges parts (``formats/beton_merge.py``), which re-packs
+the samples' bytes into pages as FFCV's writer would and rewrites the pointers; no image
+is decoded or encoded again.
 
 A part (:func:`write_part`) uses the smallest page, a power of two >= 64 KiB, that holds
 its largest sample, not the dataset's page (8 MiB by default): only the merge reads parts,
@@ -71,11 +71,13 @@ class BetonSample:
     label: int
 
 
-def _round_up(x: int, multiple: int) -> int:
+def round_up(x: int, multiple: int) -> int:
+    """``x`` rounded up to a multiple of ``multiple``."""
     return (x + multiple - 1) // multiple * multiple
 
 
-def _field_descriptors() -> np.ndarray:
+def field_descriptors() -> np.ndarray:
+    """The descriptors of :data:`FIELDS` as FFCV writes them."""
     descs = np.zeros(len(FIELDS), dtype=FIELD_DESC)
     for i, (name, type_id) in enumerate(FIELDS):
         descs[i]["type_id"] = type_id
@@ -84,7 +86,8 @@ def _field_descriptors() -> np.ndarray:
     return descs
 
 
-def _metadata_start(num_fields: int) -> int:
+def metadata_start(num_fields: int) -> int:
+    """Where the metadata table starts: after the header and field descriptors."""
     return HEADER.itemsize + FIELD_DESC.itemsize * num_fields
 
 
@@ -99,7 +102,7 @@ def part_page_size(samples: Sequence[BetonSample], page_size: int) -> int:
 
 
 def write_part(path: str, samples: Sequence[BetonSample], page_size: int) -> None:
-    """Write ``samples`` as a part for :func:`merge_betons` into a .beton of ``page_size``
+    """Write ``samples`` as a part for ``beton_merge.merge_betons`` into a .beton of ``page_size``
     (not atomic: callers rename). A sample larger than ``page_size`` raises BetonError."""
     check_page_size(page_size)
     _write(path, samples, part_page_size(samples, page_size), page_size)
@@ -121,7 +124,7 @@ def write_beton(path: str, samples: Sequence[BetonSample],
 def _write(path: str, samples: Sequence[BetonSample], page_size: int, limit: int) -> None:
     n = len(samples)
     meta = np.zeros(n, dtype=SAMPLE_META)
-    data_start = _round_up(_metadata_start(len(FIELDS)) + meta.nbytes, page_size)
+    data_start = round_up(metadata_start(len(FIELDS)) + meta.nbytes, page_size)
     allocs = np.zeros(n, dtype=ALLOC)
     page_base = data_start
     used = 0
@@ -155,7 +158,7 @@ def _write_head(f, n: int, page_size: int, alloc_ptr: int, meta: np.ndarray | No
     header[0] = (VERSION, len(FIELDS), page_size, n, alloc_ptr)
     f.seek(0)
     f.write(header.tobytes())
-    f.write(_field_descriptors().tobytes())
+    f.write(field_descriptors().tobytes())
     if meta is not None:
         f.write(meta.tobytes())
 
@@ -199,9 +202,9 @@ def read_head(read_at: Callable[[int, int], bytes], file_size: int, name: str) -
         raise BetonError(f"{name}: fields differ from (image: RGBImage, label: Int)")
     descs = np.frombuffer(read_at(HEADER.itemsize, FIELD_DESC.itemsize * num_fields),
                           dtype=FIELD_DESC)
-    if not np.array_equal(descs, _field_descriptors()):
+    if not np.array_equal(descs, field_descriptors()):
         raise BetonError(f"{name}: fields differ from (image: RGBImage, label: Int)")
-    meta_start = _metadata_start(num_fields)
+    meta_start = metadata_start(num_fields)
     if meta_start + SAMPLE_META.itemsize * n > file_size:
         raise BetonError(f"{name}: header says {n:,} samples, more than its "
                          f"{file_size:,} B hold")
@@ -214,121 +217,8 @@ def read_head(read_at: Callable[[int, int], bytes], file_size: int, name: str) -
         rows = len(raw) / ALLOC.itemsize
         raise BetonError(f"{name}: allocation table has {rows:g} rows, expected {n}")
     allocs = np.frombuffer(raw, dtype=ALLOC).copy()
-    data_start = _round_up(meta_start + meta.nbytes, page_size)
+    data_start = round_up(meta_start + meta.nbytes, page_size)
     return BetonPart(name, n, page_size, data_start, alloc_ptr, meta, allocs)
-
-
-def merge_betons(parts: Sequence[str], out_path: str, page_size: int | None = None) -> int:
-    """Merge part files into one .beton at ``out_path`` with pages of ``page_size``
-    (default: the parts' page size, which must then be the same in every part); return
-    its samples. A part's page may be smaller than ``page_size``, never larger.
-
-    Sample order is the order of ``parts``, then each part's own order. Samples are
-    re-packed into pages in that order exactly as FFCV's writer fills pages (the next
-    sample goes into the current page if it fits, else it starts a new one), so every
-    sample stays inside one page (FFCV's page reader), the parts' partly filled pages
-    leave no tails (the merged file is FFCV's writer's size; issue #16), and no byte is
-    re-encoded: only the bytes move and the pointers in the metadata and allocation table
-    change. Each part page is read once. Not atomic: callers rename.
-
-    Memory: one part's tables at a time plus 24 B per sample (the allocation table,
-    written after the last page); each part's metadata rows go to their place as it is
-    packed (issue #16: holding every part's tables and the merged ones cost ~150 B per
-    sample of driver memory).
-    """
-    counts, page_sizes = [], set()
-    for path in parts:      # heads read twice: never more than one part's tables held
-        head = read_part(path)
-        if page_size is not None and head.page_size > page_size:
-            raise BetonError(f"part {path} has pages larger than the merged file's "
-                             f"{page_size} B ({head.page_size} B); rebuild it with this "
-                             "--page-size")
-        counts.append(head.num_samples)
-        page_sizes.add(head.page_size)
-    if page_size is None:
-        if len(page_sizes) > 1:
-            raise BetonError(f"parts have different page sizes {sorted(page_sizes)}; pass "
-                             "the merged file's page_size or rebuild them with one --page-size")
-        page_size = page_sizes.pop() if page_sizes else DEFAULT_PAGE_SIZE
-    check_page_size(page_size)
-    total = sum(counts)
-    meta_start = _metadata_start(len(FIELDS))
-    data_start = _round_up(meta_start + SAMPLE_META.itemsize * total, page_size)
-    packer = _PagePacker(data_start, page_size)
-    allocs = np.zeros(total, dtype=ALLOC)   # 24 B a sample: written last, after the pages
-    first = 0
-    with open(out_path, "wb") as out:
-        for path, n in zip(parts, counts, strict=True):
-            h = read_part(path)
-            if h.num_samples != n:
-                raise BetonError(f"part {path} changed during the merge ({n} samples, now "
-                                 f"{h.num_samples}); rerun the merge")
-            new_ptr = packer.pack(h, out)
-            a = allocs[first:first + n]
-            a[:] = h.allocs
-            a["ptr"] = new_ptr.astype(np.uint64)
-            a["sample_id"] += np.uint64(first)
-            by_sample = np.zeros(n, np.int64)
-            by_sample[h.allocs["sample_id"].astype(np.int64)] = new_ptr
-            h.meta["f0"]["data_ptr"] = by_sample.astype(np.uint64)
-            rows = np.zeros(n, dtype=SAMPLE_META)
-            rows[:] = h.meta    # by field: padding stays 0 (a copy leaves h.meta's undefined)
-            out.seek(meta_start + SAMPLE_META.itemsize * first)
-            out.write(rows.tobytes())
-            first += n
-        alloc_ptr = packer.finish(out)
-        _write_head(out, total, page_size, alloc_ptr, None)
-        out.seek(alloc_ptr)
-        out.write(allocs.view(np.uint8).data)
-        out.truncate(alloc_ptr + allocs.nbytes)
-    return total
-
-
-class _PagePacker:
-    """Fills output pages with sample bytes in order, FFCV's writer rule (a sample that
-    does not fit the current page starts the next one)."""
-
-    def __init__(self, data_start: int, page_size: int) -> None:
-        self.page_size = page_size
-        self.page_base = data_start
-        self.page = bytearray()
-
-    def pack(self, part: BetonPart, out) -> np.ndarray:
-        """Copy ``part``'s samples (one allocation each) into the output pages; return each
-        allocation row's new pointer."""
-        ptrs = part.allocs["ptr"].astype(np.int64)
-        sizes = part.allocs["size"].astype(np.int64)
-        new_ptr = np.zeros(len(ptrs), np.int64)
-        pages = (ptrs - part.data_start) // self.page_size
-        with open(part.path, "rb") as src:
-            block_page, block, block_start = -1, b"", 0
-            for r in np.argsort(ptrs, kind="stable").tolist():
-                if pages[r] != block_page:      # read the part page's used bytes once
-                    rows = pages == pages[r]
-                    block_page = int(pages[r])
-                    block_start = part.data_start + block_page * self.page_size
-                    src.seek(block_start)
-                    block = src.read(int((ptrs[rows] + sizes[rows]).max() - block_start))
-                size = int(sizes[r])
-                if len(self.page) + size > self.page_size:
-                    self._flush(out)
-                new_ptr[r] = self.page_base + len(self.page)
-                offset = int(ptrs[r]) - block_start
-                self.page += block[offset:offset + size]
-        return new_ptr
-
-    def _flush(self, out) -> None:
-        out.seek(self.page_base)
-        out.write(self.page)
-        self.page_base += self.page_size
-        self.page = bytearray()
-
-    def finish(self, out) -> int:
-        """Write the last page; return where the allocation table starts (page-aligned)."""
-        if not self.page:
-            return self.page_base
-        self._flush(out)
-        return self.page_base
 
 
 def read_sample_bytes(path: str) -> list[bytes]:

@@ -15,28 +15,10 @@ os.environ["SHARDFORGE_HOME"] = tempfile.mkdtemp(prefix="shardforge-test-home-")
 import pytest  # noqa: E402
 import ray  # noqa: E402
 
+# The hooks that leave a trail of started tests (scripts/test.sh), registered by importing.
+from trail import pytest_runtest_logstart, pytest_sessionfinish  # noqa: E402, F401
+
 from shardforge.sources.demo import DemoSpec, generate_demo_data
-
-TRAIL_ENV = "SHARDFORGE_TEST_TRAIL"
-
-
-def pytest_runtest_logstart(nodeid: str, location: tuple) -> None:
-    """With ``SHARDFORGE_TEST_TRAIL`` naming a file (``scripts/test.sh`` sets it), append
-    each test's id as it starts: a run that dies without pytest's summary (a process
-    killed, a full disk, a Ray driver exiting) still says where it was."""
-    trail = os.environ.get(TRAIL_ENV)
-    if trail:
-        with open(trail, "a") as f:
-            f.write(nodeid + "\n")
-
-
-def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """Mark the trail as finished: pytest reached its summary."""
-    trail = os.environ.get(TRAIL_ENV)
-    if trail:
-        with open(trail, "a") as f:
-            f.write(f"== finished, exit status {int(exitstatus)}\n")
-
 
 SMALL_DEMO = DemoSpec(num_classes=10, train_per_class=6, val_per_class=2, min_side=128,
                       max_side=320)

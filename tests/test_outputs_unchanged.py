@@ -4,7 +4,8 @@ tests/golden/demo_outputs.json was written by ``scripts/output_digests.py`` at c
 697bff2 (before the package restructuring); its ``changes`` list names each deliberate
 change since (#15: demo-plus' summary.json; #16: the packed train .beton files; the wids
 index: wds/NAME-SPLIT.wids.json and every summary.json; #16 compact .beton parts: the
-shard manifests _work/*.json). This test
+shard manifests _work/*.json; #16 kept JPEGs: 297 demo images stored as their source bytes,
+so every demo-derived build). This test
 runs the script again (a fresh catalog home under tmp_path; ~1.5 minutes on 2 cores) and
 compares, card by card, the set of files under each build's output directory and their sha256 (JSON files in the script's
 canonical form: run times, Ray node ids, resume hashes and absolute locations out; see the

@@ -104,8 +104,10 @@ def keepable_jpeg(data: bytes, max_resolution: int | None, max_pixels: int, max_
     Kept only when all hold: a baseline or progressive 8-bit YCbCr JPEG whose sides fit
     ``max_resolution`` (None: any), ``max_side`` and ``max_pixels``; no EXIF orientation
     other than 1; ending with the end-of-image marker; quantisation not finer than
-    ``quality`` (:func:`not_finer_than`); well-formed markers; and a 1/8-scale decode of
-    the stripped stream (OpenCV, libjpeg-turbo) succeeding at the size its header gives.
+    ``quality`` (:func:`not_finer_than`); well-formed markers; and a strict 1/8-scale
+    decode of the stripped stream (simplejpeg, libjpeg-turbo) succeeding without a
+    warning at the size its header gives: a stream libjpeg decodes only with "corrupt
+    data" warnings is re-encoded, as before, so the loaders' strict decode never meets it.
     Never raises for a bad file: the decode path names the problem.
     """
     try:

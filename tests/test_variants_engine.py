@@ -111,3 +111,22 @@ def test_bad_transform_output_is_named(demo_dataset, ray_local, tmp_path):
     with pytest.raises(Exception, match="uint8 H x W x 3"):
         run_variant(demo_dataset, VariantSpec("floats", {}, Floats), "f", str(tmp_path / "f"),
                     register=False, log=io.StringIO())
+
+
+def test_a_temporary_left_by_a_killed_writer_is_gone_after_the_job(demo_dataset, ray_local,
+                                                                   tmp_path):
+    """A worker killed mid-write (a node lost during the job) leaves a ``.NAME.tmp-...``
+    file; once every shard is in, the job deletes it, as a rerun would."""
+    out = tmp_path / "t"
+
+    class LeavesATemporary:
+        def __call__(self, samples, split):
+            stray = out / "wds" / f".t-{split}-000000.tar.tmp-0123456789ab"
+            stray.parent.mkdir(parents=True, exist_ok=True)
+            stray.write_bytes(b"half a tar")
+            return samples
+
+    summary = run_variant(demo_dataset, VariantSpec("leftover", {}, LeavesATemporary), "t",
+                          str(out), register=False, log=io.StringIO())
+    assert summary["samples"] == 80 and summary["rejects"]["count"] == 0
+    assert [p.name for p in out.rglob("*.tmp-*")] == []

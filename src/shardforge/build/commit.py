@@ -43,7 +43,8 @@ TEMPORARY_NAME = re.compile(r"^\..+\.tmp-[0-9a-f]{12}$")   # Location.tmp_siblin
 def remove_temporaries(out: str) -> int:
     """Delete the temporary files (``.NAME.tmp-XXXXXXXXXXXX``) a killed run left under
     ``out``; return how many. Call only while no writer of this output is running (the
-    start of a job): readers never look at these names, a rerun writes fresh ones."""
+    start of a job, and once every shard is in): readers never look at these names, a
+    rerun writes fresh ones."""
     root = resolve(out)
     stale = [p for p in root.list_files() if TEMPORARY_NAME.match(p.rsplit("/", 1)[-1])]
     for path in stale:

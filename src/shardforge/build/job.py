@@ -102,6 +102,9 @@ def run_ingest(config: IngestConfig, log: TextIO | None = None,
             f"{config.name}: {exc} (output {resolve(config.out).url}); fix the cause and "
             "rerun the same command: finished shards are reused") from exc
     checkpoint("manifests")
+    # Every shard is in, so no writer of this job is left: delete what a worker killed
+    # mid-write (a node lost during the job) left behind, as a rerun would.
+    remove_temporaries(config.out)
     rejects = [asdict(r) for r in plan.rejects]
     for r in sorted(results, key=lambda r: (r.split, r.index)):
         rejects.extend(r.rejects)

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from shardforge.formats.arrow_rows import int64_array
 from shardforge.layout.files import INDEX_FILE, SUMMARY_FILE, WDS_DIR
 from shardforge.layout.keys import Keys
 from shardforge.names import check_file_name, check_name, check_relative_path
@@ -298,7 +299,7 @@ def _splits(table: pa.Table, urls: dict[str, str], where: str) -> dict[str, Spli
         present = np.unique(sid)                      # the split's shards, in name order
         local = np.zeros(len(names), np.int32)
         local[present] = np.arange(len(present), dtype=np.int32)
-        take = _int64_array(rows) if rows is not None else None
+        take = int64_array(rows) if rows is not None else None
 
         def col(c: str, dtype, take=take) -> np.ndarray:
             values = _numpy(table[c] if take is None else table[c].take(take), dtype)
@@ -341,13 +342,6 @@ def _numpy(column: pa.ChunkedArray | pa.Array, dtype) -> np.ndarray:
     kind = "i" if pa.types.is_signed_integer(arr.type) else "u"
     values = np.frombuffer(data, np.dtype(f"<{kind}{width}"), n, arr.offset * width)
     return values.astype(dtype, copy=False)
-
-
-def _int64_array(values: np.ndarray) -> pa.Array:
-    """``values`` as an Arrow int64 array sharing their memory (without pandas, see
-    :func:`_numpy`)."""
-    values = np.ascontiguousarray(values, np.int64)
-    return pa.Array.from_buffers(pa.int64(), len(values), [None, pa.py_buffer(values)])
 
 
 def _hex_digests(column: pa.ChunkedArray, where: str) -> np.ndarray:

@@ -15,6 +15,8 @@ from collections.abc import Iterator
 import numpy as np
 import pyarrow as pa
 
+from shardforge.formats.arrow_rows import int64_array
+
 
 class Keys:
     """The keys of one split's rows, position ``p`` -> ``str`` (see the module docstring)."""
@@ -54,8 +56,7 @@ class Keys:
         if positions.size and (positions.min() < -n or positions.max() >= n):
             raise IndexError(f"key positions out of range for {n} rows")
         positions = np.where(positions < 0, positions + n, positions)
-        taken = self._array.take(pa.Array.from_buffers(
-            pa.int64(), positions.size, [None, pa.py_buffer(np.ascontiguousarray(positions))]))
+        taken = self._array.take(int64_array(positions.ravel()))
         return _objects(taken.to_pylist()).reshape(positions.shape)
 
     def __iter__(self) -> Iterator[str]:

@@ -183,7 +183,7 @@ def _rates(fns: dict, items: list, passes: int) -> dict[str, float]:
 
 def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
     """Images/s on one core of decode alone and of shardforge's whole per-sample step."""
-    from shardforge.formats.decode import dct_reduction, decode_crop
+    from shardforge.formats.decode import dct_reduction, decode_crop, decode_jpeg_region
     from shardforge.layout.reader import RangeReader
     from shardforge.stream import RandomResizedCrop, open_dataset
 
@@ -220,6 +220,8 @@ def single_core_rates(out: Path, size: int, sample: int, passes: int) -> dict:
                                                        cv2.IMREAD_COLOR_RGB),
             "simplejpeg_into_buffer": lambda it: simplejpeg.decode_jpeg(it[0], "rgb",
                                                                         buffer=scratch),
+            "region_decode": lambda it: decode_jpeg_region(it[0], it[1], it[2], it[3],
+                                                           scratch),
             "sha256": lambda it: hashlib.sha256(it[0]).digest(),
             "shardforge_step": lambda it: decode_crop(it[0], False, it[1], it[2], it[3],
                                                       out_buf, it[4], scratch=scratch),

@@ -6,7 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # chromium + chromium-driver: the browser test of `shardforge view` (tests/test_view_browser.py)
-SYSTEM_PACKAGES=(pkg-config libturbojpeg0-dev libopencv-dev chromium chromium-driver)
+# libjpeg-dev: the headers shardforge's own partial JPEG decoder builds against
+SYSTEM_PACKAGES=(pkg-config libturbojpeg0-dev libjpeg-dev libopencv-dev chromium chromium-driver)
 missing=()
 for p in "${SYSTEM_PACKAGES[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")

@@ -20,6 +20,7 @@ import cv2
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from shardforge.formats.area import resize_area
 from shardforge.formats.jpeg_keep import keepable_jpeg
 
 WriteMode = Literal["jpg", "raw", "proportion", "smart"]
@@ -282,7 +283,7 @@ def resize_max_side(pixels: np.ndarray, max_resolution: int | None,
     size = size or target_size(w, h, max_resolution)
     if size == (w, h):
         return pixels
-    return cv2.resize(pixels, size, interpolation=cv2.INTER_AREA)
+    return resize_area(pixels, size)
 
 
 def encode_jpeg(pixels: np.ndarray, quality: int) -> bytes:

@@ -7,8 +7,9 @@ worker process ``w`` would (same :meth:`~WdsStream.build_batch`, seeded by the b
 position), so the batches are byte-identical to the process mode's and come out in the
 same order. What it saves: a batch is written once, into the tensor the caller receives
 (no shared-memory segment per batch, no pickling, no transfer between processes), and no
-process is started. The decode work runs outside the GIL (OpenCV's ``imdecode`` and
-``resize``, ``hashlib``'s sha256 of a sample and ``os.pread`` release it), so ``W``
+process is started. The decode work runs outside the GIL (shardforge's partial JPEG
+decode and area resize, OpenCV's ``imdecode`` and ``resize``, ``hashlib``'s sha256 of a
+sample and ``os.pread`` release it), so ``W``
 threads use up to ``W`` cores; the Python between those calls (a few percent of a
 sample's cost) is serialised with the caller's own Python.
 

@@ -33,16 +33,14 @@ def style_png(out: str, style_key: str, size: int = 128) -> Encoded:
     """The style image ``style_key`` of the stylized dataset at ``out`` as a ``size`` px PNG
     (its style set's preprocessed 224 px square, shrunk). KeyError when ``out`` is not a
     stylized build or its style set lacks the key; StyleSetError when the set is gone."""
-    import cv2
-
+    from shardforge.formats.area import resize_area
     from shardforge.variants.stylize.styles import style_image
 
     variant = summary_of(out).get("variant") or {}
     location = (variant.get("params") or {}).get("styles")
     if variant.get("name") != "stylize" or not location:
         raise KeyError(f"{out} is not a stylized build (no style set recorded)")
-    pixels = cv2.resize(style_image(location, style_key), (size, size),
-                        interpolation=cv2.INTER_AREA)
+    pixels = resize_area(style_image(location, style_key), (size, size))
     buf = io.BytesIO()
     from PIL import Image
 

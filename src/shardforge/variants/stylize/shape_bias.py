@@ -169,8 +169,9 @@ def _load_images(paths: Sequence[str], res: int | None, crop_ratio: float) -> np
     else ValueError naming the first that differs); else the centre square of
     ``crop_ratio`` x the short side, INTER_AREA resized to ``res`` (FFCV's
     ``CenterCropRGBImageDecoder``, as ``shardforge eval`` reads val)."""
-    import cv2
     from PIL import Image
+
+    from shardforge.formats.area import resize_area
 
     images = []
     for path in paths:
@@ -188,8 +189,7 @@ def _load_images(paths: Sequence[str], res: int | None, crop_ratio: float) -> np
         h, w = a.shape[:2]
         side = int(round(crop_ratio * min(h, w)))
         top, left = (h - side) // 2, (w - side) // 2
-        images.append(cv2.resize(a[top:top + side, left:left + side], (res, res),
-                                 interpolation=cv2.INTER_AREA))
+        images.append(resize_area(a[top:top + side, left:left + side], (res, res)))
     return np.stack(images) if images else np.empty((0, 1, 1, 3), np.uint8)
 
 

@@ -30,10 +30,10 @@ import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import cv2
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from shardforge.formats.area import resize_area
 from shardforge.formats.image import DEFAULT_MAX_PIXELS, RejectedImage, decode_rgb
 
 STYLE_SIZE = 224  # Geirhos et al. 2019, Appendix A.1 (anchors: Stylized-ImageNet)
@@ -97,7 +97,7 @@ def preprocess_style(data: bytes, size: int = STYLE_SIZE,
     square = pixels[top:top + side, left:left + side]
     if side == size:
         return np.ascontiguousarray(square)
-    return cv2.resize(square, (size, size), interpolation=cv2.INTER_AREA)
+    return resize_area(square, (size, size))
 
 
 def read_style(ref: StyleRef, size: int = STYLE_SIZE) -> np.ndarray:

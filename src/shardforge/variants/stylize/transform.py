@@ -115,8 +115,7 @@ class StylizeTransform:
         return value
 
     def _fourier(self, content: np.ndarray, style_id: int) -> np.ndarray:
-        import cv2
-
+        from shardforge.formats.area import resize_area
         from shardforge.variants.stylize.fourier import fourier_stylize
 
         h, w = content.shape[:2]
@@ -124,7 +123,7 @@ class StylizeTransform:
         def make() -> np.ndarray:
             style = read_style(self.styles[style_id], self.config.style_size)
             if style.shape[:2] != (h, w):
-                style = cv2.resize(style, (w, h), interpolation=cv2.INTER_AREA)
+                style = resize_area(style, (w, h))
             return style
 
         return fourier_stylize(content, self._cached(style_id, make), self.config.alpha)

@@ -18,7 +18,8 @@ is then a fresh process timed from start to exit:
   any Ray driver.
 
 Reported: process wall time (best of ``--repeats``, all runs listed), the fixed cost (a
-20-image run), the marginal rate between the two largest sizes (what the fixed cost does
+20-image run, best of ``--repeats`` x ``--small-repeats``, against the best Ray connect of
+as many), the marginal rate between the two largest sizes (what the fixed cost does
 not explain), CPU seconds of every process involved (the Ray head's workers included),
 and the merged .beton's size against FFCV's file for the same images.
 """
@@ -31,6 +32,7 @@ import os
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -181,9 +183,10 @@ def run_round(args, corpora: dict, address: str, env: dict, head_pid: int,
     """One run of every (method, size, resolution), interleaved."""
     runs = Path(args.work) / "runs"
     runs.mkdir(parents=True, exist_ok=True)
-    connect = timed([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
-                     "log_to_driver=False); ray.shutdown()"], env, head_pid)
-    results["connect"].append(connect["wall"])
+    for _ in range(args.small_repeats):
+        connect = timed([sys.executable, "-c", f"import ray; ray.init(address='{address}', "
+                         "log_to_driver=False); ray.shutdown()"], env, head_pid)
+        results["connect"].append(connect["wall"])
     for n, root in corpora.items():
         for res in args.resolutions:
             entry = results["runs"].setdefault(f"{n}-{res}", {"ffcv": [], "shardforge": []})
@@ -193,7 +196,8 @@ def run_round(args, corpora: dict, address: str, env: dict, head_pid: int,
             setup, write = (float(x) for x in re.findall(r"[\d.]+", r.pop("stdout"))[:2])
             entry["ffcv"].append({**r, "setup": setup, "write": write,
                                   "bytes": beton.stat().st_size})
-            for method, extra in (("shardforge", []), ("shardforge_reencode", ["--reencode"])):
+            methods = (("shardforge", []), ("shardforge_reencode", ["--reencode"]))
+            for method, extra in methods * (args.small_repeats if n == 20 else 1):
                 out = _fresh(runs / "sf")
                 r = timed([sys.executable, "-m", "shardforge.cli", "ingest", str(root),
                            "--name", "bench", "--out", str(out), "--max-res", str(res),
@@ -219,6 +223,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--resolutions", default="256,512")
     p.add_argument("--workers", type=int, default=2, help="FFCV workers = Ray head CPUs")
     p.add_argument("--repeats", type=int, default=2)
+    p.add_argument("--small-repeats", type=int, default=4,
+                   help="shardforge's 20-image runs and the Ray connect, per round: a fixed "
+                        "cost of about a second is noisier than the big runs")
     p.add_argument("--work", default="/tmp/sf-bench")
     p.add_argument("--out-md")
     args = p.parse_args(argv)
@@ -267,6 +274,7 @@ def render(args, results: dict, sizes: list[int]) -> str:
     big = [n for n in sizes if n != 20]
     st = results["corpus"][big[-1]]
     connect = min(results["connect"])
+    connect_median = float(statistics.median(results["connect"]))
     lines = ["## Ingest through the CLI, natural photographs", "",
              *common.preamble(common.command_line(), PACKAGES),
              f"- Corpus: {st['what']}; seeded crops, sides {st['min_side']}-{st['max_side']} "
@@ -275,10 +283,14 @@ def render(args, results: dict, sizes: list[int]) -> str:
              "the page cache",
              f"- A private Ray head with {args.workers} CPUs started before timing; FFCV with "
              f"num_workers={args.workers}. Every time is a whole process, start to exit. "
-             f"Best of {args.repeats} interleaved rounds, all runs listed. 1-min load average "
+             f"Best of {args.repeats} interleaved rounds (of {args.repeats * args.small_repeats} "
+             "runs for shardforge's 20-image ingests and the Ray connect), all runs listed. "
+             "1-min load average "
              f"at the runs: {min(r['load'] for e in results['runs'].values() for m in e.values() for r in m):.1f}"
              f"-{max(r['load'] for e in results['runs'].values() for m in e.values() for r in m):.1f}",
-             f"- Ray connect (import ray, ray.init to the head, shutdown): {connect:.2f} s", ""]
+             f"- Ray connect (import ray, ray.init to the head, shutdown): {connect:.2f} s best, "
+             f"{connect_median:.2f} s median; runs: "
+             f"{', '.join(f'{c:.2f}' for c in results['connect'])}", ""]
     rows = []
     for key, entry in results["runs"].items():
         n, res = (int(x) for x in key.split("-"))
@@ -308,20 +320,28 @@ def render(args, results: dict, sizes: list[int]) -> str:
     for res in args.resolutions:
         small = results["runs"][f"20-{res}"]
         s20, f20 = _best(small["shardforge"])["wall"], _best(small["ffcv"])["wall"]
+        s20_median = float(statistics.median([r["wall"] for r in small["shardforge"]]))
         a, b = big[0], big[-1]
         ea, eb = results["runs"][f"{a}-{res}"], results["runs"][f"{b}-{res}"]
         fm = (b - a) / (_best(eb["ffcv"])["wall"] - _best(ea["ffcv"])["wall"])
         fw = (b - a) / (_best(eb["ffcv"])["write"] - _best(ea["ffcv"])["write"])
         sm, em = ((b - a) / (_best(eb[m])["wall"] - _best(ea[m])["wall"])
                   for m in ("shardforge", "shardforge_reencode"))
-        mrows.append([res, f"{s20:.2f} ({s20 - connect:+.2f} over Ray connect)", f"{f20:.2f}",
+        mrows.append([res, f"{s20:.2f} ({s20 - connect:+.2f} over Ray connect)",
+                      f"{s20_median:.2f} (**{s20_median - connect_median:+.2f}** over Ray "
+                      "connect)", f"{f20:.2f}",
                       f"{sm:.0f}", f"{em:.0f}", f"{fm:.0f} ({fw:.0f} write phase)",
                       f"**{sm / fm:.2f}x**", f"{em / fm:.2f}x"])
     lines += common.md_table(
-        ["R", "shardforge, 20 images (s)", "FFCV, 20 images (s)",
+        ["R", "shardforge, 20 images: best (s)", "median (goal: <= +0.5 s)",
+         "FFCV, 20 images (s)",
          f"shardforge marginal img/s ({big[0]}->{big[-1]})", "--reencode marginal img/s",
          "FFCV marginal img/s", "marginal ratio", "marginal ratio, --reencode"], mrows)
-    lines += ["", f"- Whole benchmark wall time: {results['total_wall_s']:.0f} s."]
+    lines += ["", "- The fixed cost is judged on medians: `ray.shutdown()` (in both the "
+              "connect process and the CLI) takes about 0.27 s in most runs and almost nothing "
+              "in some (Ray's core worker disconnect; measured with cProfile, 2026-12-06), so a "
+              "best run of one against a best run of the other measures luck, not shardforge.",
+              f"- Whole benchmark wall time: {results['total_wall_s']:.0f} s."]
     return "\n".join(lines)
 
 

@@ -37,10 +37,12 @@ def cost_notes(results: dict) -> list[str]:
     if "shardforge_threads" in m:
         med = {k: 1e6 * float(np.median(m[k]["cpu"])) / n for k in ("shardforge",
                                                                       "shardforge_threads")}
-        lines.append(f"- Worker processes cost {med['shardforge'] - med['shardforge_threads']:.0f}"
-                     f" µs of CPU per image more than threads here ({med['shardforge']:.0f} vs "
-                     f"{med['shardforge_threads']:.0f}, medians): each batch in a shared-memory "
-                     "segment, its hand-over and the main process's side of the queues.")
+        diff = med["shardforge"] - med["shardforge_threads"]
+        lines.append(f"- CPU per image, worker processes vs threads: {med['shardforge']:.0f} vs "
+                     f"{med['shardforge_threads']:.0f} µs (medians; processes "
+                     f"{abs(diff):.0f} µs {'more' if diff > 0 else 'less'}). Processes copy "
+                     "each batch out of a shared buffer their worker reuses (stream/slots.py) "
+                     "and exchange messages; threads write it once but share one GIL.")
     return lines
 
 
@@ -79,8 +81,9 @@ def report(results: dict, args, summary: dict, figure: str | None = None) -> str
         "DCT-domain downscaling where the crop allows: OpenCV), INTER_AREA resize "
         "(shardforge's `_area_resize` for downscales: OpenCV's bytes; OpenCV for upscales), "
         "flip in place; [B,S,S,3] uint8. Persistent worker processes (the "
-        "default), or `worker_kind='thread'`: W threads of the calling process build the "
-        "same batches, byte for byte.",
+        "default; each writes the images into shared buffers it reuses, copied out by the "
+        "loader: stream/slots.py), or `worker_kind='thread'`: W threads of the calling "
+        "process build the same batches, byte for byte.",
         f"- **FFCV**: `Loader(beton, B, num_workers=W, order=RANDOM, os_cache=True)` with "
         f"`RandomResizedCropRGBImageDecoder(({args.size},{args.size}))`, "
         "`RandomHorizontalFlip()`, `ToTensor()`; [B,S,S,3] uint8 (threads, compiled).",

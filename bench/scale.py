@@ -20,6 +20,7 @@ import hashlib
 import io
 import json
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,7 +39,8 @@ IMAGENET = (("ImageNet-1k", 1_281_167), ("ImageNet-21k", 14_197_122))
 GOAL_S, GOAL_FLAT = 2.0, 1.2
 PER_ROW = (("make_loader wall (µs/row)", "make", 1e6), ("user CPU", "user", 1e6), ("system CPU",
            "sys", 1e6), ("first batch after", "batch_s", 1e6), ("rank anon PSS (B/row)",
-           "rank_anon", 1), ("driver RSS", "driver_rss", 1), ("worker USS", "worker_uss", 1))
+           "rank_anon", 1), ("driver RSS", "driver_rss", 1), ("worker USS", "worker_uss", 1),
+           ("page faults of the call (per row)", "minflt", 1))
 
 
 # ------------------------------------------------------------------ loader
@@ -142,13 +144,16 @@ def child_loader(ds: str) -> None:
     from shardforge.stream.wds_loader import make_loader
 
     t["imported"], (u0, s0) = time.time(), os.times()[:2]
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     loader = make_loader(ds, "train", 256, num_workers=2, transform=RandomResizedCrop(32))
     t["made"], (u1, s1) = time.time(), os.times()[:2]
+    minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     images, _labels = next(iter(loader))
     t["first"] = time.time()
     driver, workers = smaps(os.getpid()), [smaps(w.pid) for w in psutil.Process().children()]
     print(json.dumps({**t, "make": t["made"] - t["imported"], "batch_s": t["first"] - t["made"],
-                      "user": u1 - u0, "sys": s1 - s0, "driver_rss": driver["rss"],
+                      "user": u1 - u0, "sys": s1 - s0, "minflt": minflt,
+                      "driver_rss": driver["rss"],
         "peak_rss": int(Path("/proc/self/status").read_text().split("VmHWM:")[1].split()[0]) << 10,
         "worker_uss": max(w["uss"] for w in workers), "rank_anon": driver["pss_anon"] + sum(
             w["pss_anon"] for w in workers), "faults": loader.faults.count,
@@ -295,7 +300,8 @@ def render_loader(res: dict, doc: Path | None) -> list[str]:
                  mib(s["driver_rss"]), mib(s["peak_rss"]), mib(s["worker_uss"]),
                  f"**{mib(s['rank_anon'])}**", s["faults"], s["loads"]] for n, s in st.items()]),
            "", "Marginal per-row costs:", "", *marginal_table(ns, {
-               h: [st[n][k] * f for n in ns] for h, k, f in PER_ROW}), "", "Extrapolation (fitted: "
+               h: [st[n][k] * f for n in ns] for h, k, f in PER_ROW if k in st[ns[0]]}), "",
+           "Extrapolation (fitted: "
            "least-squares line a + b * rows through the sizes up to 1.28M / through all sizes):",
            ""]
     rows, small = [], [n for n in ns if n <= 1_280_000]

@@ -82,7 +82,7 @@ def epoch_order(num_samples: int, seed: int, epoch: int, order: Order = "global"
         return np.arange(num_samples, dtype=np.int64)
     rng = epoch_rng(seed, epoch, _ORDER_SALT)
     if order == "global":
-        return rng.permutation(num_samples).astype(np.int64)
+        return rng.permutation(num_samples).astype(np.int64, copy=False)   # int64 already
     if shard is None or len(shard) != num_samples:
         raise ValueError("order='shards' needs the shard id of every sample")
     if window < 1:

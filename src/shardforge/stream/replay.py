@@ -247,6 +247,10 @@ class ReplayStream(WdsStream):
             first[s] = int(np.argmax(self.index.shard == s))
         self._first = first
 
+    def image_slot_shape(self) -> None:
+        """Replayed views are allocated by :meth:`_batch` itself: no reused buffers."""
+        return None
+
     def _batch(self, reader: RangeReader, pos: np.ndarray, rng: np.random.Generator,
                shared: bool) -> tuple:
         from shardforge.augment import apply_params, sample_params

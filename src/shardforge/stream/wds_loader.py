@@ -24,6 +24,7 @@ from shardforge.stream.partition import (
     Order,
     Remainder,
 )
+from shardforge.stream.slots import BatchSlots, SlotRef
 from shardforge.stream.wds_stream import Layout, WdsStream
 from shardforge.stream.wds_threads import thread_batches
 
@@ -56,14 +57,17 @@ class WdsLoader(DataLoader):
     through the state dict), and each of the first few is logged at WARNING.
 
     ``worker_kind``: ``"process"`` (default): ``num_workers`` DataLoader worker processes
-    build the batches; ``"thread"``: ``num_workers`` threads of this process do
+    build the batches, writing the images into shared buffers they reuse, which this
+    process copies out (:mod:`shardforge.stream.slots`: a new shared segment per batch
+    cost a fifth of a sample's CPU in page faults); ``"thread"``: ``num_workers`` threads
+    of this process do
     (:mod:`shardforge.stream.wds_threads`; byte-identical batches in the same order,
     without moving them between processes). With threads, ``prefetch_factor`` (default
     2) is the batches each thread keeps ready and ``pin_memory`` has each thread pin the
     batches it builds; the DataLoader's process options are refused.
-    Threads used less CPU per image than processes in every benchmark run and were
-    faster on an idle machine, not on an oversubscribed one (README, "Streaming"), hence
-    not the default.
+    With the reused buffers, processes use as little CPU per image as threads (BENCHMARKS.md
+    "Loaders"); threads were faster on an idle machine, not on an oversubscribed one
+    (README, "Streaming"), hence not the default.
     """
 
     def __init__(self, stream: WdsStream, num_workers: int = 2,
@@ -95,6 +99,7 @@ class WdsLoader(DataLoader):
         # started per iter(), so it has no meaning for them and is ignored
         super().__init__(stream, batch_size=None, num_workers=num_workers,
                          persistent_workers=persistent_workers and num_workers > 0, **kwargs)
+        self._slots: BatchSlots | None = None      # worker processes' reused buffers
         self.worker_kind = worker_kind
         self.stream = stream
         self._seen = stream.start
@@ -151,11 +156,36 @@ class WdsLoader(DataLoader):
 
     def _batches(self):
         """The stream's batches from the worker processes, or from the threads."""
-        if self.worker_kind == "process":
-            yield from super().__iter__()
-            return
         pin = bool(self.pin_memory) and _accelerator_available()   # as DataLoader does
-        yield from thread_batches(self.stream, self._threads, self._prefetch, pin_memory=pin)
+        if self.worker_kind == "thread":
+            yield from thread_batches(self.stream, self._threads, self._prefetch,
+                                      pin_memory=pin)
+            return
+        slots = self._prepare_slots()
+        for batch in super().__iter__():
+            if isinstance(batch[0], SlotRef):
+                images = slots.read(batch[0], pin_memory=pin)
+                if self.stream.layout == "chw":
+                    images = images.permute(0, 3, 1, 2)
+                batch = type(batch)((images, *batch[1:]))
+            yield batch
+
+    def _prepare_slots(self) -> BatchSlots | None:
+        """The reused image buffers of the worker processes (stream/slots.py), set on the
+        stream before DataLoader starts or resumes its workers. Persistent workers keep
+        one set, made free again at every ``iter()`` (batches of an abandoned epoch are
+        discarded by DataLoader, never handed over; a worker still writing one only
+        overwrites another discarded batch). Workers started per ``iter()`` get a new set:
+        those of an earlier iterator may still be running."""
+        shape = self.stream.image_slot_shape()
+        if self.num_workers == 0 or shape is None:
+            return None
+        if self._slots is not None and self.persistent_workers:
+            self._slots.reset()
+            return self._slots
+        per_worker = (self.prefetch_factor or 2) + 1   # in flight + the one being copied
+        self._slots = self.stream._slots = BatchSlots(self.num_workers, per_worker, shape)
+        return self._slots
 
     def state_dict(self) -> dict:
         """Where this rank is: ``epoch``, ``samples_seen`` and ``seed``, plus what must

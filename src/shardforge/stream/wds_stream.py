@@ -85,6 +85,7 @@ from shardforge.stream.partition import (
     worker_batches,
 )
 from shardforge.stream.repair import SampleRepair, recorded_sizes
+from shardforge.stream.slots import BatchSlots, SlotRef, shared_empty
 
 Layout = Literal["hwc", "chw"]
 _AUG_SALT = 0xA06_5EED
@@ -102,21 +103,6 @@ class EpochPlan(NamedTuple):
     start: int
     everything: np.ndarray
     bounds: list[tuple[int, int]]
-
-
-def _shared_empty(shape: tuple[int, ...]) -> torch.Tensor:
-    """An uninitialised uint8 tensor of ``shape`` allocated in shared memory.
-
-    ``torch.empty(...).share_memory_()`` would allocate it privately first and then
-    copy it into a new shared segment (about half the cost of a batch's buffer); the
-    storage is created shared instead (``UntypedStorage._new_shared``, what
-    ``share_memory_`` itself calls), falling back to ``share_memory_`` where a torch
-    build lacks it."""
-    nbytes = int(np.prod(shape))
-    new_shared = getattr(torch.UntypedStorage, "_new_shared", None)
-    if new_shared is None:
-        return torch.empty(shape, dtype=torch.uint8).share_memory_()
-    return torch.empty(0, dtype=torch.uint8).set_(new_shared(nbytes)).view(shape)
 
 
 def _dist_default(rank: int | None, world_size: int | None) -> tuple[int, int]:
@@ -194,6 +180,9 @@ class WdsStream(SampleRepair, IterableDataset):
         self._report_faults = False   # WdsLoader: append each batch's faults (it strips them)
         self._faults: list[tuple[int, int]] = []   # (position, reason) of the current batch
         self._ctx: tuple = ()                      # (seed, epoch, rank positions, batch start)
+        # set by WdsLoader before its worker processes start (stream/slots.py)
+        self._slots: BatchSlots | None = None
+        self._worker = 0
 
     # ------------------------------------------------------------------ position
     @property
@@ -267,6 +256,19 @@ class WdsStream(SampleRepair, IterableDataset):
         return RangeReader(self.index.shard_urls, sizes=self._shard_sizes,
                            min_sizes=self._min_sizes)
 
+    def image_slot_shape(self) -> tuple[int, int, int, int] | None:
+        """The shape of one full batch of images, for :class:`~.slots.BatchSlots`; None
+        for a stream whose batches are made otherwise (a subclass's ``_batch``)."""
+        out_h, out_w = self.transform.output_size
+        return (self.batch_size, out_h, out_w, 3)
+
+    def _take_slot(self, shape: tuple[int, ...]) -> int | None:
+        """A reused buffer for a batch of ``shape`` (this worker's), or None."""
+        slots = self._slots
+        if slots is None or shape[1:] != slots.shape[1:] or shape[0] > slots.shape[0]:
+            return None
+        return slots.take(self._worker)
+
     def builder(self) -> WdsStream:
         """A shallow copy with its own per-batch fault state, for one worker thread: the
         copies share the index, transform and position, so their batches are the ones
@@ -303,6 +305,7 @@ class WdsStream(SampleRepair, IterableDataset):
             cv2.setNumThreads(1)     # one worker process = one core
         plan = self.epoch_plan()
         reader = self.open_reader()
+        self._worker = worker
         try:
             for b in worker_batches(len(plan.bounds), worker, workers):
                 yield self.build_batch(plan, b, reader, shared=info is not None)
@@ -321,8 +324,13 @@ class WdsStream(SampleRepair, IterableDataset):
                                                         "index.parquet")
         out_h, out_w = self.transform.output_size
         shape = (len(pos), out_h, out_w, 3)
-        # in a worker, allocated in shared memory: handed over without another copy
-        images = _shared_empty(shape) if shared else torch.empty(shape, dtype=torch.uint8)
+        # in a worker: one of the loader's reused buffers (stream/slots.py), else a new
+        # shared segment; either way handed over without pickling the pixels
+        slot = self._take_slot(shape) if shared else None
+        if slot is not None:
+            images = self._slots.buffers[slot][:len(pos)]
+        else:
+            images = shared_empty(shape) if shared else torch.empty(shape, dtype=torch.uint8)
         pixels = images.numpy()
         dct = self.transform.dct
         widths, heights = idx.width[pos], idx.height[pos]
@@ -339,7 +347,9 @@ class WdsStream(SampleRepair, IterableDataset):
                 bad[k] = self._corrupt(p, UNDECODABLE, f"it does not decode ({exc})")
         if any(bad):
             pos = self._replace(reader, pos, bad, pixels)
-        if self.layout == "chw":
+        if slot is not None:
+            images = SlotRef(slot, len(pos))     # WdsLoader copies it out, then permutes
+        elif self.layout == "chw":
             images = images.permute(0, 3, 1, 2)
         out: tuple = (images, torch.from_numpy(idx.label[pos].astype(np.int64)))
         if self.with_ids:

@@ -6,8 +6,8 @@ Thread ``w`` of ``W`` builds batches ``w, w+W, ...`` of the epoch's plan, exactl
 worker process ``w`` would (same :meth:`~WdsStream.build_batch`, seeded by the batch's
 position), so the batches are byte-identical to the process mode's and come out in the
 same order. What it saves: a batch is written once, into the tensor the caller receives
-(no shared-memory segment per batch, no pickling, no transfer between processes), and no
-process is started. The decode work runs outside the GIL (shardforge's partial JPEG
+(no shared buffer to copy it out of, no messages between processes), and no process is
+started. The decode work runs outside the GIL (shardforge's partial JPEG
 decode and area resize, OpenCV's ``imdecode`` and ``resize``, ``hashlib``'s sha256 of a
 sample and ``os.pread`` release it), so ``W``
 threads use up to ``W`` cores; the Python between those calls (a few percent of a

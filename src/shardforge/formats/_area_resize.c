@@ -36,7 +36,6 @@
 #include <Python.h>
 #include <float.h>
 #include <math.h>
-#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <emmintrin.h>

@@ -32,8 +32,9 @@ def resize_area(pixels: np.ndarray, size: tuple[int, int],
     ``pixels`` may be a strided view (a crop of a larger image).
     """
     w, h = size
-    if (_resize_area_rgb8 is not None and pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
-            and pixels.strides[1:] == (3, 1)):
+    packed_rgb8 = (pixels.dtype == np.uint8 and pixels.ndim == 3 and pixels.shape[2] == 3
+                   and pixels.strides[1:] == (3, 1))
+    if _resize_area_rgb8 is not None and packed_rgb8:
         dst = out if out is not None else np.empty((h, w, 3), np.uint8)
         if dst.shape == (h, w, 3) and dst.flags.c_contiguous and _resize_area_rgb8(pixels, dst):
             return dst

@@ -69,7 +69,7 @@ def pss():
 args = json.loads(sys.argv[1])
 from shardforge.layout.dataset import open_dataset
 from shardforge.stream.replay import load_reinforced_split
-import shardforge.stream.replay_cache, shardforge.augment  # what a load imports
+import shardforge.stream.array_cache, shardforge.augment  # what a load imports
 parent = open_dataset(args["root"])
 parent.split(args["reinforce"]["split"])
 if args["mode"] != "build":

@@ -2,9 +2,13 @@
 
 1. Loader start-up against index rows (10k, 100k, 1.28M, 14M): time from process start to
    ``make_loader`` returning and to the first batch (2 workers, batch 256,
-   ``RandomResizedCrop(32)``, sha256 checked), a fresh process per size and round; memory
-   of the driver and its workers after it. Data: synthetic indexes of N rows (unique keys
-   and digests) over 1,000-sample tars, hard links of one real ingested tar.
+   ``RandomResizedCrop(32)``, sha256 checked), a fresh process per size, mode and round;
+   memory of the driver and its workers after it. Three modes: the node's index cache
+   (stream/index_cache.py) emptied first ("cold": the first loader on a node builds it),
+   left by that run ("warm": every later loader of the node), and not used
+   (``index_cache=False``: each loader reads the index into its own memory). Data:
+   synthetic indexes of N rows (unique keys and digests) over 1,000-sample tars, hard
+   links of one real ingested tar.
 2. Catalog ``list``/``show``/``resolve``/``verify`` against 10, 100, 1,000 builds of 1,000
    file records, registered through ``register_build``; as CLI processes and in-process.
 
@@ -135,8 +139,11 @@ def smaps(pid: int) -> dict:
             "uss": f["Private_Clean"] + f["Private_Dirty"]}
 
 
-def child_loader(ds: str) -> None:
-    """One start-up, in a fresh process (``--child-loader``); JSON on stdout."""
+MODES = ("cold", "warm", "off")
+
+
+def child_loader(ds: str, mode: str) -> None:
+    """One start-up, in a fresh process (``--child-loader DS --mode MODE``); JSON on stdout."""
     t = {"start": time.time()}
     import psutil
 
@@ -145,7 +152,8 @@ def child_loader(ds: str) -> None:
 
     t["imported"], (u0, s0) = time.time(), os.times()[:2]
     f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    loader = make_loader(ds, "train", 256, num_workers=2, transform=RandomResizedCrop(32))
+    loader = make_loader(ds, "train", 256, num_workers=2, transform=RandomResizedCrop(32),
+                         index_cache=mode != "off")
     t["made"], (u1, s1) = time.time(), os.times()[:2]
     minflt = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0
     images, _labels = next(iter(loader))
@@ -164,25 +172,35 @@ def child_loader(ds: str) -> None:
 def run_loader(args, results: dict) -> None:
     import psutil
 
-    runs = results["loader"] = {}
+    runs = results["loader"] = {mode: {} for mode in MODES}
+    home = Path(args.work) / "loader-home"       # SHARDFORGE_HOME of the children
+    cache = home / "cache" / "index"
+    env = {**os.environ, "SHARDFORGE_HOME": str(home)}
     for n in args.rows:
         if psutil.virtual_memory().available < 600 * n:   # synthesis, the loaded index
             results.setdefault("skipped", []).append(f"{n:,} rows: < {600 * n >> 30} GiB free")
             continue
         synth_dataset(Path(args.work), n)
-        runs[str(n)] = []
+        for mode in MODES:
+            runs[mode][str(n)] = []
     for r in range(args.repeats):
-        for n in runs:
-            spawn, load = time.time(), os.getloadavg()[0]
-            proc = subprocess.run([sys.executable, __file__, "--child-loader", str(
-                Path(args.work) / f"ds-{n}")], capture_output=True, text=True)
-            if proc.returncode:
-                sys.exit(f"loader child failed at {n} rows:\n{proc.stderr[-3000:]}")
-            rec = json.loads(proc.stdout.strip().splitlines()[-1])
-            rec.update({k: rec[k] - spawn for k in ("start", "imported", "made", "first")},
-                       load=load)
-            runs[n].append(rec)
-            print(f"round {r}, {n} rows: first batch at {rec['first']:.2f} s", file=sys.stderr)
+        for n in runs["cold"]:
+            for mode in MODES:      # cold empties the cache, warm uses what cold built
+                if mode == "cold":
+                    subprocess.run(["rm", "-rf", str(cache)], check=True)
+                spawn, load = time.time(), os.getloadavg()[0]
+                proc = subprocess.run([sys.executable, __file__, "--child-loader", str(
+                    Path(args.work) / f"ds-{n}"), "--mode", mode], capture_output=True,
+                    text=True, env=env)
+                if proc.returncode:
+                    sys.exit(f"loader child failed at {n} rows ({mode}):\n{proc.stderr[-3000:]}")
+                rec = json.loads(proc.stdout.strip().splitlines()[-1])
+                rec.update({k: rec[k] - spawn for k in ("start", "imported", "made", "first")},
+                           load=load, cache_bytes=sum(f.stat().st_size for f in cache.rglob(
+                               "*.npy")) if mode != "off" else 0)
+                runs[mode][n].append(rec)
+                print(f"round {r}, {n} rows, {mode}: first batch at {rec['first']:.2f} s",
+                      file=sys.stderr)
 
 
 def loader_stats(runs: list[dict]) -> dict:
@@ -283,52 +301,80 @@ def plot(path: Path, panels: list[tuple]) -> None:
     fig.tight_layout(), fig.savefig(path, dpi=100)
 
 
-def render_loader(res: dict, doc: Path | None) -> list[str]:
-    import numpy as np
+MODE_TEXT = {"cold": "index cache emptied first: the first loader on a node builds it",
+             "warm": "index cache built by the cold run: every later loader on the node",
+             "off": "no index cache (`index_cache=False`): each loader reads the index into "
+                    "its own memory, as before the cache"}
 
-    st = {int(n): loader_stats(r) for n, r in res["loader"].items() if r}
-    ns = sorted(st)
+
+def render_loader(res: dict, doc: Path | None) -> list[str]:
     out = ["### Loader start-up against index rows", "", f"Medians of {res['repeats']} rounds; "
            "times from process start; memory after the first batch; a rank = the driver and "
-           "its 2 workers.", "", *common.md_table(
+           "its 2 workers; \"index cache\" = the memory-mapped files every loader of a node "
+           "shares (page cache, counted once per node, not in the rank's anon PSS).", ""]
+    for mode in MODES:
+        out += render_mode(res, mode)
+    return out + (plot_loader(res, doc) if doc else [])
+
+
+def render_mode(res: dict, mode: str) -> list[str]:
+    import numpy as np
+
+    st = {int(n): loader_stats(r) for n, r in res["loader"][mode].items() if r}
+    ns = sorted(st)
+    out = [f"#### {mode.capitalize()}: {MODE_TEXT[mode]}", "", *common.md_table(
                ["index rows", "imports done (s)", "make_loader returned (s)", "first batch (s)",
                 "make_loader call: wall / user / system CPU (s)", "first batch after it (s)",
                 "driver RSS (MiB)", "driver peak RSS", "worker USS (max)",
-                "rank anon PSS (MiB)", "faults", "1-min load"],
+                "rank anon PSS (MiB)", "index cache (MiB)", "faults", "1-min load"],
                [[f"{n:,}", f"{s['imported']:.2f}", f"**{s['made']:.2f}**", f"{s['first']:.2f}",
                  f"{s['make']:.2f} / {s['user']:.2f} / {s['sys']:.2f}", f"{s['batch_s']:.2f}",
                  mib(s["driver_rss"]), mib(s["peak_rss"]), mib(s["worker_uss"]),
-                 f"**{mib(s['rank_anon'])}**", s["faults"], s["loads"]] for n, s in st.items()]),
+                 f"**{mib(s['rank_anon'])}**", mib(s["cache_bytes"]), s["faults"], s["loads"]]
+                for n, s in st.items()]),
            "", "Marginal per-row costs:", "", *marginal_table(ns, {
                h: [st[n][k] * f for n in ns] for h, k, f in PER_ROW if k in st[ns[0]]}), "",
            "Extrapolation (fitted: "
            "least-squares line a + b * rows through the sizes up to 1.28M / through all sizes):",
            ""]
     rows, small = [], [n for n in ns if n <= 1_280_000]
-    for what, key, scale in (("make_loader returned (s)", "made", 1), ("first batch (s)",
-                              "first", 1), ("rank anon PSS (GiB)", "rank_anon", 2**-30)):
+    for what, key, scale, per_node in (
+            ("make_loader returned (s)", "made", 1, 0), ("first batch (s)", "first", 1, 0),
+            ("rank anon PSS (GiB)", "rank_anon", 2**-30, 8),
+            ("index cache (GiB)", "cache_bytes", 2**-30, 1)):
+        if key == "cache_bytes" and mode == "off":
+            continue
         fits = [np.polyfit(x, [st[n][key] * scale for n in x], 1) for x in (small, ns)]
         rows.append([what, *[f"{st[n][key] * scale:.2f}" if n in st else "-"
                              for n in (1_280_000, 14_000_000)],
                      *[" / ".join(f"{b * n + a:.2f}" for b, a in fits) for _, n in IMAGENET],
-                     f"{8 * np.polyval(fits[1], IMAGENET[1][1]):.1f}" if scale < 1 else "-"])
-    out += [*common.md_table(["", "1,280,000 rows, measured", "14,000,000 rows, measured",
-                              "ImageNet-1k (1,281,167), fitted", "ImageNet-21k (14,197,122), "
-                              "fitted", "8 ranks per node at 21k (GiB), fitted"], rows), ""]
-    if doc:
-        def series(*pairs, scale=1):
-            return {h: (ns, [st[n][k] * scale for n in ns]) for h, k in pairs}
-        plot(doc.parent / "scale-loader.png", [
-            ("loader start-up (medians)", "index rows", "seconds", series(
-                ("process start -> make_loader returned", "made"), ("process start -> first "
-                 "batch", "first"), ("make_loader call, user CPU", "user"), (
-                    "make_loader call, system CPU", "sys")),
-             (GOAL_S, "goal at 1.28M rows")),
-            ("memory per rank after the first batch", "index rows", "MiB", series(
-                ("rank anon PSS (driver + 2 workers)", "rank_anon"), ("driver peak RSS",
-                 "peak_rss"), ("worker USS", "worker_uss"), scale=2**-20), None)])
-        out += ["![loader start-up and memory against index rows](docs/scale-loader.png)", ""]
-    return out
+                     f"{per_node * np.polyval(fits[1], IMAGENET[1][1]):.1f}" if per_node
+                     else "-"])
+    return [*out, *common.md_table(
+        ["", "1,280,000 rows, measured", "14,000,000 rows, measured",
+         "ImageNet-1k (1,281,167), fitted", "ImageNet-21k (14,197,122), fitted",
+         "per 8-rank node at 21k (GiB), fitted: 8 ranks, 1 cache"], rows), ""]
+
+
+def plot_loader(res: dict, doc: Path) -> list[str]:
+    """docs/scale-loader.png: start-up and memory against rows, every mode."""
+    st = {mode: {int(n): loader_stats(r) for n, r in res["loader"][mode].items() if r}
+          for mode in MODES}
+
+    def series(key, scale=1, label="{mode}"):
+        return {label.format(mode=mode): (sorted(st[mode]), [st[mode][n][key] * scale
+                                                            for n in sorted(st[mode])])
+                for mode in MODES if st[mode]}
+    plot(doc.parent / "scale-loader.png", [
+        ("loader start-up: process start -> make_loader returned (medians)", "index rows",
+         "seconds", series("made", label="{mode} index cache"), (GOAL_S, "goal at 1.28M rows")),
+        ("first batch after make_loader (medians)", "index rows", "seconds",
+         series("batch_s", label="{mode} index cache"), None),
+        ("memory per rank after the first batch", "index rows", "MiB", {
+            **series("rank_anon", 2**-20, "rank anon PSS, {mode} index cache"),
+            "index cache files (once per node)": (sorted(st["warm"]), [
+                st["warm"][n]["cache_bytes"] / 2**20 for n in sorted(st["warm"])])}, None)])
+    return ["![loader start-up and memory against index rows](docs/scale-loader.png)", ""]
 
 
 def render_catalog(res: dict, doc: Path | None) -> list[str]:
@@ -370,11 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     for flag, default in (("--rows", "10000,100000,1280000,14000000"), ("--builds", "10,100,1000"),
                           ("--files", 1000), ("--repeats", 3), ("--parts", "loader,catalog"),
                           ("--work", "/tmp/sf-scale"), ("--doc", None), ("--out-md", None),
-                          ("--child-loader", None)):
+                          ("--child-loader", None), ("--mode", "warm")):
         p.add_argument(flag, default=default, type=type(default) if default else None)
     args = p.parse_args(argv)   # --doc: write this page's section (docs/scale.md)
     if args.child_loader:
-        child_loader(args.child_loader)
+        child_loader(args.child_loader, args.mode)
     args.rows, args.builds = ([int(x) for x in v.split(",")] for v in (args.rows, args.builds))
     Path(args.work).mkdir(parents=True, exist_ok=True)
     results: dict = {"load_start": os.getloadavg(), "date": common.utc_date(),

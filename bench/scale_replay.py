@@ -1,6 +1,6 @@
 """How the replay cache's costs grow with the size of a reinforced split (docs/scale.md).
 
-The replay cache (``shardforge.stream.replay_cache``, built by
+The replay cache (``shardforge.stream.array_cache``, built by
 ``shardforge.stream.replay.load_reinforced_split``) aligns a reinforced split's stored
 augmentations with the parent's positions in memory-mapped ``.npy`` files, once per node.
 This script builds it from synthetic reinforcements (``replay_memory.generate``: random
@@ -92,7 +92,7 @@ def child(work: str, mode: str) -> None:
     t0 = time.perf_counter()
     import shardforge.augment  # noqa: F401  (the call imports it: torchvision)
     import shardforge.names  # noqa: F401
-    import shardforge.stream.replay_cache  # noqa: F401
+    import shardforge.stream.array_cache  # noqa: F401
     from shardforge.layout.dataset import open_dataset
     from shardforge.stream.replay import load_reinforced_split, replay_digest
 

@@ -211,7 +211,7 @@ def _cue_conflict(d: str) -> list[str]:
 
 
 def _replay_cache(d: str) -> list[str]:
-    from shardforge.stream.replay_cache import META_FILE, open_or_build
+    from shardforge.stream.array_cache import META_FILE, open_or_build
 
     def fill(open_writable):
         with open_writable() as arrays:

@@ -187,7 +187,7 @@ def test_damaged_cache_is_detected_and_rebuilt(demo_dataset, synthetic, tmp_path
 
 def test_full_verify_catches_what_sampling_misses(demo_dataset, synthetic, tmp_path,
                                                   monkeypatch):
-    from shardforge.stream import replay_cache
+    from shardforge.stream import array_cache as replay_cache
 
     monkeypatch.setattr(replay_cache, "_BLOCK", 16)     # 4 sampled blocks of 16 bytes
     monkeypatch.setattr(replay_cache, "_SAMPLES", 2)
@@ -301,7 +301,7 @@ def test_concurrent_loads_build_once(demo_dataset, synthetic, tmp_path, monkeypa
     lock and open its files."""
     import threading
 
-    from shardforge.stream import replay_cache
+    from shardforge.stream import array_cache as replay_cache
 
     builds = []
     real_build = replay_cache._build

@@ -68,14 +68,15 @@ def ingest(source: str, out: str, *, name: str | None = None, max_res: int | Non
 def open(ref: str, home: str | None = None) -> Dataset:  # noqa: A001 - the API's name
     """The dataset ``ref`` names (a catalog ``NAME[@vN]`` at ``home``, or a location with a
     ``summary.json``): a :class:`~shardforge.api.Dataset` with its classes, summary, per
-    split the index (keys, labels, shard byte ranges, sha256) and ``loader(split,
-    batch_size, ...)``. Train on it with ``jobs/train.py --data REF``. Raises
-    :class:`~shardforge.layout.dataset.DatasetNotFoundError` naming both lookups."""
+    split the index (keys, labels, shard byte ranges, sha256; memory-mapped from the
+    node's shared copy, :func:`~shardforge.stream.index_cache.open_indexed`) and
+    ``loader(split, batch_size, ...)``. Train on it with ``jobs/train.py --data REF``.
+    Raises :class:`~shardforge.layout.dataset.DatasetNotFoundError` naming both lookups."""
     from shardforge.api import Dataset
     from shardforge.catalog.lookup import resolve_dataset
-    from shardforge.layout.dataset import open_dataset
+    from shardforge.stream.index_cache import open_indexed
 
-    return Dataset.of(open_dataset(resolve_dataset(ref, home)))
+    return Dataset.of(open_indexed(resolve_dataset(ref, home)))
 
 
 __all__ = ["ingest", "open"]

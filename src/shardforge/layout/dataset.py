@@ -155,8 +155,7 @@ def open_dataset(path_or_url: str | DatasetRef) -> DatasetRef:
     if isinstance(path_or_url, DatasetRef):
         return path_or_url
     summary = read_summary(path_or_url)
-    index_loc = summary.location(summary.data.get("index", {}).get("path", INDEX_FILE),
-                                 "index path")
+    index_loc = index_location(summary)
     with _index_memory():
         table = _read_index(index_loc)
         wds_dir = summary.root.join(WDS_DIR)
@@ -166,6 +165,13 @@ def open_dataset(path_or_url: str | DatasetRef) -> DatasetRef:
         del table
     return DatasetRef(url=summary.root.url, name=summary.name, splits=splits,
                       classes=tuple(summary.data.get("classes", ())), summary=summary.data)
+
+
+def index_location(summary: Summary) -> Location:
+    """Where the dataset's ``index.parquet`` is: the path its summary records (checked
+    not to climb out of the dataset), else ``index.parquet`` at its root."""
+    return summary.location(summary.data.get("index", {}).get("path", INDEX_FILE),
+                            "index path")
 
 
 def open_shards(tar_urls: Sequence[str], index_url: str, name: str = "") -> DatasetRef:

@@ -59,6 +59,10 @@ class Keys:
         taken = self._array.take(int64_array(positions.ravel()))
         return _objects(taken.to_pylist()).reshape(positions.shape)
 
+    def arrow(self) -> pa.Array:
+        """The keys as their Arrow string array (no copy; do not modify its buffers)."""
+        return self._array
+
     def __iter__(self) -> Iterator[str]:
         return iter(self.tolist())
 

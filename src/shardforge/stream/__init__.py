@@ -3,6 +3,8 @@ training. May import the catalog (names to locations) and everything below it.
 
 * :func:`open_dataset` / :func:`open_shards` / :func:`resolve_dataset`
   (:mod:`shardforge.layout.dataset`): summary + index of an ingest output, local or ``s3://``;
+* :func:`open_indexed` (:mod:`.index_cache`): the same, its index memory-mapped from a
+  node-local copy every loader of the node shares (what :func:`make_loader` uses);
 * :class:`WdsStream` (:mod:`.wds_stream`), :func:`make_loader`, :class:`WdsLoader` (:mod:`.wds_loader`):
   WebDataset tars -> PyTorch batches, equal per rank, resumable mid-epoch; built by worker
   processes or, with ``worker_kind="thread"``, by threads (:mod:`.wds_threads`);
@@ -20,7 +22,7 @@ from typing import Any
 _EXPORTS = {
     "DatasetRef": "shardforge.layout.dataset", "SplitIndex": "shardforge.layout.dataset",
     "open_dataset": "shardforge.layout.dataset", "open_shards": "shardforge.layout.dataset",
-    "resolve_dataset": "shardforge.catalog.lookup",
+    "open_indexed": "index_cache", "resolve_dataset": "shardforge.catalog.lookup",
     "DatasetNotFoundError": "shardforge.layout.dataset",
     "DatasetIndexError": "shardforge.layout.dataset",
     "WdsStream": "wds_stream", "WdsLoader": "wds_loader", "make_loader": "wds_loader",

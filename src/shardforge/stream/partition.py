@@ -31,6 +31,7 @@ so every rank and every worker computes the same plan without talking to each ot
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import numpy as np
@@ -82,7 +83,7 @@ def epoch_order(num_samples: int, seed: int, epoch: int, order: Order = "global"
         return np.arange(num_samples, dtype=np.int64)
     rng = epoch_rng(seed, epoch, _ORDER_SALT)
     if order == "global":
-        return rng.permutation(num_samples).astype(np.int64, copy=False)   # int64 already
+        return permutation(rng, num_samples)
     if shard is None or len(shard) != num_samples:
         raise ValueError("order='shards' needs the shard id of every sample")
     if window < 1:
@@ -93,6 +94,38 @@ def epoch_order(num_samples: int, seed: int, epoch: int, order: Order = "global"
     grouped = np.concatenate([np.arange(starts[k], stops[k]) for k in picked])
     windows = np.arange(num_samples) // window
     return grouped[np.lexsort((rng.random(num_samples), windows))].astype(np.int64)
+
+
+def permutation(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``rng.permutation(n)`` (int64), the same values and the same state of ``rng``
+    afterwards, computed by :mod:`shardforge.stream._permute` where it is built and agrees
+    with this numpy (2.8x faster at 14M rows, nearly flat per row: see its source), else by
+    numpy."""
+    if not _fast_permutation_ok():
+        return rng.permutation(n)
+    from shardforge.stream import _permute
+
+    out = np.empty(n, np.int64)
+    with rng.bit_generator.lock:
+        _permute.permutation(rng.bit_generator.capsule, out)
+    return out
+
+
+@functools.cache
+def _fast_permutation_ok() -> bool:
+    """Whether ``_permute`` is built and gives numpy's permutation (checked once per
+    process on a few sizes, in case a numpy release changes its shuffle)."""
+    try:
+        from shardforge.stream import _permute
+    except ImportError:
+        return False
+    for n in (0, 1, 2, 3, 1000, 70_001):
+        ours, theirs = epoch_rng(n, 1), epoch_rng(n, 1)
+        out = np.empty(n, np.int64)
+        _permute.permutation(ours.bit_generator.capsule, out)
+        if not np.array_equal(out, theirs.permutation(n)) or ours.random() != theirs.random():
+            return False
+    return True
 
 
 def rank_positions(order: np.ndarray, rank: int, world_size: int,

@@ -15,7 +15,7 @@ labels, float32 ``B x C`` targets and each sample's position in the split.
 Memory: the stored records (about ``num_augs * 68`` bytes per image with the default
 policy and K=10; ~35 GB for ImageNet+'s 1.28 M images x 400 augmentations) are aligned
 with the split's positions once per node into ``.npy`` files of a local cache
-(:func:`load_reinforced_split`, :mod:`shardforge.stream.replay_cache`; default
+(:func:`load_reinforced_split`, :mod:`shardforge.stream.array_cache`; default
 ``CATALOG_HOME/cache/replay``, the same size on disk) and memory-mapped read-only: the
 pages sit in the OS page cache, shared by every rank and loader worker of the node, and
 no process holds a private copy (pickling to spawned workers sends the folder, not the
@@ -42,7 +42,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from shardforge.layout.dataset import DatasetRef, open_dataset
+from shardforge.layout.dataset import DatasetRef
 from shardforge.layout.reader import RangeReader
 from shardforge.storage import resolve
 from shardforge.stream.wds_stream import WdsStream
@@ -83,7 +83,7 @@ _ARRAYS = ("params", "topk_indices", "topk_probs")
 
 
 def _reopen_split(cache: str, specs: dict) -> ReinforcedSplit:
-    from shardforge.stream.replay_cache import reopen
+    from shardforge.stream.array_cache import reopen
 
     arrays = reopen(cache, specs)
     return ReinforcedSplit(**arrays, cache=cache)
@@ -130,14 +130,14 @@ def load_reinforced_split(root: str, reinforce: dict, parent: DatasetRef, *,
     :func:`replay_digest`): built once, shard by shard (each shard's bytes checked
     against its summary sha256; memory: one shard plus its rows' pages), reused by every
     later load with the same inputs, rebuilt when missing or corrupt
-    (:mod:`shardforge.stream.replay_cache`; ``verify`` rehashes every cached byte).
+    (:mod:`shardforge.stream.array_cache`; ``verify`` rehashes every cached byte).
 
     Raises ValueError naming a sample of the split that has no (or an incomplete set of)
     stored augmentations, or a shard that is not the one the summary lists.
     """
     from shardforge.augment import AugPolicy, param_dtype
     from shardforge.names import check_name, check_relative_path
-    from shardforge.stream.replay_cache import open_or_build
+    from shardforge.stream.array_cache import open_or_build
 
     where, fix = f"the reinforce section of {root}/summary.json", "rerun pipelines/reinforce.py"
     check_name(reinforce["split"], "split", where, fix)
@@ -233,7 +233,7 @@ class ReplayStream(WdsStream):
         from shardforge.formats.decode import CenterCrop
 
         kwargs.setdefault("transform", CenterCrop(policy.size))   # sizes only; unused
-        super().__init__(open_dataset(parent), split, batch_size, with_ids=True, **kwargs)
+        super().__init__(parent, split, batch_size, with_ids=True, **kwargs)
         if len(stored.params) != len(self.index):
             raise ValueError(f"{len(stored.params)} reinforced samples for a split of "
                              f"{len(self.index)}; load them with load_reinforced_split")

@@ -229,8 +229,8 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
                 order: Order = "global", window: int | None = None, with_keys: bool = False,
                 layout: Layout = "hwc", verify: bool = True, with_ids: bool = False,
                 on_corrupt: str = "skip", check_shards: bool = True,
-                persistent_workers: bool = True, worker_kind: WorkerKind = "process",
-                **dataloader_kwargs: Any) -> WdsLoader:
+                index_cache: str | bool = True, persistent_workers: bool = True,
+                worker_kind: WorkerKind = "process", **dataloader_kwargs: Any) -> WdsLoader:
     """A :class:`WdsLoader` over a new :class:`WdsStream` (arguments as there).
 
     ``num_workers`` decoding processes per rank (``worker_kind="process"``), kept across
@@ -243,7 +243,8 @@ def make_loader(dataset: DatasetRef | str, split: str = "train", batch_size: int
                        epoch=epoch, transform=transform, remainder=remainder,
                        drop_last=drop_last, order=order, window=window, with_keys=with_keys,
                        layout=layout, verify=verify, with_ids=with_ids,
-                       on_corrupt=on_corrupt, check_shards=check_shards)
+                       on_corrupt=on_corrupt, check_shards=check_shards,
+                       index_cache=index_cache)
     return WdsLoader(stream, num_workers=num_workers, worker_kind=worker_kind,
                      persistent_workers=persistent_workers, **dataloader_kwargs)
 

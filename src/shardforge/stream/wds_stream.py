@@ -72,6 +72,7 @@ from shardforge.stream.faults import (
     UNDECODABLE,
     check_policy,
 )
+from shardforge.stream.index_cache import open_indexed
 from shardforge.stream.partition import (
     ORDERS,
     Order,
@@ -131,7 +132,11 @@ class WdsStream(SampleRepair, IterableDataset):
     image's sha256 against the index; ``on_corrupt`` (``"skip"`` | ``"strict"``) says what
     a corrupt sample does (module doc); ``check_shards`` (default on) checks every tar's
     size once, here. ``start`` skips that many of the rank's samples of ``epoch`` (what a
-    resume sets; :class:`WdsLoader` manages it).
+    resume sets; :class:`WdsLoader` manages it). ``index_cache``: a dataset location is
+    opened through the node's shared, memory-mapped copy of its index
+    (:func:`~shardforge.stream.index_cache.open_indexed`; ``True``: in its default folder,
+    a path: there), or read into this process's memory (``False``:
+    :func:`~shardforge.layout.dataset.open_dataset`).
     """
 
     def __init__(self, dataset: DatasetRef | str, split: str = "train", batch_size: int = 256,
@@ -141,9 +146,10 @@ class WdsStream(SampleRepair, IterableDataset):
                  order: Order = "global", window: int | None = None, with_keys: bool = False,
                  layout: Layout = "hwc", verify: bool = True, start: int = 0,
                  with_ids: bool = False, on_corrupt: str = "skip",
-                 check_shards: bool = True) -> None:
+                 check_shards: bool = True, index_cache: str | bool = True) -> None:
         super().__init__()
-        self.dataset = open_dataset(dataset)
+        self.dataset = (open_indexed(dataset, index_cache if isinstance(index_cache, str)
+                                     else None) if index_cache else open_dataset(dataset))
         self.split = split
         self.index: SplitIndex = self.dataset.split(split)
         self.rank, self.world_size = _dist_default(rank, world_size)

@@ -262,12 +262,12 @@ class ReplayEpochData(WdsEpochData):
                  channels_last: bool) -> None:
         super().__init__(cfg, info, session, channels_last)
         from shardforge.augment import AugPolicy
-        from shardforge.layout.dataset import open_dataset
+        from shardforge.stream.index_cache import open_indexed
         from shardforge.stream.replay import ReplayStream, load_reinforced_split
         from shardforge.stream.wds_loader import WdsLoader
 
         assert info.reinforce is not None
-        parent = open_dataset(info.url)
+        parent = open_indexed(info.url)
         stored = load_reinforced_split(info.reinforce["root"], info.reinforce, parent)
         stream = ReplayStream(parent, stored, AugPolicy.from_dict(info.reinforce["policy"]),
                               info.num_classes, info.reinforce["split"],

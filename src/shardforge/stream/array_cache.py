@@ -1,4 +1,6 @@
-"""A node-local, memory-mapped cache of aligned arrays, built once per digest.
+"""A node-local, memory-mapped cache of named arrays, built once per digest (the replay
+cache of reinforced splits, :mod:`shardforge.stream.replay`, and the index cache of
+loaders, :mod:`shardforge.stream.index_cache`).
 
 :func:`open_or_build` keeps named ``.npy`` arrays in ``CACHE_DIR/DIGEST/`` (the digest
 names everything the arrays are derived from). The first caller builds them: files are
@@ -21,6 +23,13 @@ last block), which catches truncation, a replaced file and most overwrites; a mi
 rebuilds the arrays (with a warning). ``verify=True`` also rehashes every byte against
 the full sha256 recorded at build time (a pass over the arrays; ~20 s per 35 GB).
 Stale digests are never removed automatically: delete ``CACHE_DIR`` to reclaim space.
+
+Durability: a build is flushed to disk (``fsync``) before ``meta.json`` names it, so a
+crash cannot leave a half-written cache that looks complete. For arrays that are cheap
+to rebuild, ``durable=False`` skips the flushes and the full sha256 and records the
+kernel's boot id instead: until the next reboot the page cache serves what was written,
+whether or not it reached the disk, and after a reboot the cache is rebuilt. (The
+index cache's build at 14M rows spent seconds writing back 2.4 GB, docs/scale.md.)
 """
 
 from __future__ import annotations
@@ -52,40 +61,51 @@ Specs = Mapping[str, tuple[tuple[int, ...], np.dtype]]
 OpenWritable = Callable[[], contextlib.AbstractContextManager[dict[str, np.memmap]]]
 
 
-def open_or_build(directory: str | os.PathLike, digest: str, specs: Specs,
-                  fill: Callable[[OpenWritable], None], *, scratch: Specs | None = None,
-                  verify: bool = False) -> dict[str, np.memmap]:
+def open_or_build(directory: str | os.PathLike, digest: str,
+                  specs: Specs | Callable[[], Specs], fill: Callable[[OpenWritable], None], *,
+                  scratch: Specs | None = None, verify: bool = False,
+                  durable: bool = True) -> dict[str, np.memmap]:
     """The arrays ``specs`` of ``directory`` (one digest's folder), opened read-only as
     memmaps; built first with ``fill`` when missing, stale or corrupt.
+
+    ``specs`` may be a function giving them, for arrays whose shapes are known only once
+    their inputs are read: it is called only to build, and a cache found complete for
+    ``digest`` opens with the arrays its ``meta.json`` describes (each still checked).
 
     ``fill(open_writable)`` fills zero-initialised arrays: each ``with open_writable() as
     arrays`` opens ``specs`` plus the ``scratch`` arrays (deleted after the build, e.g.
     a "filled" mask) as writable memmaps, flushed and unmapped when the block ends. An
-    exception from ``fill`` leaves no array behind and propagates.
+    exception from ``fill`` leaves no array behind and propagates. ``durable=False``: see
+    the module docstring (no full sha256 is recorded, so ``verify`` is refused).
     """
+    if verify and not durable:
+        raise ValueError("open_or_build: verify=True needs the full sha256 that only a "
+                         "durable build records")
     where = Path(directory)
     scratch = dict(scratch or {})
-    clash = set(scratch) & set(specs)
-    if clash:
-        raise ValueError(f"open_or_build: scratch arrays {sorted(clash)} clash with specs")
+    known = None if callable(specs) else specs
     try:
         where.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise OSError(f"cannot create the replay cache folder {where}: {exc}; pass a "
-                      "writable local cache_dir") from exc
-    arrays, _ = _open(where, digest, specs, verify)
+        raise OSError(f"cannot create the array cache folder {where}: {exc}; pass a "
+                      "writable local cache folder") from exc
+    arrays, _ = _open(where, digest, known, verify)
     if arrays is not None:
         return arrays
     with _locked(where / LOCK_FILE):
-        arrays, reason = _open(where, digest, specs, verify)   # built while we waited?
+        arrays, reason = _open(where, digest, known, verify)   # built while we waited?
         if arrays is not None:
             return arrays
         if reason is not None:
-            warnings.warn(f"replay cache {where}: {reason}; rebuilding it", stacklevel=2)
-        _build(where, digest, specs, scratch, fill)
-    arrays, reason = _open(where, digest, specs, verify)
+            warnings.warn(f"array cache {where}: {reason}; rebuilding it", stacklevel=2)
+        known = dict(specs() if callable(specs) else specs)
+        clash = set(scratch) & set(known)
+        if clash:
+            raise ValueError(f"open_or_build: scratch arrays {sorted(clash)} clash with specs")
+        _build(where, digest, known, scratch, fill, durable)
+    arrays, reason = _open(where, digest, known, verify)
     if arrays is None:
-        raise OSError(f"replay cache {where} does not open right after its build ({reason}); "
+        raise OSError(f"array cache {where} does not open right after its build ({reason}); "
                       "is another process writing there, or the disk full?")
     return arrays
 
@@ -106,10 +126,10 @@ def reopen(directory: str | os.PathLike, specs: Specs) -> dict[str, np.memmap]:
 
 
 # --------------------------------------------------------------------------- opening
-def _open(where: Path, digest: str, specs: Specs,
+def _open(where: Path, digest: str, specs: Specs | None,
           verify: bool) -> tuple[dict[str, np.memmap] | None, str | None]:
     """(arrays, None) when the cache is complete and sound, else (None, why) where
-    ``why`` is None for a cache never built."""
+    ``why`` is None for a cache never built. ``specs`` None: those ``meta.json`` lists."""
     try:
         meta = json.loads((where / META_FILE).read_text())
     except FileNotFoundError:
@@ -118,6 +138,14 @@ def _open(where: Path, digest: str, specs: Specs,
         return None, f"unreadable {META_FILE} ({exc})"
     if meta.get("format") != CACHE_FORMAT or meta.get("digest") != digest:
         return None, f"{META_FILE} is for format {meta.get('format')} digest {meta.get('digest')}"
+    if "boot_id" in meta and meta["boot_id"] != _boot_id():
+        return None, "it was built before the last reboot and not flushed to disk"
+    if specs is None:
+        try:
+            specs = {name: (tuple(a["shape"]), np.lib.format.descr_to_dtype(
+                json.loads(a["dtype"]))) for name, a in meta["arrays"].items()}
+        except (KeyError, TypeError, ValueError) as exc:
+            return None, f"{META_FILE} does not describe its arrays ({exc!r})"
     out = {}
     for name, (shape, dtype) in specs.items():
         want = meta.get("arrays", {}).get(name)
@@ -177,8 +205,18 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- building
+def _boot_id() -> str | None:
+    """This boot's id (Linux), None where the kernel has none to give."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
+
+
 def _build(where: Path, digest: str, specs: Specs, scratch: Specs,
-           fill: Callable[[OpenWritable], None]) -> None:
+           fill: Callable[[OpenWritable], None], durable: bool = True) -> None:
+    boot = None if durable else _boot_id()
+    durable = boot is None
     (where / META_FILE).unlink(missing_ok=True)          # invalid from here on
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     every = {**specs, **scratch}
@@ -196,25 +234,28 @@ def _build(where: Path, digest: str, specs: Specs, scratch: Specs,
             try:
                 yield arrays
             finally:
-                for arr in arrays.values():
+                for arr in arrays.values() if durable else ():
                     arr.flush()
                 arrays.clear()
 
         fill(open_writable)
         arrays_meta = {}
         for name, (shape, dtype) in specs.items():
-            with open(tmp[name], "rb+") as f:
-                os.fsync(f.fileno())
             arrays_meta[name] = {"shape": list(shape), "dtype": _descr(dtype),
                                  "size": tmp[name].stat().st_size,
-                                 "sampled_sha256": _sampled_sha256(tmp[name]),
-                                 "sha256": _file_sha256(tmp[name])}
+                                 "sampled_sha256": _sampled_sha256(tmp[name])}
+            if durable:
+                with open(tmp[name], "rb+") as f:
+                    os.fsync(f.fileno())
+                arrays_meta[name]["sha256"] = _file_sha256(tmp[name])
+        replace = replace_durably if durable else os.replace
         for name in specs:
-            replace_durably(str(tmp[name]), str(where / f"{name}.npy"))
+            replace(str(tmp[name]), str(where / f"{name}.npy"))
         meta_tmp = where / f"{META_FILE}{tag}"
-        meta_tmp.write_text(json.dumps({"format": CACHE_FORMAT, "digest": digest,
-                                        "arrays": arrays_meta}, indent=1))
-        replace_durably(str(meta_tmp), str(where / META_FILE))
+        meta = {"format": CACHE_FORMAT, "digest": digest, "arrays": arrays_meta}
+        meta_tmp.write_text(json.dumps(meta if durable else {**meta, "boot_id": boot},
+                                       indent=1))
+        replace(str(meta_tmp), str(where / META_FILE))
     finally:
         for path in tmp.values():
             path.unlink(missing_ok=True)

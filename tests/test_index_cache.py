@@ -198,3 +198,34 @@ def test_array_cache_refuses_verify_without_a_durable_build(tmp_path):
     # specs given as a function are not asked for when the cache is complete
     again = array_cache.open_or_build(tmp_path, "d", lambda: pytest.fail("rebuilt"), fill)
     assert again["a"].tolist() == [1, 1, 1, 1]
+
+
+def test_hostile_cache_files_are_rebuilt_never_executed(dataset, tmp_path):
+    """A pickled object array (with a meta.json that describes it) and a FIFO in place of
+    cache files: neither is loaded nor blocks; the cache is rebuilt with a warning."""
+    import json
+
+    cache = tmp_path / "cache"
+    open_indexed(dataset, str(cache))
+    (folder,) = cache_folders(cache)
+    where = cache / folder
+    marker = tmp_path / "executed"
+
+    class Payload:
+        def __reduce__(self):
+            return (open, (str(marker), "w"))
+
+    evil = np.empty(60, dtype=object)
+    evil[:] = [Payload()] * 60
+    np.save(where / "train.label.npy", evil, allow_pickle=True)
+    meta = json.loads((where / "meta.json").read_text())
+    meta["arrays"]["train.label"].update(
+        dtype=json.dumps("|O"), size=(where / "train.label.npy").stat().st_size,
+        sampled_sha256=array_cache._sampled_sha256(where / "train.label.npy"))
+    (where / "meta.json").write_text(json.dumps(meta))
+    os.remove(where / "val.sha256.npy")
+    os.mkfifo(where / "val.sha256.npy")
+    with pytest.warns(UserWarning, match="rebuilding it"):
+        again = open_indexed(dataset, str(cache))
+    assert not marker.exists()
+    assert_same(again, open_dataset(dataset))

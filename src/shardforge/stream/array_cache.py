@@ -216,7 +216,7 @@ def _boot_id() -> str | None:
 def _build(where: Path, digest: str, specs: Specs, scratch: Specs,
            fill: Callable[[OpenWritable], None], durable: bool = True) -> None:
     boot = None if durable else _boot_id()
-    durable = boot is None
+    durable = boot is None        # no boot id to bound the trust by: build durably
     (where / META_FILE).unlink(missing_ok=True)          # invalid from here on
     tag = f".tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     every = {**specs, **scratch}

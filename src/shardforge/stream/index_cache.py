@@ -29,6 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import posixpath
 import warnings
 
 import numpy as np
@@ -84,18 +85,22 @@ def open_indexed(dataset: DatasetRef | str, cache_dir: str | None = None) -> Dat
     except FileNotFoundError:
         return open_dataset(dataset)      # which says what is missing, and the fix
     folder = os.path.join(cache_dir or default_index_cache_dir(), digest[:32])
-    opened: list[DatasetRef] = []
+    pending: dict[str, np.ndarray] = {}   # a build's arrays, dropped as they are copied
 
     def specs() -> dict:
         try:
-            opened.append(open_dataset(dataset))
+            pending.update(_flatten(open_dataset(dataset)))
         except OSError as exc:     # the dataset's error, not the cache's: raised as is
             raise _SourceError from exc
-        return _specs(opened[0])
+        return {name: (arr.shape, arr.dtype) for name, arr in pending.items()}
 
     def fill(open_writable) -> None:
+        # each source array is freed once copied: the page cache then reuses that memory,
+        # which this project's test VMs back far faster than memory never touched
+        # (docs/scale.md)
         with open_writable() as arrays:
-            _fill(opened, arrays)
+            for name in list(pending):
+                arrays[name][:] = pending.pop(name)
 
     try:
         arrays = open_or_build(folder, digest, specs, fill, durable=False)
@@ -105,7 +110,7 @@ def open_indexed(dataset: DatasetRef | str, cache_dir: str | None = None) -> Dat
         warnings.warn(f"cannot keep a shared copy of the index of {summary.root.url} in "
                       f"{folder} ({exc}); this loader holds its own copy in memory (free "
                       "space there, or pass a writable index_cache folder)", stacklevel=2)
-        return opened[0] if opened else open_dataset(dataset)
+        return open_dataset(dataset)
     return DatasetRef(url=summary.root.url, name=summary.name,
                       splits=_splits(arrays, summary), summary=summary.data,
                       classes=tuple(summary.data.get("classes", ())))
@@ -129,38 +134,20 @@ def index_digest(summary: Summary, index_loc: Location) -> str:
     return hashlib.sha256(json.dumps(stamp, sort_keys=True).encode()).hexdigest()
 
 
-def _specs(ref: DatasetRef) -> dict:
-    """``SPLIT.FIELD -> (shape, dtype)`` of the arrays that hold ``ref``'s splits."""
+def _flatten(ref: DatasetRef) -> dict[str, np.ndarray]:
+    """``SPLIT.FIELD -> array`` of everything the cache holds for ``ref``'s splits (views
+    of its arrays, no copies): the :data:`_COLUMNS`, the keys' Arrow offsets and bytes
+    (at least one byte: a file of none cannot be mapped) and the tar names."""
     out = {}
     for name, idx in ref.splits.items():
-        n = len(idx)
         for col, dtype in _COLUMNS.items():
-            out[f"{name}.{col}"] = ((n,), np.dtype(dtype))
+            out[f"{name}.{col}"] = np.asarray(getattr(idx, col), dtype)
         offsets, data = _key_buffers(idx.key)
-        out[f"{name}.key_offsets"] = ((n + 1,), np.dtype(np.int32))
-        out[f"{name}.key_data"] = ((max(1, len(data)),), np.dtype(np.uint8))   # mmap: > 0
-        names = [url.rsplit("/", 1)[-1].split("?", 1)[0].encode() for url in idx.shard_urls]
-        out[f"{name}.shards"] = ((len(names),), np.dtype(f"S{max(map(len, names), default=1)}"))
+        out[f"{name}.key_offsets"] = offsets
+        out[f"{name}.key_data"] = data if len(data) else np.zeros(1, np.uint8)
+        out[f"{name}.shards"] = np.array(
+            [posixpath.basename(url.split("?", 1)[0]).encode() for url in idx.shard_urls])
     return out
-
-
-def _fill(opened: list[DatasetRef], arrays: dict) -> None:
-    """Copy the one dataset in ``opened`` into ``arrays``, freeing each of its arrays once
-    copied (``opened`` is emptied): the page cache then reuses that memory, which this
-    project's test VMs back far faster than memory never touched (docs/scale.md)."""
-    splits = dict(opened.pop().splits)
-    for name in list(splits):
-        idx = splits.pop(name)
-        arrays[f"{name}.shards"][:] = [url.rsplit("/", 1)[-1].split("?", 1)[0].encode()
-                                       for url in idx.shard_urls]
-        columns = {col: getattr(idx, col) for col in _COLUMNS}
-        keys = idx.key
-        del idx
-        for col in _COLUMNS:
-            arrays[f"{name}.{col}"][:] = columns.pop(col)
-        offsets, data = _key_buffers(keys)
-        arrays[f"{name}.key_offsets"][:] = offsets
-        arrays[f"{name}.key_data"][:len(data)] = data
 
 
 def _key_buffers(keys: Keys | np.ndarray) -> tuple[np.ndarray, np.ndarray]:

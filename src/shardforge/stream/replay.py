@@ -242,10 +242,11 @@ class ReplayStream(WdsStream):
         self.stored, self.policy, self.num_classes = stored, policy, num_classes
         self._fresh_policy = dataclasses.replace(policy, mixup_p=0.0, cutmix_p=0.0)
         self.p_reinforce = p_reinforce
-        first = np.zeros(len(self.index.shard_urls), np.int64)   # first position per tar
-        for s in range(len(first)):
-            first[s] = int(np.argmax(self.index.shard == s))
-        self._first = first
+        # first position per tar: rows are in (shard, offset) order (SplitIndex), so a
+        # binary search (one pass per tar over every row took 0.1 s at 1.28M rows x 1,282
+        # tars, ~11 s fitted at ImageNet-21k's 14M x 14k)
+        self._first = np.searchsorted(self.index.shard,
+                                      np.arange(len(self.index.shard_urls))).astype(np.int64)
 
     def image_slot_shape(self) -> None:
         """Replayed views are allocated by :meth:`_batch` itself: no reused buffers."""
